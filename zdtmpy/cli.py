@@ -1,0 +1,57 @@
+"""The `zdtmpy` command: a thin dispatcher over `zdtmpy.commands.<name>` modules.
+
+Each command module defines `register(subparsers)` adding its parser with `func=run`, and
+`run(args) -> int`. Modules are imported only when listed, so one broken command never
+breaks the others.
+"""
+
+import argparse
+import importlib
+import sys
+
+from .errors import ZdtmError
+
+# command name -> module under zdtmpy.commands
+COMMANDS = {
+    "compress": "compress",
+    "decompress": "decompress",
+    "verify": "verify",
+    "show": "show",
+    "rebase": "rebase",
+    "page-server": "page_server",
+    "stream": "stream",
+    "bench": "bench",
+    "criu": "criu_info",
+}
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="zdtmpy", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name, module in COMMANDS.items():
+        try:
+            mod = importlib.import_module(f"zdtmpy.commands.{module}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"zdtmpy.commands.{module}":
+                raise
+            continue  # command not shipped in this build
+        mod.register(sub)
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except ZdtmError as exc:
+        print(f"zdtmpy {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"zdtmpy {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Subcommands of the `zdtmpy` CLI, one module each (see zdtmpy/cli.py)."""
