@@ -47,6 +47,14 @@ criu_works() {
 	return 1
 }
 
+# Record the choice so the plugin finds the same criu without probing every candidate.
+chosen() {
+	mkdir -p "$cache"
+	printf '%s\n' "$1" >"$cache/selected"
+	echo "$1"
+	exit 0
+}
+
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 apt_updated=0
@@ -58,16 +66,16 @@ apt_update() {
 
 if [ "$force_build" = 0 ]; then
 	if [ -n "$criu_bin" ]; then
-		if criu_works "$criu_bin"; then echo "$criu_bin"; exit 0; fi
+		if criu_works "$criu_bin"; then chosen "$criu_bin"; fi
 		log "requested criu '$criu_bin' is not usable; looking further"
 	fi
 	built="$cache/$version/criu/criu"
 	if criu_works "$built" 2>/dev/null; then
 		log "reusing cached build $built"
-		echo "$built"; exit 0
+		chosen "$built"
 	fi
 	if path_criu=$(command -v criu); then
-		if criu_works "$path_criu"; then echo "$path_criu"; exit 0; fi
+		if criu_works "$path_criu"; then chosen "$path_criu"; fi
 	elif command -v apt-get >/dev/null; then
 		# Debian 13 ships a criu that works; Debian 12's 3.17 fails on new kernels, so
 		# install the package only when its candidate is new enough to be worth trying.
@@ -77,7 +85,7 @@ if [ "$force_build" = 0 ]; then
 			dpkg --compare-versions "$cand" ge "$min_version"; then
 			log "installing distro criu $cand"
 			as_root env DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -qq criu >&2
-			if criu_works /usr/sbin/criu; then echo /usr/sbin/criu; exit 0; fi
+			if criu_works /usr/sbin/criu; then chosen /usr/sbin/criu; fi
 		else
 			log "distro criu candidate '${cand:-none}' is older than $min_version; building $version"
 		fi
@@ -91,7 +99,7 @@ exec 9>"$cache/.lock-$version"
 flock 9   # two provisioning runs at once build once
 
 if [ "$force_build" = 0 ] && criu_works "$srcdir/criu/criu" 2>/dev/null; then
-	echo "$srcdir/criu/criu"; exit 0
+	chosen "$srcdir/criu/criu"
 fi
 
 # A deb-src entry for the suite, pointing at the mirror this machine already uses.
@@ -153,4 +161,4 @@ if ! criu_works "$srcdir/criu/criu"; then
 	exit 1
 fi
 log "built $srcdir/criu/criu ($("$srcdir/criu/criu" --version | head -n1))"
-echo "$srcdir/criu/criu"
+chosen "$srcdir/criu/criu"

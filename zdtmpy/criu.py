@@ -1,0 +1,211 @@
+"""Find, probe and run criu.
+
+`find_criu()` picks a binary the way ci/provision-criu.sh does (option, $ZDTM_CRIU, PATH,
+the build cache) and keeps only one that passes `criu check`. `Criu.run()` runs one action
+with a log file, a timeout and error capture.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import CriuFailure, CriuNotFound, StageTimeout
+
+MIN_VERSION = (4, 0)
+CHECK_TIMEOUT = 60
+
+# Every criu log here carries this error; it is harmless (no CAP_SYS_RESOURCE).
+_HARMLESS = (re.compile(r"rlimit: Can't setup RLIMIT_NOFILE"),)
+_ERROR_LINE = re.compile(r"\bError\b|\bBUG\b|Failed|failed:")
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("ZDTMPY_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "zdtmpy"
+    )
+    return Path(base)
+
+
+def _parse_version(text: str) -> tuple[int, ...]:
+    m = re.search(r"Version:\s*(\d+(?:\.\d+)*)", text)
+    if not m:
+        return ()
+    return tuple(int(x) for x in m.group(1).split("."))
+
+
+@dataclass
+class Criu:
+    """A criu binary that passed `criu check`."""
+
+    path: Path
+    version: tuple[int, ...]
+    _features: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def version_str(self) -> str:
+        return ".".join(map(str, self.version))
+
+    def has_feature(self, name: str) -> bool:
+        """`criu check --feature NAME` passes (cached per process)."""
+        if name not in self._features:
+            try:
+                r = subprocess.run(
+                    [str(self.path), "check", "--feature", name],
+                    stdin=subprocess.DEVNULL, capture_output=True, timeout=CHECK_TIMEOUT,
+                )
+                self._features[name] = r.returncode == 0
+            except subprocess.TimeoutExpired:
+                self._features[name] = False
+        return self._features[name]
+
+    def run(self, action: str, args: list[str], *, log: Path, stage: str, timeout: float,
+            expect_fail: bool = False) -> "CriuRun":
+        """Run `criu ACTION ARGS -o LOG -v4`.
+
+        Raises CriuFailure (non-zero exit, or any exit when it crashed by a signal),
+        StageTimeout (criu killed after `timeout` seconds). With expect_fail, a clean
+        non-zero exit is the expected outcome and success raises CriuFailure instead.
+        """
+        cmd = [str(self.path), action, *args, "-o", str(log), "-v4"]
+        start = time.monotonic()
+        proc = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            close_fds=True, start_new_session=True,
+        )
+        try:
+            out, _ = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            raise StageTimeout(
+                f"stage '{stage}': criu {action} did not finish within {timeout:.0f}s "
+                f"(killed); command: {' '.join(cmd)}\n{log_excerpt(log)}"
+            ) from None
+        run = CriuRun(cmd, proc.returncode, time.monotonic() - start, log,
+                      out.decode(errors="replace"))
+        if run.returncode < 0:
+            raise CriuFailure(
+                f"stage '{stage}': criu {action} crashed with signal "
+                f"{signal.Signals(-run.returncode).name}\n{run.excerpt()}"
+            )
+        if expect_fail and run.returncode == 0:
+            raise CriuFailure(
+                f"stage '{stage}': criu {action} succeeded, but the test is marked crfail "
+                "(criu was expected to fail cleanly)"
+            )
+        if not expect_fail and run.returncode != 0:
+            raise CriuFailure(
+                f"stage '{stage}': criu {action} exited with status {run.returncode}\n"
+                f"{run.excerpt()}"
+            )
+        return run
+
+
+@dataclass
+class CriuRun:
+    cmd: list
+    returncode: int
+    duration: float
+    log: Path
+    output: str
+
+    def excerpt(self) -> str:
+        text = log_excerpt(self.log)
+        if self.output.strip():
+            text += "\n--- criu stdout/stderr ---\n" + self.output.strip()[-2000:]
+        return f"command: {' '.join(self.cmd)}\n{text}"
+
+
+def log_excerpt(log: Path, tail: int = 15, max_errors: int = 20) -> str:
+    """The error lines of a criu log (minus known-harmless ones) and its last lines."""
+    try:
+        lines = Path(log).read_text(errors="replace").splitlines()
+    except OSError:
+        return f"(no criu log at {log})"
+    errors = [
+        ln for ln in lines
+        if _ERROR_LINE.search(ln) and not any(h.search(ln) for h in _HARMLESS)
+    ]
+    parts = [f"--- {log}: {len(errors)} error line(s) ---", *errors[:max_errors]]
+    if len(errors) > max_errors:
+        parts.append(f"... {len(errors) - max_errors} more")
+    parts += [f"--- last {min(tail, len(lines))} lines ---", *lines[-tail:]]
+    return "\n".join(parts)
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+def probe(path: str | Path) -> Criu:
+    """Check one binary: exists, runs, is new enough, passes `criu check`."""
+    p = Path(path)
+    if not p.exists():
+        raise CriuNotFound(f"criu binary {p} does not exist")
+    if not os.access(p, os.X_OK):
+        raise CriuNotFound(f"criu binary {p} is not executable")
+    try:
+        v = subprocess.run([str(p), "--version"], capture_output=True, text=True,
+                           timeout=CHECK_TIMEOUT, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise CriuNotFound(f"criu binary {p}: cannot run '--version': {exc}") from None
+    version = _parse_version(v.stdout)
+    if not version:
+        raise CriuNotFound(f"criu binary {p}: '--version' printed no version: {v.stdout!r}")
+    if version < MIN_VERSION:
+        raise CriuNotFound(
+            f"criu {'.'.join(map(str, version))} at {p} is too old "
+            f"(need >= {'.'.join(map(str, MIN_VERSION))}); run ci/provision-criu.sh to build one"
+        )
+    try:
+        c = subprocess.run([str(p), "check"], capture_output=True, text=True,
+                           timeout=CHECK_TIMEOUT, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise CriuNotFound(f"criu at {p}: 'criu check' hung for {CHECK_TIMEOUT}s") from None
+    if c.returncode != 0:
+        why = [ln for ln in (c.stdout + c.stderr).splitlines() if "rror" in ln] or [c.stderr.strip()]
+        raise CriuNotFound(f"criu {'.'.join(map(str, version))} at {p} fails 'criu check': {why[0]}")
+    return Criu(p, version)
+
+
+def candidates(explicit: str | None = None) -> list[tuple[str, Path]]:
+    out = []
+    if explicit:
+        return [("--criu-bin", Path(explicit))]
+    if os.environ.get("ZDTM_CRIU"):
+        return [("$ZDTM_CRIU", Path(os.environ["ZDTM_CRIU"]))]
+    on_path = shutil.which("criu")
+    if on_path:
+        out.append(("PATH", Path(on_path)))
+    cache = cache_dir() / "criu"
+    try:  # what ci/provision-criu.sh chose last
+        out.append(("provisioned", Path((cache / "selected").read_text().strip())))
+    except OSError:
+        pass
+    for built in sorted(cache.glob("*/criu/criu"), reverse=True):
+        out.append(("build cache", built))
+    return out
+
+
+def find_criu(explicit: str | None = None) -> Criu:
+    """The first usable criu. An explicit choice (option or env) is never second-guessed."""
+    tried = []
+    for origin, path in candidates(explicit):
+        try:
+            return probe(path)
+        except CriuNotFound as exc:
+            if origin in ("--criu-bin", "$ZDTM_CRIU"):
+                raise CriuNotFound(f"{origin}: {exc}") from None
+            tried.append(f"{origin}: {exc}")
+    detail = "; ".join(tried) if tried else "no criu on PATH and no build in " + str(cache_dir() / "criu")
+    raise CriuNotFound(f"no usable criu ({detail}); run ci/provision-criu.sh or pass --criu-bin")

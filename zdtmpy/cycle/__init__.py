@@ -1,0 +1,213 @@
+"""Checkpoint/restore cycles: one module per mode family, built from the steps in `Run`.
+
+A cycle function takes a `Run` and drives it: start the workload, dump, transform images,
+restore, stop. `Run` owns everything the cycle starts and tears it all down at the end,
+pass or fail, so a cycle never has to clean up after itself.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import shutil
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .. import isolation, procstate
+from ..criu import Criu, CriuRun
+from ..errors import WorkloadError, ZdtmError
+
+
+@dataclass
+class RunOptions:
+    keep: bool = False  # keep the test directory even on success
+    norst: bool = False  # ZDTM's --norst: dump with --leave-running, no restore
+    timeout: float = 30.0  # base timeout for one stage
+    oracle: bool = True  # compare image pages with the workload's manifest
+
+
+class StageError(ZdtmError):
+    """A failure tagged with the stage it happened in."""
+
+    def __init__(self, stage: str, test: str, message: str):
+        super().__init__(f"{test}: stage '{stage}': {message}")
+        self.stage = stage
+
+
+@dataclass
+class Attachment:
+    title: str
+    path: Path | None = None
+    text: str | None = None
+
+    def read(self, limit: int = 20000) -> str:
+        if self.text is not None:
+            return self.text
+        try:
+            data = self.path.read_text(errors="replace")
+        except OSError as exc:
+            return f"({self.path}: {exc.strerror})"
+        return data if len(data) <= limit else f"... ({len(data) - limit} bytes cut)\n" + data[-limit:]
+
+
+@dataclass
+class Run:
+    """One test item's run: its directory, its criu, its cleanup, its timings."""
+
+    test: str  # item id, for messages
+    desc: object  # descriptor.Descriptor
+    variant: object  # matrix.Variant
+    criu: Criu
+    workdir: Path
+    options: RunOptions = field(default_factory=RunOptions)
+    timings: dict = field(default_factory=dict)
+    attachments: list = field(default_factory=list)
+    _cleanups: list = field(default_factory=list)
+    _stage: str = "setup"
+    workload: object = None
+
+    # -- bookkeeping -------------------------------------------------------------------
+    @contextmanager
+    def stage(self, name: str):
+        """Time a stage; tag any error escaping it with the stage name."""
+        prev, self._stage = self._stage, name
+        start = time.monotonic()
+        try:
+            yield
+        except StageError:
+            raise
+        except ZdtmError as exc:
+            raise StageError(name, self.test, str(exc)) from exc
+        finally:
+            self.timings[name] = self.timings.get(name, 0.0) + time.monotonic() - start
+            self._stage = prev
+
+    def fail(self, message: str):
+        raise StageError(self._stage, self.test, message)
+
+    def attach(self, title: str, path: Path | None = None, text: str | None = None):
+        self.attachments.append(Attachment(title, path, text))
+
+    def on_cleanup(self, fn: Callable[[], None]):
+        self._cleanups.append(fn)
+
+    def cleanup(self) -> list[str]:
+        """Run cleanups newest first; return what went wrong (never raises)."""
+        problems = []
+        while self._cleanups:
+            fn = self._cleanups.pop()
+            try:
+                fn()
+            except Exception as exc:  # cleanup must go on whatever happened
+                problems.append(f"cleanup {getattr(fn, '__name__', fn)}: {exc}")
+        return problems
+
+    def path(self, name: str) -> Path:
+        return self.workdir / name
+
+    def timeout(self, factor: float = 1.0) -> float:
+        return max(self.options.timeout, float(self.desc.timeout)) * factor
+
+    # -- workload ----------------------------------------------------------------------
+    def start_workload(self) -> int:
+        from ..workload import Workload, build_workload
+
+        with self.stage("build"):
+            exe = build_workload(self.desc.workload)
+        with self.stage("start"):
+            wl = Workload(exe, self.workdir, args=self.desc.args, start_timeout=self.timeout())
+            self.workload = wl
+            self.on_cleanup(wl.kill)
+            self.attach("workload output", wl.outfile)
+            pid = wl.start()
+        return pid
+
+    def stop_workload(self, pid: int):
+        """SIGTERM the (restored) tree and require PASS."""
+        with self.stage("verdict"):
+            verdict = self.workload.stop(pid, timeout=self.timeout())
+            if verdict.status != "PASS":
+                self.fail(f"workload says {verdict.status}: {verdict.detail}")
+
+    # -- criu --------------------------------------------------------------------------
+    def criu_run(self, action: str, args: list, log_name: str, stage: str,
+                 expect_fail: bool = False) -> CriuRun:
+        log = self.path(log_name)
+        self.attach(f"criu {action} log ({log_name})", log)
+        return self.criu.run(action, args, log=log, stage=stage, timeout=self.timeout(2),
+                             expect_fail=expect_fail)
+
+    def dump(self, pid: int, images: Path, extra=(), *, log_name="dump.log", stage="dump",
+             leave_running=False) -> CriuRun:
+        images.mkdir(parents=True, exist_ok=True)
+        args = ["-t", str(pid), "-D", str(images), *self.desc.opts, *self.desc.dopts, *extra]
+        if leave_running:
+            args.append("--leave-running")
+        with self.stage(stage):
+            return self.criu_run("dump", args, log_name, stage,
+                                 expect_fail=self.desc.has("crfail"))
+
+    def wait_tree_gone(self, tree: list[int]):
+        """After a dump: the launcher exits, and no process of the old tree survives."""
+        with self.stage("dump"):
+            self.workload.wait_launcher(self.timeout())
+            for pid in tree:
+                if not isolation.wait_gone(pid, self.timeout()):
+                    self.fail(f"process {pid} of the dumped tree is still alive after the dump")
+
+    def restore(self, images: Path, extra=(), *, log_name="restore.log",
+                stage="restore") -> int:
+        pidfile = self.path(f"{log_name}.pid")
+        args = ["-D", str(images), "-d", "--pidfile", str(pidfile),
+                *self.desc.opts, *self.desc.ropts, *extra]
+        with self.stage(stage):
+            self.criu_run("restore", args, log_name, stage)
+            try:
+                pid = int(pidfile.read_text())
+            except (OSError, ValueError) as exc:
+                raise WorkloadError(f"criu restore wrote no usable pidfile {pidfile}: {exc}") from None
+            self.on_cleanup(lambda: isolation.kill_and_reap(pid))
+            return pid
+
+    # -- checks ------------------------------------------------------------------------
+    def capture_state(self, pid: int) -> dict:
+        return procstate.capture(pid)
+
+    def compare_state(self, before: dict, pid: int):
+        with self.stage("visible-state"):
+            diffs = procstate.differences(before, procstate.capture(pid))
+            if diffs:
+                self.fail("restored tree differs from the dumped one:\n  " + "\n  ".join(diffs))
+
+    def check_images(self, images: Path, manifest=None, layer_note: str = ""):
+        """The page-content oracle: every manifest page, read back from the images."""
+        if not self.options.oracle:
+            return
+        from .. import oracle
+
+        with self.stage("oracle"):
+            manifest = manifest or self.workload.manifest()
+            problems = oracle.check(images, manifest)
+            if problems:
+                self.fail(f"image pages differ from the workload's manifest{layer_note}:\n  "
+                          + "\n  ".join(problems))
+
+    def remove_workdir(self):
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def cycle_function(mode) -> Callable[[Run], None]:
+    module, func = mode.cycle.split(":")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), func)
+
+
+def prepare_workdir(root: Path, name: str) -> Path:
+    path = root / name
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+    os.chmod(path, 0o755)
+    return path

@@ -1,0 +1,113 @@
+"""pytest collection nodes: a descriptor file and its test items (test x mode x compression)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from . import descriptor, matrix
+from .errors import DescriptorError, ZdtmError
+
+
+class DescriptorFile(pytest.File):
+    """One `.desc` / `.yaml` file: yields one item per valid matrix cell."""
+
+    def collect(self):
+        try:
+            desc = descriptor.load(self.path)
+        except DescriptorError as exc:
+            # An item, not a collection error: pytest would stop the whole run on one.
+            yield BrokenDescriptorItem.from_parent(self, name=f"{self.path.stem}[descriptor]",
+                                                   error=str(exc))
+            return
+        sel = self.config.stash[SELECTION_KEY]
+        try:
+            cells = matrix.variants(desc, sel.modes, sel.compressions, sel.acceleration)
+        except ZdtmError as exc:
+            yield BrokenDescriptorItem.from_parent(self, name=f"{desc.name}[descriptor]",
+                                                   error=f"{self.path}: {exc}")
+            return
+        for variant in cells:
+            yield ZdtmItem.from_parent(self, name=f"{desc.name}[{variant.id}]", desc=desc,
+                                       variant=variant)
+
+
+class BrokenDescriptorItem(pytest.Item):
+    def __init__(self, *, error: str, **kw):
+        super().__init__(**kw)
+        self.error = error
+
+    def runtest(self):
+        raise DescriptorError(self.error)
+
+    def repr_failure(self, excinfo, style=None):
+        return f"malformed descriptor: {excinfo.value}"
+
+    def reportinfo(self):
+        return self.path, None, self.name
+
+
+class ZdtmItem(pytest.Item):
+    """One real checkpoint/restore cycle."""
+
+    def __init__(self, *, desc, variant, **kw):
+        super().__init__(**kw)
+        self.desc = desc
+        self.variant = variant
+        self.run_state = None
+        self.add_marker("criu")
+        if desc.has("excl"):
+            self.add_marker("zdtm_excl")
+
+    def setup(self):
+        from .runner import skip_reason
+
+        reason = skip_reason(self.config, self.desc, self.variant)
+        if reason:
+            pytest.skip(reason)
+
+    def runtest(self):
+        from .runner import run_item
+
+        run_item(self)
+
+    def repr_failure(self, excinfo, style=None):
+        if isinstance(excinfo.value, ZdtmError):
+            text = str(excinfo.value)
+            if self.run_state is not None:
+                text += f"\n\ntest directory kept: {self.run_state.workdir}"
+            return text
+        return super().repr_failure(excinfo, style)
+
+    def reportinfo(self):
+        return self.path, None, f"{self.name} ({self.variant.mode.description})"
+
+
+class Selection:
+    """What the command line selected: modes, compressions, acceleration."""
+
+    def __init__(self, modes, compressions, acceleration):
+        for m in modes:
+            matrix.mode(m)
+        for c in compressions:
+            matrix.compression(c)
+        self.modes = tuple(modes)
+        self.compressions = tuple(compressions)
+        self.acceleration = acceleration
+
+
+SELECTION_KEY = pytest.StashKey[Selection]()
+
+
+def is_descriptor(path: Path, config) -> bool:
+    if path.suffix not in (".desc", ".yaml", ".yml"):
+        return False
+    if path.suffix == ".desc":
+        return True
+    roots = [Path(config.rootpath, d).resolve() for d in config.getini("zdtm_descs")]
+    here = path.resolve()
+    return any(root == here.parent or root in here.parents for root in roots) or (
+        os.path.basename(os.path.dirname(here)) == "descs"
+    )

@@ -1,0 +1,138 @@
+"""pytest plugin: options, collection of descriptors, the report header. Hooks only.
+
+Loaded through the `pytest11` entry point, or with `-p zdtmpy.plugin` when plugin
+autoloading is off. Importing it needs neither a C compiler nor criu.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+
+import pytest
+
+from . import isolation, matrix
+
+
+def pytest_addoption(parser):
+    g = parser.getgroup("zdtmpy", "zdtmpy: CRIU checkpoint/restore tests")
+    g.addoption("--criu-bin", default=None, metavar="PATH",
+                help="criu binary to test (default: $ZDTM_CRIU, PATH, the build cache)")
+    g.addoption("--zdtm-mode", action="append", default=None, metavar="MODE",
+                help=f"mode(s) to run (repeatable): {', '.join(matrix.MODES)}; default: all")
+    g.addoption("--zdtm-compress", action="append", default=None, metavar="SETTING",
+                help="compression setting(s) (repeatable): off, page, region[SIZE] "
+                     f"(e.g. region64k); default: {', '.join(matrix.ALL_COMPRESSIONS)}")
+    g.addoption("--zdtm-acceleration", type=int, default=None, metavar="N",
+                help="LZ4 acceleration 1..65537 for compressed variants (default 1)")
+    g.addoption("--zdtm-keep", action="store_true",
+                help="keep images and logs of passing tests too")
+    g.addoption("--zdtm-results", default=None, metavar="DIR",
+                help="where test directories go (default: <rootdir>/zdtm-results)")
+    g.addoption("--zdtm-norst", action="store_true",
+                help="dump with --leave-running and skip the restore (tests flagged reqrst "
+                     "still restore)")
+    g.addoption("--zdtm-timeout", type=float, default=30.0, metavar="SECONDS",
+                help="base timeout of one stage (criu steps get twice this)")
+    g.addoption("--zdtm-require-criu", action="store_true",
+                default=bool(os.environ.get("ZDTM_REQUIRE_CRIU")),
+                help="error out instead of skipping when no usable criu is found "
+                     "($ZDTM_REQUIRE_CRIU)")
+    parser.addini("zdtm_descs", type="args", default=["descs"],
+                  help="directories holding test descriptors, relative to rootdir")
+
+
+def pytest_configure(config):
+    from .items import SELECTION_KEY, Selection
+    from .errors import ZdtmError
+
+    config.addinivalue_line("markers", "criu: needs a working criu binary")
+    config.addinivalue_line("markers", "zdtm_excl: never runs beside another test")
+    try:
+        config.stash[SELECTION_KEY] = Selection(
+            config.getoption("zdtm_mode") or matrix.DEFAULT_MODES,
+            config.getoption("zdtm_compress") or matrix.ALL_COMPRESSIONS,
+            config.getoption("zdtm_acceleration"),
+        )
+    except ZdtmError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    if config.getoption("help", False):
+        return
+    isolation.become_subreaper()
+    _probe_criu(config)
+
+
+def _probe_criu(config):
+    """Find criu once. An explicit --criu-bin that does not work is an error for the run."""
+    from .errors import CriuNotFound
+    from .runner import criu_of
+
+    found = criu_of(config)
+    if isinstance(found, CriuNotFound):
+        explicit = config.getoption("criu_bin") or os.environ.get("ZDTM_CRIU")
+        if explicit or config.getoption("zdtm_require_criu"):
+            raise pytest.UsageError(f"zdtmpy: {found}")
+    elif not os.environ.get("ZDTM_CRIU"):
+        # xdist workers inherit the environment: they reuse this choice.
+        os.environ["ZDTM_CRIU"] = str(found.path)
+
+
+def pytest_report_header(config):
+    from .runner import criu_of
+
+    found = criu_of(config)
+    kernel = f"kernel {platform.release()} {platform.machine()}"
+    if hasattr(found, "path"):
+        return [f"zdtmpy: criu {found.version_str} at {found.path}; {kernel}"]
+    return [f"zdtmpy: NO usable criu ({found}); {kernel}"]
+
+
+def pytest_collect_file(file_path, parent):
+    from .items import DescriptorFile, is_descriptor
+
+    if is_descriptor(file_path, parent.config):
+        return DescriptorFile.from_parent(parent, path=file_path)
+    return None
+
+
+def pytest_collection_modifyitems(config, items):
+    """`noauto` tests run only when selected by name (file argument or -k)."""
+    from .items import ZdtmItem
+
+    named = " ".join(config.args) + " " + (config.getoption("keyword") or "")
+    keep, drop = [], []
+    for item in items:
+        if isinstance(item, ZdtmItem) and item.desc.has("noauto") and item.desc.name not in named:
+            drop.append(item)
+        else:
+            keep.append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+# Outcomes of real-criu tests seen by this process (module state: hooks have no session).
+_outcomes: dict = {}
+
+
+def pytest_runtest_logreport(report):
+    """Count real-criu test outcomes (on the xdist controller too) for the all-skipped check."""
+    if "criu" not in report.keywords:
+        return
+    if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
+        _outcomes[report.outcome] = _outcomes.get(report.outcome, 0) + 1
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """With --zdtm-require-criu, a run whose real-criu tests all skipped is a failure."""
+    if not session.config.getoption("zdtm_require_criu"):
+        return
+    if hasattr(session.config, "workerinput"):
+        return  # the controller decides
+    total = sum(_outcomes.values())
+    if total and not (_outcomes.get("passed") or _outcomes.get("failed")):
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        tr = session.config.pluginmanager.get_plugin("terminalreporter")
+        if tr:
+            tr.write_line(f"zdtmpy: all {total} real-criu tests were skipped "
+                          "(--zdtm-require-criu): failing the run", red=True)

@@ -1,0 +1,108 @@
+"""The visible state of a process tree: its mappings and file descriptors.
+
+Captured before the dump and after the restore, keyed by the pid inside the test's PID
+namespace (host pids differ after a restore), and compared.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+
+from .isolation import tree_pids
+
+# Kernel-provided mappings whose placement or presence criu does not promise to keep.
+_VOLATILE = {"[vvar]", "[vvar_vclock]", "[vdso]", "[vsyscall]", "[uprobes]"}
+# pipe:[12345] / socket:[...] / anon_inode:[...]: the inode number changes on restore.
+_INODE = re.compile(r"^(\w+):\[\d+\]$")
+
+
+@dataclass(frozen=True)
+class ProcState:
+    nspid: int
+    maps: tuple  # (start, end, perms, offset, path)
+    fds: tuple  # (fd, target)
+
+
+def _nspid(hostpid: int) -> int:
+    with open(f"/proc/{hostpid}/status") as f:
+        for line in f:
+            if line.startswith("NSpid:"):
+                return int(line.split()[-1])
+    return hostpid
+
+
+def _maps(hostpid: int) -> tuple:
+    out = []
+    with open(f"/proc/{hostpid}/maps") as f:
+        for line in f:
+            parts = line.split(None, 5)
+            path = parts[5].strip() if len(parts) > 5 else ""
+            if path in _VOLATILE:
+                continue
+            start, end = parts[0].split("-")
+            out.append((int(start, 16), int(end, 16), parts[1], int(parts[2], 16), path))
+    return tuple(out)
+
+
+def _fds(hostpid: int) -> tuple:
+    out = []
+    base = f"/proc/{hostpid}/fd"
+    for name in sorted(os.listdir(base), key=int):
+        try:
+            target = os.readlink(f"{base}/{name}")
+        except FileNotFoundError:
+            continue
+        out.append((int(name), _INODE.sub(r"\1:[]", target)))
+    return tuple(out)
+
+
+def capture(root_hostpid: int) -> dict[int, ProcState]:
+    state = {}
+    for pid in tree_pids(root_hostpid):
+        try:
+            ns = _nspid(pid)
+            state[ns] = ProcState(ns, _maps(pid), _fds(pid))
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # exited while we looked: the comparison will show it missing
+    return state
+
+
+def _merge(maps: tuple) -> list:
+    """Join adjacent mappings with equal attributes: the kernel may split or merge VMAs."""
+    out: list = []
+    for m in maps:
+        if out and out[-1][1] == m[0] and out[-1][2] == m[2] and out[-1][4] == m[4]:
+            prev = out[-1]
+            out[-1] = (prev[0], m[1], prev[2], prev[3], prev[4])
+        else:
+            out.append(m)
+    return out
+
+
+def differences(before: dict, after: dict, limit: int = 10) -> list[str]:
+    """Human-readable differences; empty when the trees match."""
+    diffs = []
+    for pid in sorted(set(before) | set(after)):
+        if pid not in after:
+            diffs.append(f"pid {pid}: missing after restore")
+            continue
+        if pid not in before:
+            diffs.append(f"pid {pid}: not in the tree before the dump")
+            continue
+        b, a = _merge(before[pid].maps), _merge(after[pid].maps)
+        if b != a:
+            gone = [m for m in b if m not in a]
+            new = [m for m in a if m not in b]
+            for m in gone[:limit]:
+                diffs.append(f"pid {pid}: mapping {_fmt(m)} lost")
+            for m in new[:limit]:
+                diffs.append(f"pid {pid}: mapping {_fmt(m)} appeared")
+        if before[pid].fds != after[pid].fds:
+            diffs.append(f"pid {pid}: fds {before[pid].fds} became {after[pid].fds}")
+    return diffs
+
+
+def _fmt(m) -> str:
+    return f"{m[0]:x}-{m[1]:x} {m[2]} {m[4] or '[anon]'}"

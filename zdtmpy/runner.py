@@ -1,0 +1,101 @@
+"""Runs one test item: skips, the test directory, the cycle, report sections, cleanup."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from . import isolation
+from .cycle import Run, RunOptions, cycle_function, prepare_workdir
+from .errors import CriuNotFound
+
+CRIU_KEY = pytest.StashKey[object]()  # a Criu, or the CriuNotFound explaining its absence
+MODE_FEATURES_HINT = {
+    "mem_dirty_track": "the kernel has no dirty-memory tracking (soft-dirty)",
+    "uffd": "the kernel has no userfaultfd",
+    "uffd-noncoop": "the kernel's userfaultfd lacks non-cooperative events",
+}
+
+
+def criu_of(config):
+    found = config.stash.get(CRIU_KEY, None)
+    if found is None:
+        from .criu import find_criu
+
+        try:
+            found = find_criu(config.getoption("criu_bin"))
+        except CriuNotFound as exc:
+            found = exc
+        config.stash[CRIU_KEY] = found
+    return found
+
+
+def skip_reason(config, desc, variant) -> str | None:
+    """Why this item cannot run here, or None. Every reason names what is missing."""
+    criu = criu_of(config)
+    if isinstance(criu, CriuNotFound):
+        return f"criu unavailable: {criu}"
+    if desc.has("suid") and os.geteuid() != 0:
+        return f"{desc.name}: flag 'suid' needs root"
+    if os.geteuid() != 0:
+        return "checkpoint/restore needs root (criu dumps other processes)"
+    why = desc.arch_mismatch()
+    if why:
+        return f"{desc.name}: {why}"
+    missing = desc.missing_deps()
+    if missing:
+        return f"{desc.name}: missing dependency {', '.join(missing)}"
+    for feature in desc.features:
+        if not criu.has_feature(feature):
+            return f"{desc.name}: criu {criu.version_str} reports feature '{feature}' missing"
+    for feature in variant.mode.features:
+        if not criu.has_feature(feature):
+            hint = MODE_FEATURES_HINT.get(feature, f"'criu check --feature {feature}' fails")
+            return f"mode {variant.mode.name}: {hint} (criu check --feature {feature})"
+    return None
+
+
+def results_root(config) -> Path:
+    opt = config.getoption("zdtm_results")
+    return Path(opt) if opt else Path(config.rootpath, "zdtm-results")
+
+
+def _dirname(item) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", item.name).strip("-")
+
+
+def run_item(item) -> None:
+    config = item.config
+    root = results_root(config)
+    run = Run(
+        test=item.nodeid,
+        desc=item.desc,
+        variant=item.variant,
+        criu=criu_of(config),
+        workdir=prepare_workdir(root, _dirname(item)),
+        options=RunOptions(
+            keep=config.getoption("zdtm_keep"),
+            norst=config.getoption("zdtm_norst"),
+            timeout=config.getoption("zdtm_timeout"),
+        ),
+    )
+    item.run_state = run
+    passed = False
+    try:
+        with isolation.exclusive_lock(root / ".excl.lock", item.desc.has("excl")):
+            cycle_function(item.variant.mode)(run)
+        passed = True
+    finally:
+        problems = run.cleanup()
+        isolation.reap_orphans()
+        item.user_properties.append(("zdtm_timings", dict(run.timings)))
+        if not passed:
+            for att in run.attachments:
+                item.add_report_section("call", att.title, att.read())
+        if problems:
+            item.add_report_section("teardown", "cleanup problems", "\n".join(problems))
+        if passed and not run.options.keep:
+            run.remove_workdir()
