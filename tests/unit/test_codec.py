@@ -1,0 +1,151 @@
+"""Block codec: sentinels, the 7/8 rule, region decisions, spec validation."""
+
+import random
+
+import lz4.block
+import pytest
+
+from zdtmpy.compress.codec import (
+    CompressionSpec,
+    decode_chunk,
+    encode_block,
+    encode_chunk,
+    parse_size,
+    raw_limit,
+)
+from zdtmpy.errors import ImageError
+from zdtmpy.images.blocks import decode_block
+
+PS = 4096
+
+
+def rand(n, seed=1):
+    return random.Random(seed).randbytes(n)
+
+
+def text_page(i=0):
+    return (b"the quick brown fox %d jumps over the lazy dog\n" % i * 200)[:PS]
+
+
+def lz4_len(data):
+    return len(lz4.block.compress(data, store_size=False))
+
+
+def page_with_lz4_size(target):
+    """A page (random prefix + zeros) whose LZ4 output is exactly `target` bytes."""
+    base = rand(PS, seed=7)
+    for k in range(3000, PS):
+        page = base[:k] + bytes(PS - k)
+        if lz4_len(page) == target:
+            return page
+    pytest.fail(f"no page with LZ4 output of {target} bytes found")
+
+
+def test_zero_page_is_size_0():
+    assert encode_block(bytes(PS)) == (0, b"")
+    assert decode_block(b"", 0, PS) == bytes(PS)
+
+
+def test_random_page_is_raw():
+    page = rand(PS)
+    size, stored = encode_block(page)
+    assert size == PS and stored == page
+    assert decode_block(stored, PS, PS) == page
+
+
+def test_text_page_is_lz4():
+    page = text_page()
+    size, stored = encode_block(page)
+    assert 0 < size < raw_limit(PS)
+    assert len(stored) == size
+    assert decode_block(stored, size, PS) == page
+
+
+def test_raw_limit_is_seven_eighths():
+    assert raw_limit(PS) == 3584
+    assert raw_limit(256 * 1024) == 229376
+
+
+def test_threshold_edge_3583_is_lz4_and_3584_is_raw():
+    below, at = page_with_lz4_size(3583), page_with_lz4_size(3584)
+    assert encode_block(below)[0] == 3583
+    assert encode_block(at) == (PS, at)
+    sizes, payload = encode_chunk(below + at, PS)
+    assert sizes == [3583, PS]
+    assert decode_chunk(payload, sizes, PS, 2 * PS) == below + at
+
+
+def test_chunk_per_page_sentinels_and_roundtrip():
+    data = bytes(PS) + rand(PS) + text_page(1) + bytes(PS)
+    sizes, payload = encode_chunk(data, PS)
+    assert sizes[0] == 0 and sizes[1] == PS and 0 < sizes[2] < 3584 and sizes[3] == 0
+    assert len(payload) == sum(sizes)
+    assert decode_chunk(payload, sizes, PS, len(data)) == data
+
+
+def test_region_with_one_nonzero_page_is_not_zero():
+    region = bytes(PS * 15) + b"\1" + bytes(PS - 1)
+    sizes, payload = encode_chunk(region, 16 * PS)
+    assert len(sizes) == 1 and 0 < sizes[0] < 16 * PS
+    assert decode_chunk(payload, sizes, 16 * PS, len(region)) == region
+
+
+def test_all_zero_region_is_zero():
+    sizes, payload = encode_chunk(bytes(32 * PS), 16 * PS)
+    assert sizes == [0, 0] and payload == b""
+
+
+def test_short_last_region():
+    data = text_page() * 5 + rand(2 * PS)       # 7 pages, regions of 4: 4 + 3 pages
+    sizes, payload = encode_chunk(data, 4 * PS)
+    assert len(sizes) == 2
+    assert 0 < sizes[0] < 4 * PS
+    assert decode_chunk(payload, sizes, 4 * PS, len(data)) == data
+    raw_tail = rand(3 * PS)
+    sizes, payload = encode_chunk(text_page() * 4 + raw_tail, 4 * PS)
+    assert sizes[1] == 3 * PS and payload.endswith(raw_tail)   # raw short block: its own size
+
+
+def test_acceleration_changes_nothing_for_decoding():
+    data = b"".join(text_page(i) for i in range(8))
+    for acc in (1, 2, 100, 65537):
+        sizes, payload = encode_chunk(data, PS, acc)
+        assert decode_chunk(payload, sizes, PS, len(data)) == data
+
+
+@pytest.mark.parametrize("kwargs", [{"mode": "zstd"}, {"acceleration": 0},
+                                    {"acceleration": 65538}, {"region_size": 1000},
+                                    {"region_size": 8 << 20}, {"region_size": 0}])
+def test_bad_specs_are_refused(kwargs):
+    with pytest.raises(ImageError):
+        CompressionSpec(**kwargs)
+
+
+def test_spec_block_pages():
+    assert CompressionSpec("page").block_pages == 1
+    assert CompressionSpec("region", 64 * 1024).block_pages == 16
+    assert CompressionSpec("region", 4 << 20).block_pages == 1024
+
+
+def test_parse_size():
+    assert parse_size("64K") == 65536
+    assert parse_size("256k") == 262144
+    assert parse_size("4M") == 4 << 20
+    assert parse_size("8192") == 8192
+    with pytest.raises(ImageError):
+        parse_size("lots")
+
+
+@pytest.mark.parametrize("stored,size,what", [
+    (b"\xff" * 100, 100, "corrupt"),           # garbage LZ4 bytes
+    (rand(PS + 1), PS + 1, "larger"),          # a size larger than its block
+])
+def test_decode_errors(stored, size, what):
+    with pytest.raises(ImageError, match=what):
+        decode_block(stored, size, PS)
+
+
+def test_lz4_block_decoding_to_wrong_length_is_an_error():
+    short = lz4.block.compress(text_page()[:2048], store_size=False)
+    with pytest.raises(ImageError):
+        decode_block(short, len(short), PS)

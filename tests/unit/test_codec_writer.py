@@ -1,0 +1,155 @@
+"""PagemapWriter: layout decisions (alignment rule, all-raw, all-zero), streaming, abort."""
+
+import os
+import random
+
+import lz4.block
+import pytest
+
+from zdtmpy.compress.codec import CompressionSpec
+from zdtmpy.compress.writer import PagemapWriter
+from zdtmpy.errors import ImageError
+from zdtmpy.images import (
+    INVENTORY_MAGIC,
+    PE_LAZY,
+    PE_PARENT,
+    PE_PAYLOAD_ALIGNED,
+    PE_PRESENT,
+    Pagemap,
+    PageReader,
+    messages,
+    write_image,
+)
+
+PS = 4096
+P = PE_PRESENT
+
+
+def rand(n, seed=1):
+    return random.Random(seed).randbytes(n)
+
+
+def text(n_pages, seed=0):
+    return b"".join((b"page %d of some text, compressible\n" % (seed + i) * 200)[:PS]
+                    for i in range(n_pages))
+
+
+def write(tmp_path, entries, spec):
+    with PagemapWriter(tmp_path, "pagemap-1.img", 1, spec) as w:
+        for entry in entries:
+            w.add(*entry)
+    pm = Pagemap.load(tmp_path / "pagemap-1.img")
+    assert pm.payload_size == os.path.getsize(tmp_path / "pages-1.img")
+    assert pm.problems() == []
+    return pm, (tmp_path / "pages-1.img").read_bytes()
+
+
+def test_first_stored_block_raw_pads_and_flags(tmp_path):
+    first = text(1)                              # LZ4: leaves the payload unaligned
+    second = bytes(PS) + rand(PS) + text(2)      # zero, then raw first stored block
+    pm, pages = write(tmp_path, [(0x10000, 1, P, first), (0x20000, 4, P, second)],
+                      CompressionSpec("page"))
+    e0, e1 = pm.entries
+    assert not e0.flags & PE_PAYLOAD_ALIGNED
+    assert e1.flags & PE_PAYLOAD_ALIGNED
+    assert e1.offset == PS and e0.length < PS
+    assert pages[e0.length:PS] == bytes(PS - e0.length)       # zero padding
+    assert e1.sizes[0] == 0 and e1.sizes[1] == PS
+    assert pages[PS:2 * PS] == rand(PS)                       # raw page, page aligned
+
+
+def test_all_raw_entry_is_plain_but_aligned(tmp_path):
+    pm, pages = write(tmp_path, [(0x10000, 1, P, text(1)), (0x20000, 3, P, rand(3 * PS))],
+                      CompressionSpec("page"))
+    e = pm.entries[1]
+    assert not e.compressed
+    assert not e.msg.compressed_size and not e.msg.HasField("total_compressed_size")
+    assert e.flags == P | PE_PAYLOAD_ALIGNED
+    assert e.offset == PS and pages[PS:] == rand(3 * PS)
+
+
+def test_all_zero_entry_keeps_metadata_without_padding(tmp_path):
+    pm, _pages = write(tmp_path, [(0x10000, 1, P, text(1)), (0x20000, 3, P, bytes(3 * PS)),
+                                 (0x30000, 1, P, text(1, 5))], CompressionSpec("page"))
+    e = pm.entries[1]
+    assert e.compressed and list(e.sizes) == [0, 0, 0]
+    assert e.msg.HasField("total_compressed_size") and e.total == 0
+    assert not e.flags & PE_PAYLOAD_ALIGNED
+    assert e.offset == pm.entries[0].length == pm.entries[2].offset
+
+
+def test_region_mode_metadata_and_short_last_region(tmp_path):
+    data = text(10)
+    pm, pages = write(tmp_path, [(0x100000, 10, P, data)], CompressionSpec("region", 4 * PS))
+    e = pm.entries[0]
+    assert e.msg.region_pages == 4 and len(e.sizes) == 3
+    third = lz4.block.decompress(pages[sum(e.sizes[:2]):], uncompressed_size=2 * PS)
+    assert third == data[8 * PS:]
+
+
+def test_off_mode_is_plain(tmp_path):
+    data = rand(2 * PS) + bytes(PS)
+    pm, pages = write(tmp_path, [(0x1000, 3, P, data), (0x8000, 2, PE_PARENT, b""),
+                                 (0xa000, 1, PE_LAZY, b"")], CompressionSpec("off"))
+    assert pages == data
+    assert [e.flags for e in pm.entries] == [P, PE_PARENT, PE_LAZY]
+    assert not any(e.compressed for e in pm.entries)
+
+
+def test_data_as_pieces_streams(tmp_path):
+    data = text(300) + rand(100 * PS)
+    pieces = [data[i:i + 5000] for i in range(0, len(data), 5000)]   # odd piece sizes
+    pm, _pages = write(tmp_path, [(0x100000, 400, P, iter(pieces))], CompressionSpec("page"))
+    assert pm.entries[0].compressed
+    inv = messages.InventoryEntry(img_version=3, compress=1)
+    write_image(tmp_path / "inventory.img", INVENTORY_MAGIC, [inv])
+    assert PageReader(tmp_path).read(1, 0x100000, 400) == data
+
+
+def test_add_compressed_keeps_given_blocks(tmp_path):
+    lz = lz4.block.compress(text(1), store_size=False)
+    raw = rand(PS)
+    with PagemapWriter(tmp_path, "pagemap-1.img", 1, CompressionSpec("page")) as w:
+        w.add_compressed(0x1000, 3, P, [len(lz), 0, PS], lz + raw)
+    pm = Pagemap.load(tmp_path / "pagemap-1.img")
+    assert list(pm.entries[0].sizes) == [len(lz), 0, PS]
+    assert (tmp_path / "pages-1.img").read_bytes() == lz + raw
+
+
+def test_add_compressed_rejects_garbage(tmp_path):
+    w = PagemapWriter(tmp_path, "pagemap-1.img", 1, CompressionSpec("page"))
+    with pytest.raises(ImageError, match="page 0"):
+        w.add_compressed(0x1000, 1, P, [100], b"\xff" * 100)
+    w.abort()
+    assert os.listdir(tmp_path) == []
+
+
+def test_add_compressed_into_region_writer_recompresses(tmp_path):
+    lz = lz4.block.compress(text(1), store_size=False)
+    with PagemapWriter(tmp_path, "pagemap-1.img", 1, CompressionSpec("region", 8 * PS)) as w:
+        w.add_compressed(0x1000, 2, P, [len(lz), 0], lz)
+    e = Pagemap.load(tmp_path / "pagemap-1.img").entries[0]
+    assert e.msg.region_pages == 8 and len(e.sizes) == 1
+
+
+@pytest.mark.parametrize("entry,what", [
+    ((0x1001, 1, P, bytes(PS)), "aligned"),
+    ((0x1000, 0, P, b""), "positive"),
+    ((0x1000, 1, P | PE_PARENT, bytes(PS)), "together"),
+    ((0x1000, 2, P, bytes(PS)), "expected"),
+    ((0x1000, 1, PE_PARENT, bytes(PS)), "without PE_PRESENT"),
+])
+def test_bad_entries(tmp_path, entry, what):
+    w = PagemapWriter(tmp_path, "pagemap-1.img", 1, CompressionSpec("page"))
+    with pytest.raises(ImageError, match=what):
+        w.add(*entry)
+    w.abort()
+    assert os.listdir(tmp_path) == []
+
+
+def test_unsorted_entries_are_refused(tmp_path):
+    with pytest.raises(ImageError, match="overlaps"), \
+            PagemapWriter(tmp_path, "pagemap-1.img", 1) as w:
+        w.add(0x5000, 2, PE_PARENT)
+        w.add(0x6000, 1, PE_PARENT)
+    assert os.listdir(tmp_path) == []          # the context manager aborted

@@ -1,0 +1,18 @@
+"""`zdtmpy decompress DIR`: turn compressed pages back into CRIU's plain layout."""
+
+from ..compress import decompress_dir
+
+
+def register(subparsers):
+    p = subparsers.add_parser("decompress", help="decompress the pages of an image directory",
+                              description=__doc__)
+    p.add_argument("dir", metavar="DIR")
+    p.add_argument("--in-place", action="store_true", help="do not keep .bak copies")
+    p.add_argument("--chain", action="store_true",
+                   help="also decompress every parent layer (the chain becomes version 2)")
+    p.set_defaults(func=run)
+
+
+def run(args):
+    print(decompress_dir(args.dir, in_place=args.in_place, chain=args.chain).message)
+    return 0

@@ -1,0 +1,37 @@
+"""Counts of zero / raw / LZ4 blocks and bytes per pagemap (metadata only, no payload reads)."""
+
+from dataclasses import dataclass
+
+from ..images.pagemap import PAGE_SIZE
+
+
+@dataclass
+class PagemapStats:
+    pages: int = 0          # pages described (any flags)
+    present_pages: int = 0  # pages stored in this layer
+    zero: int = 0           # zero blocks
+    raw: int = 0            # raw blocks (plain entries count each page as one raw block)
+    lz4: int = 0            # LZ4 blocks
+    before: int = 0         # decoded bytes of present pages
+    after: int = 0          # payload bytes in the pages file (incl. alignment padding)
+
+
+def pagemap_stats(pm):
+    s = PagemapStats(after=pm.payload_size)
+    for e in pm.entries:
+        s.pages += e.nr_pages
+        if not e.present:
+            continue
+        s.present_pages += e.nr_pages
+        s.before += e.nr_pages * PAGE_SIZE
+        if not e.compressed:
+            s.raw += e.nr_pages
+            continue
+        for i, size in enumerate(e.sizes):
+            if size == 0:
+                s.zero += 1
+            elif size == e.block_bytes(i):
+                s.raw += 1
+            else:
+                s.lz4 += 1
+    return s

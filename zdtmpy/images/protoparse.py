@@ -1,0 +1,134 @@
+"""A tiny parser for the proto2 subset our .proto files use, building descriptors at run time.
+
+Why: the project keeps CRIU's message definitions as .proto text but must not need protoc.
+Supported: `syntax`, `package`, `import`, comments, top-level `message` blocks with scalar or
+message-typed fields labelled required/optional/repeated, and the `[packed = true]` option.
+Anything else is a ValueError naming the file and line, so a typo never loads silently.
+"""
+
+import re
+
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+_F = descriptor_pb2.FieldDescriptorProto
+_SCALARS = {
+    "double": _F.TYPE_DOUBLE, "float": _F.TYPE_FLOAT, "int64": _F.TYPE_INT64,
+    "uint64": _F.TYPE_UINT64, "int32": _F.TYPE_INT32, "fixed64": _F.TYPE_FIXED64,
+    "fixed32": _F.TYPE_FIXED32, "bool": _F.TYPE_BOOL, "string": _F.TYPE_STRING,
+    "bytes": _F.TYPE_BYTES, "uint32": _F.TYPE_UINT32, "sfixed32": _F.TYPE_SFIXED32,
+    "sfixed64": _F.TYPE_SFIXED64, "sint32": _F.TYPE_SINT32, "sint64": _F.TYPE_SINT64,
+}
+_LABELS = {"required": _F.LABEL_REQUIRED, "optional": _F.LABEL_OPTIONAL,
+           "repeated": _F.LABEL_REPEATED}
+
+_TOKEN = re.compile(r'\s+|//[^\n]*|/\*.*?\*/|"[^"]*"|[A-Za-z_][\w.]*|\d+|[{}=;\[\]]', re.DOTALL)
+
+
+def _tokens(text, name):
+    pos, line = 0, 1
+    while pos < len(text):
+        m = _TOKEN.match(text, pos)
+        if not m:
+            raise ValueError(f"{name}:{line}: unexpected character {text[pos]!r}")
+        tok = m.group()
+        if not (tok.isspace() or tok.startswith(("//", "/*"))):
+            yield tok, line
+        line += tok.count("\n")
+        pos = m.end()
+
+
+class _Stream:
+    def __init__(self, text, name):
+        self.toks = list(_tokens(text, name))
+        self.i = 0
+        self.name = name
+
+    def peek(self):
+        return self.toks[self.i][0] if self.i < len(self.toks) else None
+
+    def next(self, expect=None):
+        if self.i >= len(self.toks):
+            raise ValueError(f"{self.name}: unexpected end of file")
+        tok, line = self.toks[self.i]
+        self.i += 1
+        if expect is not None and tok != expect:
+            raise ValueError(f"{self.name}:{line}: expected {expect!r}, got {tok!r}")
+        return tok
+
+    def fail(self, what):
+        line = self.toks[min(self.i, len(self.toks) - 1)][1]
+        raise ValueError(f"{self.name}:{line}: {what}")
+
+
+def parse_proto(text, name):
+    """Parse .proto text into a FileDescriptorProto called `name`."""
+    fdp = descriptor_pb2.FileDescriptorProto(name=name, syntax="proto2")
+    s = _Stream(text, name)
+    while s.peek() is not None:
+        tok = s.next()
+        if tok == "syntax":
+            s.next("=")
+            if s.next() != '"proto2"':
+                s.fail("only proto2 is supported")
+            s.next(";")
+        elif tok == "package":
+            fdp.package = s.next()
+            s.next(";")
+        elif tok == "import":
+            fdp.dependency.append(s.next().strip('"'))
+            s.next(";")
+        elif tok == "message":
+            _parse_message(s, fdp.message_type.add())
+        else:
+            s.fail(f"unsupported statement {tok!r}")
+    return fdp
+
+
+def _parse_message(s, msg):
+    msg.name = s.next()
+    s.next("{")
+    while s.peek() != "}":
+        label = s.next()
+        if label not in _LABELS:
+            s.fail(f"expected a field label, got {label!r}")
+        ftype, fname = s.next(), s.next()
+        s.next("=")
+        number = s.next()
+        if not number.isdigit():
+            s.fail(f"bad field number {number!r}")
+        field = msg.field.add(name=fname, number=int(number), label=_LABELS[label])
+        if ftype in _SCALARS:
+            field.type = _SCALARS[ftype]
+        else:  # a message type, resolved relative to the package by the pool
+            field.type = _F.TYPE_MESSAGE
+            field.type_name = ftype
+        if s.peek() == "[":
+            s.next()
+            key = s.next()
+            s.next("=")
+            value = s.next()
+            if key != "packed" or value not in ("true", "false"):
+                s.fail(f"unsupported field option {key}")
+            field.options.packed = value == "true"
+            s.next("]")
+        s.next(";")
+    s.next("}")
+
+
+def load_messages(sources):
+    """sources: {file name: proto text}, dependencies first. Returns {full name: class}."""
+    pool = descriptor_pool.DescriptorPool()
+    classes = {}
+    for name, text in sources.items():
+        fdp = parse_proto(text, name)
+        for msg in fdp.message_type:  # make message-typed fields absolute within the package
+            for field in msg.field:
+                if field.type == _F.TYPE_MESSAGE and not field.type_name.startswith("."):
+                    prefix = f".{fdp.package}." if fdp.package else "."
+                    field.type_name = prefix + field.type_name
+        pool.Add(fdp)
+        prefix = f"{fdp.package}." if fdp.package else ""
+        for msg in fdp.message_type:
+            desc = pool.FindMessageTypeByName(prefix + msg.name)
+            classes[msg.name] = message_factory.GetMessageClass(desc)
+    return classes

@@ -1,0 +1,194 @@
+"""PageReader: page contents of a dump across its parent chain, whatever each layer's format.
+
+Each layer is read through its own pagemap metadata (uncompressed, per-page or region blocks).
+Only the blocks a request needs are read (pread), located by binary search over the entries.
+"""
+
+import os
+from collections import namedtuple
+
+from ..errors import ImageError
+from .blocks import decode_span
+from .imageset import load_chain
+from .pagemap import PAGE_SIZE, PE_LAZY, PE_PARENT, PE_PRESENT, pagemap_name
+
+PageLocation = namedtuple("PageLocation", "layer_dir pagemap_file entry_index block_index")
+Vma = namedtuple("Vma", "start end prot flags status shmid pgoff")
+
+
+def _key(pid):
+    if isinstance(pid, tuple):
+        if len(pid) != 2 or pid[0] != "shmem":
+            raise ValueError(f"bad pagemap key {pid!r}: use a pid or ('shmem', id)")
+        return ("shmem", int(pid[1]))
+    return int(pid)
+
+
+class PageReader:
+    """Reads pages of one dump (a layer directory and its parents)."""
+
+    def __init__(self, path):
+        self.layers = load_chain(path)
+        self._maps = {}   # (layer index, key) -> validated Pagemap or None
+        self._fds = {}    # (layer index, key) -> fd of the pages file
+
+    def close(self):
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except OSError:
+            pass  # interpreter shutdown: fds may already be gone
+
+    # -- public API --------------------------------------------------------------------
+
+    def pids(self):
+        return self.layers[0].pids()
+
+    def vmas(self, pid):
+        mm = self.layers[0].mm(pid)
+        return [Vma(v.start, v.end, v.prot, v.flags, v.status, v.shmid, v.pgoff)
+                for v in mm.vmas]
+
+    def read(self, pid, vaddr, npages, missing="error"):
+        """Bytes of npages pages from vaddr. missing="zero" reads pages that no pagemap entry
+        of the top layer covers as zeros (CRIU does not dump never-touched / zero-pfn pages);
+        by default they are an ImageError."""
+        if vaddr % PAGE_SIZE:
+            raise ImageError(f"read at {vaddr:#x}: address is not page aligned")
+        if missing not in ("error", "zero"):
+            raise ValueError(f"missing must be 'error' or 'zero', not {missing!r}")
+        key = _key(pid)
+        out = bytearray(npages * PAGE_SIZE)
+        self._fill(0, key, vaddr, vaddr + len(out), out, vaddr, missing, None)
+        return bytes(out)
+
+    def locate(self, pid, vaddr):
+        """Where the bytes of the page at vaddr are stored (following PE_PARENT)."""
+        key = _key(pid)
+        vaddr -= vaddr % PAGE_SIZE
+        li, child = 0, None
+        while True:
+            pm = self._pagemap(li, key)
+            e = pm.find(vaddr) if pm is not None else None
+            if e is None:
+                self._hole(li, key, vaddr, vaddr + PAGE_SIZE, child)
+            if e.flags & PE_PRESENT:
+                page = (vaddr - e.vaddr) // PAGE_SIZE
+                block = page // e.block_pages if e.compressed else page
+                return PageLocation(str(self.layers[li].path), pm.name, e.index, block)
+            self._check_not_present(li, pm, e)
+            child = (li, pm, e)
+            li += 1
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _pagemap(self, li, key):
+        """The layer's pagemap for key, validated once; None when the layer has none."""
+        k = (li, key)
+        if k in self._maps:
+            return self._maps[k]
+        layer = self.layers[li]
+        if layer.journal_pending:
+            raise ImageError(f"{layer.path}: an interrupted zdtmpy rewrite is pending; run "
+                             "`zdtmpy compress` or `zdtmpy decompress` on it to finish it")
+        pm = layer.pagemaps.get(key)
+        if pm is not None:
+            for index, text in pm.problems():
+                raise ImageError(f"{pm.path}: entry {index}: {text}")
+            text = pm.payload_problem()
+            if text:
+                raise ImageError(f"{pm.path}: {text}")
+        self._maps[k] = pm
+        return pm
+
+    def _fd(self, li, pm):
+        k = (li, pm.key)
+        fd = self._fds.get(k)
+        if fd is None:
+            try:
+                fd = os.open(pm.pages_path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError as exc:
+                raise ImageError(f"{pm.pages_path}: {exc.strerror}") from None
+            self._fds[k] = fd
+        return fd
+
+    def _hole(self, li, key, start, stop, child):
+        layer = self.layers[li]
+        name = pagemap_name(key)
+        if child is not None:
+            _, cpm, ce = child
+            raise ImageError(
+                f"{cpm.path}: entry {ce.index}: pages {start:#x}-{stop:#x} are PE_PARENT but "
+                f"the parent layer {layer.path} has no {name} entry for them")
+        raise ImageError(f"{layer.path}/{name}: no entry covers {start:#x}-{stop:#x} "
+                         "(pages not dumped)")
+
+    def _check_not_present(self, li, pm, e):
+        """For an entry without PE_PRESENT: ImageError unless it points to a parent layer."""
+        if not e.flags & PE_PARENT:
+            what = "PE_LAZY (pages are not in the images)" if e.flags & PE_LAZY else \
+                "neither PE_PRESENT nor PE_PARENT"
+            raise ImageError(f"{pm.path}: entry {e.index} at {e.vaddr:#x} is {what}")
+        if li + 1 >= len(self.layers):
+            raise ImageError(f"{pm.path}: entry {e.index} at {e.vaddr:#x} is PE_PARENT but "
+                             f"{self.layers[li].path} has no parent link")
+
+    def _fill(self, li, key, start, stop, out, origin, missing, child):
+        pm = self._pagemap(li, key)
+        pos = start
+        while pos < stop:
+            e = pm.find(pos) if pm is not None else None
+            if e is None:
+                nxt = pm.next_start(pos) if pm is not None else None
+                end = min(stop, nxt) if nxt is not None else stop
+                if child is not None or missing == "error":
+                    self._hole(li, key, pos, end, child)
+                pos = end  # left as zeros
+                continue
+            end = min(stop, e.end)
+            if e.flags & PE_PRESENT:
+                self._copy(li, pm, e, pos, end, out, origin)
+            else:
+                self._check_not_present(li, pm, e)
+                self._fill(li + 1, key, pos, end, out, origin, "error", (li, pm, e))
+            pos = end
+
+    def _copy(self, li, pm, e, a, b, out, origin):
+        p0 = (a - e.vaddr) // PAGE_SIZE
+        p1 = (b - e.vaddr) // PAGE_SIZE
+        fd = self._fd(li, pm)
+        dst = a - origin
+        if not e.compressed:
+            n = (p1 - p0) * PAGE_SIZE
+            data = os.pread(fd, n, e.offset + p0 * PAGE_SIZE)
+            if len(data) != n:
+                raise ImageError(f"{pm.pages_path}: short read for entry {e.index} of "
+                                 f"{pm.name} ({len(data)} of {n} bytes)")
+            out[dst:dst + n] = data
+            return
+        bp = e.block_pages
+        b0, b1 = p0 // bp, (p1 - 1) // bp + 1
+        offs = e.block_offsets
+        n = offs[b1] - offs[b0]
+        buf = os.pread(fd, n, e.offset + offs[b0]) if n else b""
+        if len(buf) != n:
+            raise ImageError(f"{pm.pages_path}: short read for entry {e.index} of "
+                             f"{pm.name} ({len(buf)} of {n} bytes)")
+
+        def where(i):
+            return f"{pm.path}: entry {e.index} block {i}"
+
+        data = b"".join(decode_span(buf, e.sizes[b0:b1], b0, e.block_bytes, where))
+        skip = (p0 - b0 * bp) * PAGE_SIZE
+        n = (p1 - p0) * PAGE_SIZE
+        out[dst:dst + n] = memoryview(data)[skip:skip + n]
