@@ -67,15 +67,52 @@ class Mode:
     lazy: bool = False
     features: tuple[str, ...] = ()  # `criu check --feature` names it needs
     description: str = ""
+    only_off: bool = False  # criu's own servers write plain images: no compression axis
+    layered: bool = False  # compression is chosen per layer of a parent chain
 
 
 MODES = {
     m.name: m
     for m in (
         Mode("plain", "plain:run", description="dump, restore, verify"),
+        Mode("chain", "chain:run_rebased", layered=True,
+             description="successive dumps rebased into a parent chain, restore from the top"),
+        Mode("pre", "chain:run_predump", features=("mem_dirty_track",),
+             description="criu pre-dump chain, then dump, restore"),
+        Mode("snaps", "chain:run_snaps", features=("mem_dirty_track",),
+             description="criu dump --leave-running --track-mem snapshots, restore"),
+        Mode("page-server", "pageserver:run_zdtmpy",
+             description="dump through zdtmpy's page server (compressing), restore"),
+        Mode("page-server-criu", "pageserver:run_criu", only_off=True,
+             description="dump through criu's own page server, restore"),
+        Mode("lazy", "lazy:run_local", lazy=True, features=("uffd",),
+             description="criu lazy-pages + restore --lazy-pages"),
+        Mode("remote-lazy", "lazy:run_remote_zdtmpy", lazy=True, features=("uffd",),
+             description="lazy pages served by zdtmpy's page server from compressed images"),
+        Mode("remote-lazy-criu", "lazy:run_remote_criu", lazy=True, features=("uffd",),
+             only_off=True, description="lazy pages served by criu page-server --lazy-pages"),
+        Mode("stream", "stream:run",
+             description="dump and restore through zdtmpy's image streamer"),
     )
 }
-DEFAULT_MODES = tuple(MODES)
+# Modes whose cycle module exists: the default selection.
+def implemented_modes() -> tuple[str, ...]:
+    import importlib.util
+
+    return tuple(
+        name for name, m in MODES.items()
+        if importlib.util.find_spec(f"zdtmpy.cycle.{m.cycle.split(':')[0]}") is not None
+    )
+
+
+# Chains: every pair over these, plus 3-layer mixes with a region layer between two others.
+CHAIN_KINDS = ("off", "page", "region64k", "region256k")
+CHAIN_TRIPLES = (
+    ("off", "region64k", "page"),
+    ("page", "region256k", "off"),
+    ("region64k", "page", "region256k"),
+    ("page", "region64k", "region256k"),
+)
 
 
 def mode(name: str) -> Mode:
@@ -90,12 +127,22 @@ class Variant:
     """One cell of the matrix: a mode and a compression setting."""
 
     mode: Mode
-    compression: Compression
+    compression: Compression  # for a chain: the top layer's
     acceleration: int = 1
+    layers: tuple[Compression, ...] = ()  # chains only: bottom layer first
 
     @property
     def id(self) -> str:
+        if self.layers:
+            return f"{self.mode.name}-{'+'.join(c.name for c in self.layers)}"
         return f"{self.mode.name}-{self.compression.name}"
+
+
+def chain_layouts(compressions) -> list[tuple[str, ...]]:
+    kinds = [c for c in CHAIN_KINDS if c in compressions]
+    pairs = [(a, b) for a in kinds for b in kinds]
+    triples = [t for t in CHAIN_TRIPLES if all(c in compressions for c in t)]
+    return pairs + triples
 
 
 def variants(desc, modes, compressions, acceleration=None):
@@ -112,6 +159,13 @@ def variants(desc, modes, compressions, acceleration=None):
         m = mode(mname)
         if m.lazy and desc.has("nolazy"):
             continue
+        if m.layered:
+            for layout in chain_layouts(chosen_comps):
+                layers = tuple(compression(c) for c in layout)
+                out.append(Variant(m, layers[-1], accel, layers))
+            continue
         for cname in chosen_comps:
+            if m.only_off and cname != "off":
+                continue
             out.append(Variant(m, compression(cname), accel))
     return out

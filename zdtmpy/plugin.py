@@ -14,6 +14,12 @@ import pytest
 from . import isolation, matrix
 
 
+def pytest_addhooks(pluginmanager):
+    from . import hookspecs
+
+    pluginmanager.add_hookspecs(hookspecs)
+
+
 def pytest_addoption(parser):
     g = parser.getgroup("zdtmpy", "zdtmpy: CRIU checkpoint/restore tests")
     g.addoption("--criu-bin", default=None, metavar="PATH",
@@ -32,6 +38,8 @@ def pytest_addoption(parser):
     g.addoption("--zdtm-norst", action="store_true",
                 help="dump with --leave-running and skip the restore (tests flagged reqrst "
                      "still restore)")
+    g.addoption("--zdtm-no-oracle", action="store_true",
+                help="do not compare image pages with the workload's manifest")
     g.addoption("--zdtm-timeout", type=float, default=30.0, metavar="SECONDS",
                 help="base timeout of one stage (criu steps get twice this)")
     g.addoption("--zdtm-require-criu", action="store_true",
@@ -40,6 +48,9 @@ def pytest_addoption(parser):
                      "($ZDTM_REQUIRE_CRIU)")
     parser.addini("zdtm_descs", type="args", default=["descs"],
                   help="directories holding test descriptors, relative to rootdir")
+    parser.addini("zdtm_static", type="args", default=["tests/static"],
+                  help="directories holding C workloads (<name>.c), relative to rootdir; "
+                       "zdtmpy's own tests/static is searched last")
 
 
 def pytest_configure(config):
@@ -50,7 +61,7 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "zdtm_excl: never runs beside another test")
     try:
         config.stash[SELECTION_KEY] = Selection(
-            config.getoption("zdtm_mode") or matrix.DEFAULT_MODES,
+            config.getoption("zdtm_mode") or matrix.implemented_modes(),
             config.getoption("zdtm_compress") or matrix.ALL_COMPRESSIONS,
             config.getoption("zdtm_acceleration"),
         )

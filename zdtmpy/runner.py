@@ -80,7 +80,10 @@ def run_item(item) -> None:
             keep=config.getoption("zdtm_keep"),
             norst=config.getoption("zdtm_norst"),
             timeout=config.getoption("zdtm_timeout"),
+            oracle=not config.getoption("zdtm_no_oracle"),
+            static_dirs=tuple(Path(config.rootpath, d) for d in config.getini("zdtm_static")),
         ),
+        after_dump=lambda images: config.hook.pytest_zdtm_after_dump(item=item, images=images),
     )
     item.run_state = run
     passed = False

@@ -27,6 +27,7 @@ class RunOptions:
     norst: bool = False  # ZDTM's --norst: dump with --leave-running, no restore
     timeout: float = 30.0  # base timeout for one stage
     oracle: bool = True  # compare image pages with the workload's manifest
+    static_dirs: tuple = ()  # where to look for <workload>.c before zdtmpy's own
 
 
 class StageError(ZdtmError):
@@ -65,6 +66,7 @@ class Run:
     options: RunOptions = field(default_factory=RunOptions)
     timings: dict = field(default_factory=dict)
     attachments: list = field(default_factory=list)
+    after_dump: Callable[[Path], None] | None = None  # e.g. a conftest hook, via the runner
     _cleanups: list = field(default_factory=list)
     _stage: str = "setup"
     workload: object = None
@@ -116,7 +118,9 @@ class Run:
         from ..workload import Workload, build_workload
 
         with self.stage("build"):
-            exe = build_workload(self.desc.workload)
+            where = next((d for d in self.options.static_dirs
+                          if (d / f"{self.desc.workload}.c").exists()), None)
+            exe = build_workload(self.desc.workload, static_dir=where)
         with self.stage("start"):
             wl = Workload(exe, self.workdir, args=self.desc.args, start_timeout=self.timeout())
             self.workload = wl
@@ -157,6 +161,12 @@ class Run:
             for pid in tree:
                 if not isolation.wait_gone(pid, self.timeout()):
                     self.fail(f"process {pid} of the dumped tree is still alive after the dump")
+
+    def dumped(self, images: Path):
+        """The dump is complete and its tree gone: let extensions see the images."""
+        if self.after_dump is not None:
+            with self.stage("after-dump-hook"):
+                self.after_dump(images)
 
     def restore(self, images: Path, extra=(), *, log_name="restore.log",
                 stage="restore") -> int:

@@ -28,6 +28,7 @@ def run(r: Run) -> None:
         return
 
     r.wait_tree_gone(host_tree)
+    r.dumped(images)
     r.check_images(images, manifest)
     restore_dir = prepare_for_restore(r, images, manifest)
     new_pid = r.restore(restore_dir)

@@ -1,0 +1,122 @@
+"""The plugin as a user meets it, through pytester: real criu, real workloads.
+
+Each test builds a small project (descriptors, maybe a workload of its own) and runs pytest
+on it in a subprocess, then reads the outcome and the report text.
+"""
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+LIB = REPO / "tests" / "static" / "lib"
+
+
+def criu_or_skip():
+    from zdtmpy.criu import find_criu
+    from zdtmpy.errors import CriuNotFound
+
+    try:
+        return find_criu()
+    except CriuNotFound as exc:
+        pytest.skip(f"criu unavailable: {exc}")
+
+
+@pytest.fixture
+def project(pytester):
+    pytester.makeini("[pytest]\nzdtm_descs = descs\nzdtm_static = static\n")
+    (pytester.path / "descs").mkdir()
+    (pytester.path / "static").mkdir()
+    (pytester.path / "static" / "lib").symlink_to(LIB)
+    return pytester
+
+
+def run(pytester, *args):
+    return pytester.runpytest_subprocess("-p", "no:cacheprovider", "-rs", *args)
+
+
+@pytest.mark.criu
+def test_unknown_key_fails_that_file_only(project):
+    criu_or_skip()
+    (project.path / "descs" / "bad.desc").write_text("{'flavor': 'h', 'optz': '--x'}")
+    (project.path / "descs" / "pages01.desc").write_text("{}")
+    res = run(project, "descs", "--zdtm-compress", "off")
+    res.assert_outcomes(passed=1, failed=1)
+    text = res.stdout.str()
+    assert "bad.desc: unknown key 'optz'" in text
+    assert "expected one of:" in text
+
+
+def test_missing_criu_path_is_one_clear_error(project):
+    (project.path / "descs" / "pages01.desc").write_text("{}")
+    res = run(project, "descs", "--criu-bin", "/no/such/criu")
+    assert res.ret == pytest.ExitCode.USAGE_ERROR
+    assert "criu binary /no/such/criu does not exist" in res.stderr.str()
+    assert res.stderr.str().count("does not exist") == 1
+
+
+def test_no_criu_skips_once_with_reason(project, tmp_path):
+    """No criu anywhere: every item skips with the same visible reason, and with
+    ZDTM_REQUIRE_CRIU the run fails instead of passing with everything skipped."""
+    (project.path / "descs" / "pages01.desc").write_text("{}")
+    env = {"PATH": "/usr/bin:/bin", "ZDTMPY_CACHE": str(tmp_path / "empty-cache"),
+           "ZDTM_CRIU": "", "ZDTM_REQUIRE_CRIU": ""}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        res = run(project, "descs", "--zdtm-compress", "off", "--zdtm-compress", "page")
+        res.assert_outcomes(skipped=2)
+        assert "SKIPPED [2]" in res.stdout.str()
+        assert "criu unavailable: no usable criu" in res.stdout.str()
+        res = run(project, "descs", "--zdtm-require-criu")
+        assert res.ret == pytest.ExitCode.USAGE_ERROR
+        assert "no usable criu" in res.stderr.str()
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@pytest.mark.criu
+def test_workload_that_does_not_compile(project):
+    criu_or_skip()
+    (project.path / "static" / "broken.c").write_text(
+        '#include "zdtmtst.h"\nint main(void) { return undeclared_thing; }\n')
+    (project.path / "descs" / "broken.desc").write_text("{}")
+    res = run(project, "descs", "--zdtm-compress", "off")
+    res.assert_outcomes(failed=1)
+    text = res.stdout.str()
+    assert "stage 'build'" in text
+    assert "broken.c" in text and "undeclared_thing" in text
+
+
+@pytest.mark.criu
+def test_corrupt_page_between_dump_and_restore_is_caught(project):
+    """One page of the pages image changed after the dump: the oracle names it, and with the
+    oracle off the restored workload's own check fails the test."""
+    criu_or_skip()
+    (project.path / "descs" / "pages00.desc").write_text("{}")
+    project.makeconftest('''
+def pytest_zdtm_after_dump(item, images):
+    # the middle of the largest pages file lies in pages00's big pattern region
+    pages = max(images.glob("pages-*.img"), key=lambda p: p.stat().st_size)
+    size = pages.stat().st_size
+    with open(pages, "r+b") as f:
+        f.seek((size // 2) & ~4095)
+        f.write(b"\\xa5" * 4096)
+''')
+    res = run(project, "descs", "--zdtm-compress", "off")
+    res.assert_outcomes(failed=1)
+    text = res.stdout.str()
+    assert "stage 'oracle'" in text
+    assert "content differs from the manifest" in text
+
+    res = run(project, "descs", "--zdtm-compress", "off", "--zdtm-no-oracle")
+    res.assert_outcomes(failed=1)
+    text = res.stdout.str()
+    assert "stage 'verdict'" in text
+    assert "workload says FAIL" in text
+    assert "test directory kept" in text

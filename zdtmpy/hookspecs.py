@@ -1,0 +1,8 @@
+"""Hooks zdtmpy adds to pytest, for conftest.py files and other plugins."""
+
+
+def pytest_zdtm_after_dump(item, images):
+    """Called after a dump has finished and the dumped tree is gone, before any check of
+    the images and before the restore. `images` is the image directory (a pathlib.Path).
+    A conftest may inspect or change the images here (for example to prove that a broken
+    image is caught)."""
