@@ -21,18 +21,23 @@ def check(images: Path, manifest, limit: int = 10) -> list[str]:
     from .errors import ImageError
     from .images import PageReader
 
-    problems: list[str] = []
     try:
         reader = PageReader(images)
     except ImageError as exc:
         return [str(exc)]
+    with reader:
+        return _compare(reader, manifest, limit, pagegen, ImageError)
+
+
+def _compare(reader, manifest, limit, pagegen, ImageError) -> list[str]:
+    problems: list[str] = []
     for region in manifest.regions:
         done = 0
         while done < region.pages and len(problems) < limit:
             n = min(CHUNK_PAGES, region.pages - done)
             vaddr = region.start + done * PAGE
             try:
-                data = reader.read(region.pid, vaddr, n)
+                data = reader.read(region.pid, vaddr, n, missing="zero")
             except ImageError as exc:
                 problems.append(f"pid {region.pid} region {region.label} at {vaddr:#x}: {exc}")
                 break

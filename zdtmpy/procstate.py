@@ -16,6 +16,8 @@ from .isolation import tree_pids
 _VOLATILE = {"[vvar]", "[vvar_vclock]", "[vdso]", "[vsyscall]", "[uprobes]"}
 # pipe:[12345] / socket:[...] / anon_inode:[...]: the inode number changes on restore.
 _INODE = re.compile(r"^(\w+):\[\d+\]$")
+# criu restores a shared anonymous mapping through a memfd: same memory, another name.
+_SHMEM_ALIASES = {"/memfd:/dev/zero (deleted)": "/dev/zero (deleted)"}
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,7 @@ def _maps(hostpid: int) -> tuple:
         for line in f:
             parts = line.split(None, 5)
             path = parts[5].strip() if len(parts) > 5 else ""
+            path = _SHMEM_ALIASES.get(path, path)
             if path in _VOLATILE:
                 continue
             start, end = parts[0].split("-")

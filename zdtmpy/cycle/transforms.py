@@ -70,7 +70,7 @@ def refuse_compressed(r: Run, zdir: Path) -> None:
 
 def compare_dumps(original: Path, other: Path) -> list[str]:
     """Pages files byte-identical, pagemaps and inventory equal as parsed messages."""
-    from ..images import same_image
+    from ..images.compare import same_image
 
     diffs = []
     names = sorted(p.name for p in original.iterdir() if p.is_file() and not p.is_symlink())

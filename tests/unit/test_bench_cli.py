@@ -1,0 +1,123 @@
+"""`zdtmpy bench`: the CLI wiring and the parsing of its inputs (never timings)."""
+
+import pytest
+
+from zdtmpy.bench import TIMINGS_PROPERTY, BenchError, parse_junit
+from zdtmpy.bench.cycle import criu_log_seconds, item_record, make_copies, parse_upstream_line
+from zdtmpy.cli import main
+
+# A test file that records timings the way the runner does.
+RECORDING_TESTS = """
+def test_ok(request):
+    request.node.user_properties.append(
+        ("zdtm_timings", {"build": 0.5, "dump": 0.25, "visible-state": 0.125}))
+
+def test_bad(request):
+    request.node.user_properties.append(("zdtm_timings", {"start": 1.0}))
+    assert False, "workload says FAIL"
+
+def test_skip():
+    import pytest
+    pytest.skip("criu unavailable")
+"""
+
+
+def test_bench_cycle_help(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", "cycle", "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for opt in ("--repeat", "--json", "--upstream", "--no-upstream", "--criu-bin"):
+        assert opt in out
+
+
+def test_bench_needs_a_kind(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["bench"])
+    assert exc.value.code == 2
+
+
+def _check_cases(cases):
+    by = {c.name: c for c in cases}
+    assert by["test_ok"].outcome == "passed"
+    assert by["test_ok"].timings == {"build": 0.5, "dump": 0.25, "visible-state": 0.125}
+    assert by["test_bad"].outcome == "failed"
+    assert by["test_bad"].timings == {"start": 1.0}
+    assert "workload says FAIL" in by["test_bad"].message
+    assert by["test_skip"].outcome == "skipped"
+    assert by["test_skip"].timings == {}
+
+
+def test_parse_junit_written_by_pytest(pytester):
+    pytester.makepyfile(test_rec=RECORDING_TESTS)
+    xml = pytester.path / "out.xml"
+    pytester.runpytest("-p", "no:zdtmpy", "-p", "no:cacheprovider", f"--junitxml={xml}")
+    _check_cases(parse_junit(xml))
+
+
+def test_parse_junit_through_xdist(pytester):
+    # Under xdist the properties travel in the workers' serialized reports.
+    pytester.makepyfile(test_rec=RECORDING_TESTS)
+    xml = pytester.path / "out.xml"
+    pytester.runpytest_subprocess("-p", "no:zdtmpy", "-p", "no:cacheprovider", "-n", "1",
+                                  f"--junitxml={xml}")
+    _check_cases(parse_junit(xml))
+
+
+def test_parse_junit_bad_input(tmp_path):
+    with pytest.raises(BenchError, match="cannot read"):
+        parse_junit(tmp_path / "missing.xml")
+    bad = tmp_path / "bad.xml"
+    bad.write_text("<testsuites><testcase")
+    with pytest.raises(BenchError, match="not a junit XML"):
+        parse_junit(bad)
+    odd = tmp_path / "odd.xml"
+    odd.write_text('<testsuite><testcase classname="c" name="t" time="1.5"><properties>'
+                   f'<property name="{TIMINGS_PROPERTY}" value="not a literal("/>'
+                   "</properties></testcase></testsuite>")
+    (case,) = parse_junit(odd)
+    assert case.time == 1.5 and case.timings == {}
+
+
+def test_item_record_groups_stages(tmp_path):
+    from zdtmpy.bench import JunitCase
+
+    case = JunitCase("descs", "pages00_c2[plain-off]", 2.0, "passed", properties={
+        TIMINGS_PROPERTY: {"build": 0.25, "start": 0.25, "visible-state": 0.125, "dump": 0.5,
+                           "oracle": 0.125, "restore": 0.25, "verdict": 0.25, "odd": 0.125}})
+    workdir = tmp_path / "pages00_c2-plain-off"
+    workdir.mkdir()
+    (workdir / "dump.log").write_text("(00.000010) start\n(00.375000) done\n")
+    rec = item_record(case, {"pages00_c2": "pages00"}, tmp_path)
+    assert rec["test"] == "pages00"
+    assert rec["groups"]["checks"] == 0.5 and rec["groups"]["other"] == 0.125
+    assert rec["groups"]["harness"] == pytest.approx(0.125)
+    assert rec["criu_dump"] == 0.375 and rec["criu_restore"] is None
+    # no restore log: the restore stage stands in for criu's own restore time
+    assert rec["overhead"] == pytest.approx(2.0 - 0.375 - 0.25)
+    assert criu_log_seconds(tmp_path / "none.log") is None
+
+
+def test_make_copies(tmp_path):
+    from zdtmpy import descriptor
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "alpha.desc").write_text("{'flavor': 'h', 'flags': 'suid', 'timeout': 30}")
+    (src / "beta.yaml").write_text("workload: beta_exe\nflavor: h\ncompress: [off]\n")
+    names = make_copies(src, tmp_path / "descs", 3)
+    assert names == {"alpha": "alpha", "alpha_c2": "alpha", "alpha_c3": "alpha",
+                     "beta": "beta", "beta_c2": "beta", "beta_c3": "beta"}
+    copy = descriptor.load(tmp_path / "descs" / "alpha_c3.yaml")
+    assert copy.workload == "alpha" and copy.has("suid")
+    assert descriptor.load(tmp_path / "descs" / "beta_c2.yaml").compress == ("off",)
+
+
+def test_parse_upstream_line():
+    rec = parse_upstream_line(
+        "upstream test=zdtm/static/maps00 flavor=uns run=1/3 wall=1.043 result=PASS "
+        "criu_dump=0.112 criu_restore=0.141  log=/tmp/x.log")
+    assert rec["test"] == "zdtm/static/maps00" and rec["flavor"] == "uns"
+    assert rec["wall"] == 1.043 and rec["criu_restore"] == 0.141 and rec["result"] == "PASS"
+    assert parse_upstream_line("upstream-median test=x median=1.0") is None
+    assert parse_upstream_line("") is None

@@ -1,0 +1,93 @@
+"""Benchmarks behind `zdtmpy bench KIND`: one module per kind (see zdtmpy/commands/bench.py).
+
+Shared here: reading per-item stage timings out of a pytest junit XML file, and small
+statistics helpers. The plugin records each item's stage timings in `item.user_properties`
+as ("zdtm_timings", {stage: seconds}); pytest's junitxml writes every user property of a
+test as `<property name=... value=str(value)>` (also under xdist, whose reports carry
+user_properties), so a benchmark needs no conftest and no plugin hook of its own.
+"""
+
+from __future__ import annotations
+
+import ast
+import statistics
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import ZdtmError
+
+TIMINGS_PROPERTY = "zdtm_timings"
+
+
+class BenchError(ZdtmError):
+    """A benchmark could not run or could not read its own results."""
+
+
+@dataclass
+class JunitCase:
+    """One <testcase> of a junit XML report."""
+
+    classname: str
+    name: str
+    time: float  # pytest: setup + call + teardown durations of the item
+    outcome: str  # passed, failed, error, skipped
+    message: str = ""
+    properties: dict = field(default_factory=dict)
+
+    @property
+    def timings(self) -> dict:
+        """The item's {stage: seconds}, or {} when the plugin recorded none."""
+        value = self.properties.get(TIMINGS_PROPERTY)
+        return value if isinstance(value, dict) else {}
+
+
+def _property_value(text: str):
+    # str() of a dict of floats is a Python literal: read it back without eval.
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return text
+
+
+def parse_junit(path: str | Path) -> list[JunitCase]:
+    """Every testcase of a junit XML file (any junit_family), with parsed properties."""
+    path = Path(path)
+    try:
+        root = ET.parse(path).getroot()
+    except OSError as exc:
+        raise BenchError(f"{path}: cannot read the junit report: {exc.strerror}") from None
+    except ET.ParseError as exc:
+        raise BenchError(f"{path}: not a junit XML report ({exc})") from None
+    cases = []
+    for tc in root.iter("testcase"):
+        outcome, message = "passed", ""
+        for tag in ("failure", "error", "skipped"):
+            node = tc.find(tag)
+            if node is not None:
+                outcome = {"failure": "failed", "error": "error", "skipped": "skipped"}[tag]
+                # pytest cuts long messages short and puts the whole report in the text
+                message = node.get("message", "")
+                if node.text and ("full report in element text" in message or not message):
+                    message = node.text
+                break
+        props = {}
+        for prop in tc.iter("property"):
+            props[prop.get("name", "")] = _property_value(prop.get("value", ""))
+        try:
+            time = float(tc.get("time", "0") or 0)
+        except ValueError:
+            raise BenchError(f"{path}: testcase {tc.get('name')!r} has a non-numeric "
+                             f"time {tc.get('time')!r}") from None
+        cases.append(JunitCase(tc.get("classname", ""), tc.get("name", ""), time, outcome,
+                               message, props))
+    return cases
+
+
+def median(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def fmt(seconds: float | None, width: int = 7) -> str:
+    return f"{seconds:{width}.3f}" if seconds is not None else " " * (width - 1) + "-"

@@ -1,0 +1,415 @@
+"""Time zdtmpy's plain cycle at -n 1 and -n 2 and upstream zdtm.py, in one run, on this machine.
+
+zdtmpy side: `pytest DESCS --zdtm-mode plain --zdtm-compress off -p no:cacheprovider -q -n W`
+from the repo root, W = 1 then 2, --repeat times. Stage timings per item come from the junit
+XML (`zdtm_timings` property); criu's own dump/restore time from the last timestamp of each
+kept criu log. Each run holds every descriptor --copies times (copies are YAML twins of the
+descriptor under another name, same workload): with only 3 items, -n 2 cannot show much.
+
+Upstream side: bench/upstream_zdtm.sh runs test/zdtm.py (maps00, cow01) from the criu
+source tree in the build cache, with the same criu binary.
+
+Stage groups per item:
+  build, start, dump, restore  the plugin's stages of those names (dump includes waiting for
+                               the dumped tree to vanish)
+  checks                       visible-state + oracle + verdict
+  other                        every other stage (image transforms: none in plain-off)
+  harness                      item time not inside any stage: pytest setup/teardown, skip
+                               checks, test directory, cleanup and reaping
+  overhead                     item time minus criu's own dump + restore time (from the logs;
+                               the dump/restore stage times when a log is missing)
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from . import BenchError, fmt, median, parse_junit
+
+HELP = "time the plain cycle at -n 1 / -n 2 and upstream zdtm.py on this machine"
+
+STAGE_GROUPS = {
+    "build": ("build",),
+    "start": ("start",),
+    "dump": ("dump",),
+    "restore": ("restore",),
+    "checks": ("visible-state", "oracle", "verdict"),
+}
+GROUP_NAMES = (*STAGE_GROUPS, "other", "harness")
+DESC_SUFFIXES = (".desc", ".yaml", ".yml")
+_STAMP = re.compile(rb"^\((\d+\.\d+)\)", re.MULTILINE)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--repeat", type=int, default=3, metavar="N",
+                   help="runs per worker count, and upstream runs per test (default 3)")
+    p.add_argument("--json", metavar="FILE", help="also write every measurement as JSON")
+    p.add_argument("--upstream", action=argparse.BooleanOptionalAction, default=True,
+                   help="also time upstream zdtm.py via bench/upstream_zdtm.sh (default: on)")
+    p.add_argument("--criu-bin", metavar="PATH",
+                   help="criu for both sides (default: the one zdtmpy finds)")
+    p.add_argument("--copies", type=int, default=8, metavar="K",
+                   help="each descriptor K times per run, so -n 2 has work to share "
+                        "(default 8; 1 = the plain descs/ directory)")
+    p.add_argument("--workers", default="1,2", metavar="LIST",
+                   help="xdist worker counts to compare, comma-separated (default 1,2)")
+    p.add_argument("--warmup", action=argparse.BooleanOptionalAction, default=True,
+                   help="one unrecorded run first, so workload builds are cached (default: on)")
+    p.add_argument("--upstream-tests", default="maps00 cow01", metavar="NAMES",
+                   help="zdtm/static tests for the upstream side (default: 'maps00 cow01')")
+    p.add_argument("--root", metavar="DIR",
+                   help="zdtmpy checkout holding descs/ and bench/ (default: found from "
+                        "the current directory or the package)")
+
+
+# -- where things are ---------------------------------------------------------------------
+
+def find_root(explicit: str | None) -> Path:
+    candidates = [Path(explicit)] if explicit else [Path.cwd(), Path(__file__).resolve().parents[2]]
+    for c in candidates:
+        if (c / "descs").is_dir() and (c / "pyproject.toml").is_file():
+            return c.resolve()
+    where = " or ".join(str(c) for c in candidates)
+    raise BenchError(f"no zdtmpy checkout (descs/ and pyproject.toml) at {where}; "
+                     "run from the repository root or pass --root")
+
+
+def resolve_criu(explicit: str | None):
+    from ..criu import find_criu
+
+    return find_criu(explicit)  # CriuNotFound is a ZdtmError: the CLI prints it
+
+
+def make_copies(src: Path, dst: Path, copies: int) -> dict:
+    """Write each descriptor of `src` `copies` times into `dst` (named *descs*, so the plugin
+    collects YAML there). Returns {descriptor name: original test name}."""
+    import yaml
+
+    from .. import descriptor
+
+    dst.mkdir(parents=True, exist_ok=True)
+    names = {}
+    files = sorted(p for p in src.iterdir() if p.suffix in DESC_SUFFIXES)
+    if not files:
+        raise BenchError(f"{src}: no descriptors (*.desc, *.yaml)")
+    for path in files:
+        desc = descriptor.load(path)  # validates, and knows the workload's default name
+        text = path.read_text()
+        raw = (yaml.safe_load(text) if path.suffix != ".desc" else ast.literal_eval(text)) or {}
+        raw["workload"] = desc.workload  # a copy's name is not its workload's name
+        for k in range(1, copies + 1):
+            name = desc.name if k == 1 else f"{desc.name}_c{k}"
+            (dst / f"{name}.yaml").write_text(yaml.safe_dump(raw, sort_keys=True))
+            names[name] = desc.name
+    return names
+
+
+# -- zdtmpy side --------------------------------------------------------------------------
+
+def criu_log_seconds(log: Path) -> float | None:
+    """criu's own run time: the last "(SS.uuuuuu)" stamp of its log."""
+    try:
+        data = log.read_bytes()
+    except OSError:
+        return None
+    stamps = _STAMP.findall(data)
+    return float(stamps[-1]) if stamps else None
+
+
+def _item_dirname(name: str) -> str:
+    # Same rule as the runner's test directory names.
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-")
+
+
+def item_record(case, names: dict, results: Path) -> dict:
+    desc_name = case.name.split("[", 1)[0]
+    stages = {k: float(v) for k, v in case.timings.items()}
+    groups = {g: sum(stages.get(s, 0.0) for s in members) for g, members in STAGE_GROUPS.items()}
+    known = {s for members in STAGE_GROUPS.values() for s in members}
+    groups["other"] = sum(v for s, v in stages.items() if s not in known)
+    groups["harness"] = case.time - sum(stages.values())
+    workdir = results / _item_dirname(case.name)
+    criu_dump = criu_log_seconds(workdir / "dump.log")
+    criu_restore = criu_log_seconds(workdir / "restore.log")
+    criu_total = ((criu_dump if criu_dump is not None else groups["dump"])
+                  + (criu_restore if criu_restore is not None else groups["restore"]))
+    return {
+        "item": case.name,
+        "test": names.get(desc_name, desc_name),
+        "outcome": case.outcome,
+        "message": case.message[:2000] if case.outcome != "passed" else "",
+        "time": case.time,
+        "stages": stages,
+        "groups": groups,
+        "criu_dump": criu_dump,
+        "criu_restore": criu_restore,
+        "overhead": case.time - criu_total,
+    }
+
+
+def run_pytest(root: Path, descs: Path, names: dict, workers: int, criu_path: str,
+               work: Path, label: str) -> dict:
+    junit = work / f"{label}.xml"
+    results = work / f"{label}-results"
+    out = work / f"{label}.out"
+    cmd = [sys.executable, "-m", "pytest", str(descs),
+           "-c", str(root / "pyproject.toml"), "--rootdir", str(root),
+           "--zdtm-mode", "plain", "--zdtm-compress", "off", "-p", "no:cacheprovider", "-q",
+           "-n", str(workers), "--criu-bin", criu_path, "--junitxml", str(junit),
+           # kept test directories give criu's logs; removed once read
+           "--zdtm-keep", "--zdtm-results", str(results)]
+    start = time.monotonic()
+    with open(out, "wb") as fh:
+        proc = subprocess.run(cmd, cwd=root, stdin=subprocess.DEVNULL, stdout=fh,
+                              stderr=subprocess.STDOUT, check=False)
+    wall = time.monotonic() - start
+    if not junit.exists():
+        raise BenchError(f"pytest wrote no junit report (exit {proc.returncode}); "
+                         f"command: {' '.join(cmd)}\n{_tail(out)}")
+    items = [item_record(c, names, results) for c in parse_junit(junit)]
+    shutil.rmtree(results, ignore_errors=True)
+    passed = [i for i in items if i["outcome"] == "passed"]
+    if not passed:
+        why = next((i["message"] for i in items if i["message"]), "")
+        raise BenchError(f"no plain-cycle item passed in run {label} (pytest exit "
+                         f"{proc.returncode}; {len(items)} items){': ' + why if why else ''}\n"
+                         f"command: {' '.join(cmd)}\n{_tail(out)}")
+    return {"label": label, "workers": workers, "wall": wall, "exit": proc.returncode,
+            "command": cmd, "items": items, "output": str(out)}
+
+
+def _tail(path: Path, lines: int = 25) -> str:
+    try:
+        text = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    return "--- last lines of pytest output ---\n" + "\n".join(text[-lines:])
+
+
+# -- upstream side ------------------------------------------------------------------------
+
+def parse_upstream_line(line: str) -> dict | None:
+    """One `upstream key=value ...` run line of bench/upstream_zdtm.sh, or None."""
+    words = line.split()
+    if not words or words[0] != "upstream":
+        return None
+    rec = dict(w.split("=", 1) for w in words[1:] if "=" in w)
+    for key in ("wall", "criu_dump", "criu_restore"):
+        if key in rec:
+            try:
+                rec[key] = float(rec[key])
+            except ValueError:
+                rec[key] = None
+    return rec
+
+
+def run_upstream(root: Path, criu_path: str, repeat: int, tests: str) -> dict:
+    script = root / "bench" / "upstream_zdtm.sh"
+    if not script.is_file():
+        return {"skipped": f"{script} not found"}
+    if os.geteuid() != 0:
+        return {"skipped": "upstream zdtm.py needs root"}
+    cmd = ["bash", str(script), "--repeat", str(repeat), "--criu-bin", criu_path,
+           "--tests", tests]
+    print(f"bench: upstream: {' '.join(cmd)}", file=sys.stderr, flush=True)
+    proc = subprocess.run(cmd, cwd=root, stdin=subprocess.DEVNULL, capture_output=True,
+                          text=True, check=False)
+    runs = [r for r in map(parse_upstream_line, proc.stdout.splitlines()) if r]
+    if proc.returncode == 2 or not runs:
+        err = proc.stderr.strip().splitlines()[-5:]
+        return {"skipped": f"bench/upstream_zdtm.sh exited {proc.returncode}: "
+                           + (" | ".join(err) or "no output")}
+    if proc.returncode:
+        print(proc.stderr, file=sys.stderr, end="")
+    return {"command": cmd, "runs": runs}
+
+
+# -- summary ------------------------------------------------------------------------------
+
+def summarize_items(items: list[dict]) -> dict:
+    ok = [i for i in items if i["outcome"] == "passed"]
+    return {
+        "items": len(ok),
+        "time": median(i["time"] for i in ok),
+        **{g: median(i["groups"][g] for i in ok) for g in GROUP_NAMES},
+        "criu_dump": median(i["criu_dump"] for i in ok),
+        "criu_restore": median(i["criu_restore"] for i in ok),
+        "overhead": median(i["overhead"] for i in ok),
+    }
+
+
+def summarize(runs: list[dict], upstream: dict | None) -> dict:
+    out = {"zdtmpy": {}, "upstream": None, "ratios": {}}
+    for w in sorted({r["workers"] for r in runs}):
+        mine = [r for r in runs if r["workers"] == w]
+        items = [i for r in mine for i in r["items"]]
+        tests = sorted({i["test"] for i in items})
+        out["zdtmpy"][w] = {
+            "run_wall": median(r["wall"] for r in mine),
+            "run_walls": [r["wall"] for r in mine],
+            "items_per_run": median(len(r["items"]) for r in mine),
+            # what -n cannot share: interpreter and xdist start-up, collection, idle workers
+            "outside_items": median(r["wall"] - sum(i["time"] for i in r["items"]) / w
+                                    for r in mine),
+            "failed": sum(i["outcome"] in ("failed", "error") for i in items),
+            "first_failures": [f"{i['item']}: {' / '.join(i['message'].split(chr(10))[:2])[:300]}"
+                               for i in items if i["outcome"] in ("failed", "error")
+                               and i["message"].strip()][:3],
+            "skipped": sum(i["outcome"] == "skipped" for i in items),
+            "per_test": {t: summarize_items([i for i in items if i["test"] == t]) for t in tests},
+            "all": summarize_items(items),
+        }
+    z = out["zdtmpy"]
+    if 1 in z and 2 in z and z[2]["run_wall"]:
+        out["ratios"]["n1_over_n2_run_wall"] = z[1]["run_wall"] / z[2]["run_wall"]
+    if upstream and upstream.get("runs"):
+        ok = [r for r in upstream["runs"] if r.get("result") == "PASS"]
+        per = {}
+        for t in sorted({r["test"] for r in upstream["runs"]}):
+            rs = [r for r in ok if r["test"] == t]
+            per[t] = {
+                "flavor": next((r["flavor"] for r in upstream["runs"] if r["test"] == t), ""),
+                "runs": len(rs),
+                "failed": sum(r["test"] == t and r.get("result") != "PASS"
+                              for r in upstream["runs"]),
+                "wall": median(r["wall"] for r in rs),
+                "criu_dump": median(r.get("criu_dump") for r in rs),
+                "criu_restore": median(r.get("criu_restore") for r in rs),
+                "overhead": median(r["wall"] - (r.get("criu_dump") or 0)
+                                   - (r.get("criu_restore") or 0) for r in rs),
+            }
+        all_walls = median(r["wall"] for r in ok)
+        out["upstream"] = {"per_test": per, "wall": all_walls,
+                           "overhead": median(p["overhead"] for p in per.values())}
+        base = z.get(1)
+        if all_walls and base:
+            amort1 = base["run_wall"] / base["items_per_run"]
+            out["ratios"]["upstream_test_over_zdtmpy_item"] = all_walls / base["all"]["time"]
+            out["ratios"]["upstream_test_over_zdtmpy_amortized_n1"] = all_walls / amort1
+            if 2 in z:
+                amort2 = z[2]["run_wall"] / z[2]["items_per_run"]
+                out["ratios"]["upstream_test_over_zdtmpy_amortized_n2"] = all_walls / amort2
+            if base["all"]["overhead"] and out["upstream"]["overhead"]:
+                out["ratios"]["upstream_overhead_over_zdtmpy_overhead"] = (
+                    out["upstream"]["overhead"] / base["all"]["overhead"])
+    elif upstream:
+        out["upstream"] = {"skipped": upstream.get("skipped", "no result")}
+    return out
+
+
+def print_report(summary: dict, repeat: int, copies: int, criu) -> None:
+    p = print
+    p(f"\nzdtmpy bench cycle: criu {criu.version_str} ({criu.path}); kernel "
+      f"{platform.release()}, {os.cpu_count()} CPUs; {repeat} run(s) per worker count, "
+      f"each descriptor x{copies} per run")
+    cols = ("items", "time", *GROUP_NAMES, "criu_dump", "criu_restore", "overhead")
+    head = ("item", "build", "start", "dump", "restore", "checks", "other", "harness",
+            "criu-d", "criu-r", "ovrhead")
+    for w, z in summary["zdtmpy"].items():
+        p(f"\nzdtmpy plain cycle, -n {w}: per-item medians [s] (a column's median; they need "
+          "not add up)")
+        p(f"{'test':<12}{'n':>4} " + " ".join(f"{h:>7}" for h in head))
+        rows = [*z["per_test"].items(), ("all", z["all"])]
+        for name, s in rows:
+            p(f"{name:<12}{s['items']:>4} " + " ".join(fmt(s[c]) for c in cols[1:]))
+        walls = ", ".join(f"{x:.2f}" for x in z["run_walls"])
+        p(f"whole run: median {z['run_wall']:.2f} s for {z['items_per_run']:.0f} items "
+          f"({z['run_wall'] / z['items_per_run']:.3f} s/item amortized); runs: {walls}"
+          + (f"; {z['failed']} failed" if z["failed"] else "")
+          + (f"; {z['skipped']} skipped" if z["skipped"] else ""))
+        p(f"outside items (run wall - item times / {w}): median {z['outside_items']:.2f} s")
+        for first in z["first_failures"]:
+            p(f"  failed: {first}")
+    up = summary["upstream"]
+    if up and "per_test" in up:
+        p("\nupstream zdtm.py (one process per test), medians [s]")
+        p(f"{'test':<22}{'flavor':>7}{'runs':>5} {'wall':>7} {'criu-d':>7} {'criu-r':>7} "
+          f"{'ovrhead':>7}")
+        for t, s in up["per_test"].items():
+            p(f"{t:<22}{s['flavor']:>7}{s['runs']:>5} {fmt(s['wall'])} {fmt(s['criu_dump'])} "
+              f"{fmt(s['criu_restore'])} {fmt(s['overhead'])}"
+              + (f"  ({s['failed']} failed)" if s["failed"] else ""))
+    elif up:
+        p(f"\nupstream zdtm.py: skipped: {up['skipped']}")
+    r = summary["ratios"]
+    p("\nratios")
+    if "n1_over_n2_run_wall" in r:
+        v = r["n1_over_n2_run_wall"]
+        p(f"  whole run -n 1 / -n 2: {v:.2f}x (target >= 1.7x: {'met' if v >= 1.7 else 'NOT met'})")
+    names = {
+        "upstream_test_over_zdtmpy_item": "upstream test wall / zdtmpy item time (-n 1)",
+        "upstream_test_over_zdtmpy_amortized_n1": "upstream test wall / zdtmpy run wall per item (-n 1)",
+        "upstream_test_over_zdtmpy_amortized_n2": "upstream test wall / zdtmpy run wall per item (-n 2)",
+        "upstream_overhead_over_zdtmpy_overhead": "upstream overhead / zdtmpy overhead per test",
+    }
+    for key, text in names.items():
+        if key in r:
+            p(f"  {text}: {r[key]:.2f}x")
+
+
+def run(args) -> int:
+    if args.repeat < 1 or args.copies < 1:
+        raise BenchError("--repeat and --copies want a positive integer")
+    try:
+        workers = [int(w) for w in args.workers.split(",") if w.strip()]
+    except ValueError:
+        raise BenchError(f"--workers wants comma-separated integers, got {args.workers!r}") from None
+    if not workers or min(workers) < 1:
+        raise BenchError(f"--workers wants positive worker counts, got {args.workers!r}")
+    if os.geteuid() != 0:
+        raise BenchError("the plain cycle checkpoints processes: run the benchmark as root")
+    root = find_root(args.root)
+    criu = resolve_criu(args.criu_bin)
+    work = Path(tempfile.mkdtemp(prefix="zdtmpy-bench-"))
+    try:
+        if args.copies == 1:
+            descs, names = root / "descs", {}
+        else:
+            descs = work / "descs"
+            names = make_copies(root / "descs", descs, args.copies)
+        if args.warmup:
+            print("bench: warm-up run (not recorded)", file=sys.stderr, flush=True)
+            run_pytest(root, root / "descs", {}, 1, str(criu.path), work, "warmup")
+        runs = []
+        for rep in range(1, args.repeat + 1):
+            for w in workers:
+                label = f"n{w}-r{rep}"
+                print(f"bench: zdtmpy {label}", file=sys.stderr, flush=True)
+                res = run_pytest(root, descs, names, w, str(criu.path), work, label)
+                print(f"bench:   {res['wall']:.2f} s, {len(res['items'])} items, "
+                      f"pytest exit {res['exit']}", file=sys.stderr, flush=True)
+                runs.append(res)
+        upstream = None
+        if args.upstream:
+            upstream = run_upstream(root, str(criu.path), args.repeat, args.upstream_tests)
+            if "skipped" in upstream:
+                print(f"bench: upstream side skipped: {upstream['skipped']}", file=sys.stderr)
+        summary = summarize(runs, upstream)
+        print_report(summary, args.repeat, args.copies, criu)
+        if args.json:
+            doc = {
+                "machine": {"kernel": platform.release(), "arch": platform.machine(),
+                            "cpus": os.cpu_count()},
+                "criu": {"path": str(criu.path), "version": criu.version_str},
+                "config": {"repeat": args.repeat, "copies": args.copies, "workers": workers,
+                           "warmup": args.warmup, "stage_groups": STAGE_GROUPS},
+                "summary": summary,
+                "zdtmpy_runs": [{k: v for k, v in r.items() if k != "output"} for r in runs],
+                "upstream": upstream,
+            }
+            Path(args.json).write_text(json.dumps(doc, indent=2, default=str) + "\n")
+            print(f"\nbench: wrote {args.json}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
