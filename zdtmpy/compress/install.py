@@ -58,7 +58,8 @@ def install(dirpath, names, backup, crash_after=None):
     dirpath = Path(dirpath)
     stage = dirpath / STAGE
     for name in names:
-        fsync_file(stage / name)
+        if not os.path.islink(stage / name):  # a staged symlink (e.g. `parent`): no data
+            fsync_file(stage / name)
     fsync_dir(stage)
     tmp = dirpath / (JOURNAL + ".tmp")
     with open(tmp, "w") as f:
@@ -97,7 +98,7 @@ def _apply(dirpath, crash_after=None):
         if crash_after is not None and count >= crash_after:
             return
         src, dst = stage / name, dirpath / name
-        if not src.exists():
+        if not os.path.lexists(src):  # lexists: a staged symlink may dangle from there
             continue  # installed before an interruption
         bak = dirpath / (name + ".bak")
         if backup and dst.exists() and not os.path.lexists(bak):
