@@ -34,10 +34,15 @@ def _compare(reader, manifest, limit, pagegen, ImageError) -> list[str]:
     for region in manifest.regions:
         done = 0
         while done < region.pages and len(problems) < limit:
-            n = min(CHUNK_PAGES, region.pages - done)
             vaddr = region.start + done * PAGE
             try:
-                data = reader.read(region.pid, vaddr, n, missing="zero")
+                # Shared memory lives in shmem objects, not in the process's own pagemap.
+                key, addr, in_mapping = reader.resolve(region.pid, vaddr)
+                n = min(CHUNK_PAGES, region.pages - done, in_mapping)
+                if key is None:  # a shared file mapping: its pages are in the file
+                    done += n
+                    continue
+                data = reader.read(key, addr, n, missing="zero")
             except ImageError as exc:
                 problems.append(f"pid {region.pid} region {region.label} at {vaddr:#x}: {exc}")
                 break
@@ -45,21 +50,21 @@ def _compare(reader, manifest, limit, pagegen, ImageError) -> list[str]:
             if bad < 0:
                 done += n
                 continue
-            addr = vaddr + bad * PAGE
             problems.append(
-                f"pid {region.pid} page {addr:#x} (region {region.label}, {region.gen} "
-                f"seed {region.seed}): content differs from the manifest; "
-                f"{_where(reader, region.pid, addr)}"
+                f"pid {region.pid} page {vaddr + bad * PAGE:#x} (region {region.label}, "
+                f"{region.gen} seed {region.seed}): content differs from the manifest; "
+                f"{_where(reader, key, addr + bad * PAGE)}"
             )
             done += bad + 1
     return problems
 
 
-def _where(reader, pid: int, addr: int) -> str:
+def _where(reader, key, addr: int) -> str:
     try:
-        loc = reader.locate(pid, addr)
+        loc = reader.locate(key, addr)
     except Exception as exc:  # a locate failure must not hide the mismatch itself
         return f"(cannot locate: {exc})"
     if loc is None:
         return "not in any pagemap"
-    return str(loc)
+    return (f"stored in layer {loc.layer_dir}, {loc.pagemap_file} entry {loc.entry_index} "
+            f"block {loc.block_index}")

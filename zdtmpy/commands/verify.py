@@ -2,7 +2,7 @@
 
 import sys
 
-from ..compress import verify_dir
+from ..compress.chain import verify_chain
 
 
 def register(subparsers):
@@ -14,7 +14,8 @@ def register(subparsers):
 
 
 def run(args):
-    problems = verify_dir(args.dir, chain=args.chain)
+    # The layer's links and version rule are always checked against its parents.
+    problems = verify_chain(args.dir, full=args.chain)
     for problem in problems:
         print(f"zdtmpy verify: {problem}", file=sys.stderr)
     if problems:

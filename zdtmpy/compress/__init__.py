@@ -7,6 +7,8 @@ from .codec import CompressionSpec, parse_size
 from .convert import ConvertResult, compress_dir, decompress_dir
 from .install import recover
 from .verify import Problem, verify_dir
+from .chain import chain_problems, same_content, verify_chain
+from .rebase import rebase_dir
 
 __all__ = [
            "CompressionSpec",
@@ -17,4 +19,8 @@ __all__ = [
            "parse_size",
            "recover",
            "verify_dir",
+           "verify_chain",
+           "chain_problems",
+           "same_content",
+           "rebase_dir",
 ]

@@ -17,9 +17,11 @@ PROT_EXEC = 4
 COMPARE_PAGES = 1024  # pages compared per read in same_content
 
 
-def verify_chain(path):
-    """verify_dir(path, chain=True) plus chain_problems(path), without duplicates."""
-    out = list(verify_dir(path, chain=True))
+def verify_chain(path, full=True):
+    """verify_dir(path, chain=full) plus chain_problems(path), without duplicates: the
+    layer's own invariants, its links, tree and version rule against its parents, and (with
+    full) every parent layer's own invariants too."""
+    out = list(verify_dir(path, chain=full))
     seen = {str(p) for p in out}
     for p in chain_problems(path):
         if str(p) not in seen:

@@ -43,10 +43,15 @@ class Attachment:
     title: str
     path: Path | None = None
     text: str | None = None
+    criu_log: bool = False  # show the error lines and the tail, not the whole log
 
     def read(self, limit: int = 20000) -> str:
         if self.text is not None:
             return self.text
+        if self.criu_log:
+            from ..criu import log_excerpt
+
+            return log_excerpt(self.path, tail=30) + f"\n(full log: {self.path})"
         try:
             data = self.path.read_text(errors="replace")
         except OSError as exc:
@@ -90,8 +95,9 @@ class Run:
     def fail(self, message: str):
         raise StageError(self._stage, self.test, message)
 
-    def attach(self, title: str, path: Path | None = None, text: str | None = None):
-        self.attachments.append(Attachment(title, path, text))
+    def attach(self, title: str, path: Path | None = None, text: str | None = None,
+               criu_log: bool = False):
+        self.attachments.append(Attachment(title, path, text, criu_log))
 
     def on_cleanup(self, fn: Callable[[], None]):
         self._cleanups.append(fn)
@@ -140,7 +146,7 @@ class Run:
     def criu_run(self, action: str, args: list, log_name: str, stage: str,
                  expect_fail: bool = False) -> CriuRun:
         log = self.path(log_name)
-        self.attach(f"criu {action} log ({log_name})", log)
+        self.attach(f"criu {action} log ({log_name})", log, criu_log=True)
         return self.criu.run(action, args, log=log, stage=stage, timeout=self.timeout(2),
                              expect_fail=expect_fail)
 

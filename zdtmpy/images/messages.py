@@ -9,7 +9,7 @@ from ..errors import ImageError
 from .protoparse import load_messages
 
 PROTO_DIR = Path(__file__).with_name("proto")
-_FILES = ("inventory.proto", "pagemap.proto", "pstree.proto", "mm.proto")
+_FILES = ("inventory.proto", "pagemap.proto", "pstree.proto", "mm.proto", "files.proto")
 
 # Python name -> message name in the .proto files
 _NAMES = {
@@ -20,6 +20,8 @@ _NAMES = {
     "PstreeEntry": "pstree_entry",
     "MmEntry": "mm_entry",
     "VmaEntry": "vma_entry",
+    "FileEntry": "file_entry",
+    "MemfdInodeEntry": "memfd_inode_entry",
 }
 
 

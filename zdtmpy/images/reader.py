@@ -4,13 +4,16 @@ Each layer is read through its own pagemap metadata (uncompressed, per-page or r
 Only the blocks a request needs are read (pread), located by binary search over the entries.
 """
 
+import bisect
 import os
 from collections import namedtuple
 
 from ..errors import ImageError
-from .blocks import decode_span
+from .blocks import decode_block
 from .imageset import load_chain
 from .pagemap import PAGE_SIZE, PE_LAZY, PE_PARENT, PE_PRESENT, pagemap_name
+
+VMA_FILE_SHARED = 1 << 7
 
 PageLocation = namedtuple("PageLocation", "layer_dir pagemap_file entry_index block_index")
 Vma = namedtuple("Vma", "start end prot flags status shmid pgoff")
@@ -28,9 +31,10 @@ class PageReader:
     """Reads pages of one dump (a layer directory and its parents)."""
 
     def __init__(self, path):
-        self.layers = load_chain(path)
         self._maps = {}   # (layer index, key) -> validated Pagemap or None
         self._fds = {}    # (layer index, key) -> fd of the pages file
+        self._vmas = {}   # pid -> sorted Vma list of the top layer
+        self.layers = load_chain(path)
 
     def close(self):
         for fd in self._fds.values():
@@ -58,6 +62,28 @@ class PageReader:
         mm = self.layers[0].mm(pid)
         return [Vma(v.start, v.end, v.prot, v.flags, v.status, v.shmid, v.pgoff)
                 for v in mm.vmas]
+
+    def resolve(self, pid, vaddr):
+        """Where the page at vaddr of process pid is stored: (key, address, pages) for the
+        run of pages up to the end of its mapping — key is pid itself for private memory,
+        ("shmem", id) with the offset in the object for shared memory — or (None, vaddr,
+        pages) for a shared file mapping, whose pages live in the file, not the images."""
+        from .shmem import shmem_key
+
+        vmas = self._vmas.get(pid)
+        if vmas is None:
+            vmas = self._vmas[pid] = sorted(self.vmas(pid))
+        i = bisect.bisect_right([v.start for v in vmas], vaddr) - 1
+        if i < 0 or vaddr >= vmas[i].end:
+            raise ImageError(f"{self.layers[0].path}/mm-{pid}.img: no mapping covers {vaddr:#x}")
+        vma = vmas[i]
+        pages = (vma.end - vaddr) // PAGE_SIZE
+        key = shmem_key(self.layers[0].path, vma)
+        if key is not None:
+            return key, vaddr - vma.start + vma.pgoff, pages
+        if vma.status & VMA_FILE_SHARED:
+            return None, vaddr, pages
+        return _key(pid), vaddr, pages
 
     def read(self, pid, vaddr, npages, missing="error"):
         """Bytes of npages pages from vaddr. missing="zero" reads pages that no pagemap entry
@@ -184,11 +210,22 @@ class PageReader:
         if len(buf) != n:
             raise ImageError(f"{pm.pages_path}: short read for entry {e.index} of "
                              f"{pm.name} ({len(buf)} of {n} bytes)")
-
-        def where(i):
-            return f"{pm.path}: entry {e.index} block {i}"
-
-        data = b"".join(decode_span(buf, e.sizes[b0:b1], b0, e.block_bytes, where))
-        skip = (p0 - b0 * bp) * PAGE_SIZE
-        n = (p1 - p0) * PAGE_SIZE
-        out[dst:dst + n] = memoryview(data)[skip:skip + n]
+        # decode block by block straight into `out` (which starts as zeros: zero blocks
+        # need nothing), copying only the pages asked for
+        lo_want, hi_want = p0 * PAGE_SIZE, p1 * PAGE_SIZE
+        base = dst - lo_want          # out position of the entry's byte 0
+        mv = memoryview(buf)
+        pos = 0
+        for i, size in enumerate(e.sizes[b0:b1], b0):
+            stored = mv[pos:pos + size]
+            pos += size
+            if size == 0:
+                continue
+            nbytes = e.block_bytes(i)
+            start = i * bp * PAGE_SIZE
+            lo, hi = max(start, lo_want), min(start + nbytes, hi_want)
+            try:
+                data = stored if size == nbytes else decode_block(stored, size, nbytes)
+            except ImageError as exc:
+                raise ImageError(f"{pm.path}: entry {e.index} block {i}: {exc}") from None
+            out[base + lo:base + hi] = memoryview(data)[lo - start:hi - start]
