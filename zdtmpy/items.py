@@ -46,7 +46,7 @@ class BrokenDescriptorItem(pytest.Item):
         return f"malformed descriptor: {excinfo.value}"
 
     def reportinfo(self):
-        return self.path, None, self.name
+        return self.path, 0, self.name
 
 
 class ZdtmItem(pytest.Item):
@@ -66,7 +66,8 @@ class ZdtmItem(pytest.Item):
 
         reason = skip_reason(self.config, self.desc, self.variant)
         if reason:
-            pytest.skip(reason)
+            # Reported at the descriptor's location, as a skip marker would be.
+            raise pytest.skip.Exception(reason, _use_item_location=True)
 
     def runtest(self):
         from .runner import run_item
@@ -82,7 +83,7 @@ class ZdtmItem(pytest.Item):
         return super().repr_failure(excinfo, style)
 
     def reportinfo(self):
-        return self.path, None, f"{self.name} ({self.variant.mode.description})"
+        return self.path, 0, f"{self.name} ({self.variant.mode.description})"
 
 
 class Selection:

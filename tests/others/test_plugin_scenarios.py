@@ -33,7 +33,8 @@ def project(pytester):
 
 
 def run(pytester, *args):
-    return pytester.runpytest_subprocess("-p", "no:cacheprovider", "-rs", *args)
+    return pytester.runpytest_subprocess("-p", "no:cacheprovider", "-rs", "--zdtm-mode", "plain",
+                                         *args)
 
 
 @pytest.mark.criu
@@ -84,7 +85,7 @@ def test_no_criu_skips_once_with_reason(project, tmp_path):
 def test_workload_that_does_not_compile(project):
     criu_or_skip()
     (project.path / "static" / "broken.c").write_text(
-        '#include "zdtmtst.h"\nint main(void) { return undeclared_thing; }\n')
+        '#include "lib/zdtmtst.h"\nint main(void) { return undeclared_thing; }\n')
     (project.path / "descs" / "broken.desc").write_text("{}")
     res = run(project, "descs", "--zdtm-compress", "off")
     res.assert_outcomes(failed=1)
@@ -120,3 +121,23 @@ def pytest_zdtm_after_dump(item, images):
     assert "stage 'verdict'" in text
     assert "workload says FAIL" in text
     assert "test directory kept" in text
+
+
+@pytest.mark.criu
+def test_workload_that_writes_fail(project):
+    """The workload survives dump and restore but reports FAIL: the test fails at 'verdict'
+    and shows the workload's own words."""
+    criu_or_skip()
+    (project.path / "static" / "failing.c").write_text(
+        '#include "lib/zdtmtst.h"\n'
+        "int main(int argc, char **argv)\n{\n"
+        "\tzt_init(argc, argv);\n"
+        '\tzt_fail("deliberate failure at %s", "the checkpoint");\n'
+        "\tzt_ready();\n\tzt_run(NULL, NULL);\n}\n")
+    (project.path / "descs" / "failing.desc").write_text("{}")
+    res = run(project, "descs", "--zdtm-compress", "off")
+    res.assert_outcomes(failed=1)
+    text = res.stdout.str()
+    assert "stage 'verdict'" in text
+    assert "workload says FAIL: deliberate failure at the checkpoint" in text
+    assert "workload output" in text
