@@ -141,3 +141,37 @@ def test_workload_that_writes_fail(project):
     assert "stage 'verdict'" in text
     assert "workload says FAIL: deliberate failure at the checkpoint" in text
     assert "workload output" in text
+
+
+def _processes_running(exe_name: str) -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.path.basename(os.readlink(f"/proc/{entry}/exe")) == exe_name:
+                    pids.append(int(entry))
+            except OSError:
+                continue
+    return pids
+
+
+@pytest.mark.criu
+def test_nothing_left_behind_after_pass_and_after_a_timeout(project):
+    """A passing test removes its directory; a workload that hangs before it is ready makes
+    the 'start' stage time out, and its whole PID namespace is killed."""
+    criu_or_skip()
+    (project.path / "static" / "hang.c").write_text(
+        '#include <unistd.h>\n#include "lib/zdtmtst.h"\n'
+        "int main(int argc, char **argv)\n{\n"
+        "\tzt_init(argc, argv);\n\tfor (;;) pause();\n}\n")
+    (project.path / "descs" / "hang.desc").write_text("{}")
+    (project.path / "descs" / "pages01.desc").write_text("{}")
+    res = run(project, "descs", "--zdtm-compress", "off", "--zdtm-timeout", "2")
+    res.assert_outcomes(passed=1, failed=1)
+    text = res.stdout.str()
+    assert "hang[plain-off]" in text and "stage 'start'" in text
+    assert _processes_running("hang") == []
+    assert _processes_running("pages01") == []
+    left = sorted(p.name for p in (project.path / "zdtm-results").iterdir()
+                  if not p.name.startswith("."))
+    assert left == ["hang-plain-off"]  # only the failure's directory is kept

@@ -22,7 +22,7 @@ def test_zdtm_desc_words_and_defaults(tmp_path):
     assert d.opts == ("--shell-job", "-v4")
     assert d.features == ("uffd",)
     assert d.arch == ("x86_64",) and d.deps == ("/bin/sh",)
-    assert d.timeout == 30
+    assert d.timeout is None
 
 
 def test_yaml_with_zdtmpy_keys(tmp_path):

@@ -117,7 +117,7 @@ class Run:
         return self.workdir / name
 
     def timeout(self, factor: float = 1.0) -> float:
-        return max(self.options.timeout, float(self.desc.timeout)) * factor
+        return max(self.options.timeout, float(self.desc.timeout or 0)) * factor
 
     # -- workload ----------------------------------------------------------------------
     def start_workload(self) -> int:
