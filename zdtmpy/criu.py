@@ -27,10 +27,9 @@ _ERROR_LINE = re.compile(r"\bError\b|\bBUG\b|Failed|failed:")
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("ZDTMPY_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "zdtmpy"
-    )
-    return Path(base)
+    from .build import cache_root
+
+    return cache_root()
 
 
 def _parse_version(text: str) -> tuple[int, ...]:
@@ -66,7 +65,7 @@ class Criu:
         return self._features[name]
 
     def run(self, action: str, args: list[str], *, log: Path, stage: str, timeout: float,
-            expect_fail: bool = False) -> "CriuRun":
+            expect_fail: bool = False) -> CriuRun:
         """Run `criu ACTION ARGS -o LOG -v4`.
 
         Raises CriuFailure (non-zero exit, or any exit when it crashed by a signal),

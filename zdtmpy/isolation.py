@@ -35,22 +35,35 @@ def alive(pid: int) -> bool:
     return stat[stat.rindex(b")") + 2:][:1] not in (b"Z", b"X")
 
 
-def wait_gone(pid: int, timeout: float) -> bool:
-    """Wait until PID is reaped (our child) or gone from /proc (not ours)."""
+def wait_status(pid: int, timeout: float) -> int | None:
+    """Wait until PID has exited: its wait status if it was our child (reaped), else None
+    once it is gone from /proc (someone else reaps it). Raises TimeoutError."""
     deadline = time.monotonic() + timeout
     delay = 0.0005
+    ours = True
     while True:
-        try:
-            done, _ = os.waitpid(pid, os.WNOHANG)
-            if done:
-                return True
-        except ChildProcessError:
-            if not os.path.exists(f"/proc/{pid}"):
-                return True
+        if ours:
+            try:
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done == pid:
+                    return status
+            except ChildProcessError:
+                ours = False
+        if not ours and not alive(pid):
+            return None
         if time.monotonic() >= deadline:
-            return False
+            raise TimeoutError(f"process {pid} still alive after {timeout:.0f}s")
         time.sleep(delay)
         delay = min(delay * 2, 0.02)
+
+
+def wait_gone(pid: int, timeout: float) -> bool:
+    """wait_status() as a yes/no: False on timeout."""
+    try:
+        wait_status(pid, timeout)
+        return True
+    except TimeoutError:
+        return False
 
 
 def kill_and_reap(pid: int, timeout: float = 10.0) -> bool:
@@ -75,19 +88,47 @@ def reap_orphans() -> list[int]:
         reaped.append(pid)
 
 
-def tree_pids(root: int) -> list[int]:
-    """Host pids of ROOT and all its descendants (via /proc/PID/task/*/children)."""
-    out, todo = [], [root]
+def children(pid: int) -> list[int]:
+    out: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                out += [int(x) for x in f.read().split()]
+        except OSError:
+            pass
+    return out
+
+
+def ns_pid(host_pid: int) -> int:
+    """The innermost pid of a process (last NSpid field): the pid criu and manifests use."""
+    with open(f"/proc/{host_pid}/status") as f:
+        for line in f:
+            if line.startswith("NSpid:"):
+                return int(line.split()[-1])
+    raise ProcessLookupError(f"/proc/{host_pid}/status: no NSpid line")
+
+
+def tree(host_pid: int) -> dict[int, int]:
+    """{ns pid: host pid} for a process and all its live descendants."""
+    out: dict[int, int] = {}
+    todo = [host_pid]
     while todo:
         pid = todo.pop()
-        out.append(pid)
         try:
-            for task in os.listdir(f"/proc/{pid}/task"):
-                with open(f"/proc/{pid}/task/{task}/children") as f:
-                    todo.extend(int(c) for c in f.read().split())
-        except (FileNotFoundError, ProcessLookupError):
+            out[ns_pid(pid)] = pid
+        except OSError:
             continue
+        todo += children(pid)
     return out
+
+
+def tree_pids(root: int) -> list[int]:
+    """Host pids of ROOT and its live descendants."""
+    return list(tree(root).values())
 
 
 @contextmanager

@@ -32,7 +32,7 @@ _mod = None
 
 
 def lib_dir(static_dir: Path | None = None) -> Path:
-    from zdtmpy.workload import default_static_dir
+    from zdtmpy.build import default_static_dir
 
     return Path(static_dir or default_static_dir()) / "lib"
 
@@ -55,8 +55,8 @@ def _build_module(tmp: Path, src: Path, ldir: Path) -> Path:
 
     import cffi
 
+    from zdtmpy.build import compile_sources, new_compiler
     from zdtmpy.errors import BuildError
-    from zdtmpy.workload import compile_sources, new_compiler
 
     ffi = cffi.FFI()
     ffi.cdef(_CDEF)
@@ -89,8 +89,8 @@ def _load():
     with _lock:
         if _mod is not None:
             return _mod
+        from zdtmpy.build import build_cached
         from zdtmpy.errors import BuildError
-        from zdtmpy.workload import build_cached
 
         ldir = lib_dir()
         src, hdr = ldir / "pagegen.c", ldir / "pagegen.h"

@@ -10,7 +10,7 @@ import os
 import re
 from dataclasses import dataclass
 
-from .isolation import tree_pids
+from .isolation import ns_pid, tree_pids
 
 # Kernel-provided mappings whose placement or presence criu does not promise to keep.
 _VOLATILE = {"[vvar]", "[vvar_vclock]", "[vdso]", "[vsyscall]", "[uprobes]"}
@@ -25,14 +25,6 @@ class ProcState:
     nspid: int
     maps: tuple  # (start, end, perms, offset, path)
     fds: tuple  # (fd, target)
-
-
-def _nspid(hostpid: int) -> int:
-    with open(f"/proc/{hostpid}/status") as f:
-        for line in f:
-            if line.startswith("NSpid:"):
-                return int(line.split()[-1])
-    return hostpid
 
 
 def _maps(hostpid: int) -> tuple:
@@ -65,7 +57,7 @@ def capture(root_hostpid: int) -> dict[int, ProcState]:
     state = {}
     for pid in tree_pids(root_hostpid):
         try:
-            ns = _nspid(pid)
+            ns = ns_pid(pid)
             state[ns] = ProcState(ns, _maps(pid), _fds(pid))
         except (FileNotFoundError, ProcessLookupError):
             continue  # exited while we looked: the comparison will show it missing

@@ -1,4 +1,4 @@
-"""C workloads: build (hash-keyed cache), start / step / stop, verdict and manifest.
+"""C workloads: start / step / stop, verdict and manifest (building is in build.py).
 
 The protocol is in docs/DESIGN.md ("Workload protocol", "Manifest", "Workload API"); the C side
 is tests/static/lib/zdtmtst.c.  Nothing here imports pytest.
@@ -7,210 +7,24 @@ is tests/static/lib/zdtmtst.c.  Nothing here imports pytest.
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import hashlib
 import os
 import re
-import shlex
-import shutil
 import signal
 import subprocess
-import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from zdtmpy.errors import BuildError, WorkloadError, WorkloadSkip
-
-# -Werror: a warning in a workload is a bug in the test, not something to scroll past.
-CFLAGS: tuple[str, ...] = ("-O2", "-Wall", "-Werror")
-LDFLAGS: tuple[str, ...] = ()
+from .build import build_workload, default_static_dir
+from .errors import WorkloadError, WorkloadSkip
+from .isolation import alive, children, ns_pid, tree, wait_status
 
 PIDFILE = "workload.pid"
 OUTFILE = "workload.out"
 MANIFEST = "manifest"
 
 _POLL = 0.005  # seconds between checks while waiting for a pidfile, manifest or exit
-
-
-# ---------------------------------------------------------------------------------------------
-# paths and building
-
-
-def default_static_dir() -> Path:
-    """tests/static of the source tree this package lives in."""
-    return Path(__file__).resolve().parent.parent / "tests" / "static"
-
-
-def cache_root() -> Path:
-    """${ZDTMPY_CACHE:-~/.cache/zdtmpy}: shared by all pytest-xdist workers and runs."""
-    env = os.environ.get("ZDTMPY_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "zdtmpy"
-
-
-def compiler_command() -> list[str]:
-    """The C compiler: $CC, else the one Python was built with, else gcc."""
-    import sysconfig
-
-    cc = os.environ.get("CC") or sysconfig.get_config_var("CC") or "gcc"
-    return shlex.split(cc)
-
-
-class _Captured:
-    """A distutils compiler whose commands run with their output captured (not on our stderr)."""
-
-    def __init__(self, what: str):
-        self.what = what
-        self.log: list[str] = []
-
-    def spawn(self, cmd, **kwargs):  # signature of CCompiler.spawn
-        from distutils.errors import DistutilsExecError
-
-        try:
-            res = subprocess.run(
-                list(cmd), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT, text=True, errors="replace", check=False,
-            )
-        except OSError as e:
-            raise DistutilsExecError(f"cannot run {cmd[0]}: {e}") from None
-        self.log.append("$ " + shlex.join(cmd) + ("\n" + res.stdout if res.stdout else ""))
-        if res.returncode:
-            raise DistutilsExecError(f"{cmd[0]} exited with status {res.returncode}")
-
-    def output(self) -> str:
-        return "\n".join(self.log).rstrip()
-
-
-def new_compiler(what: str, exe_flags: Sequence[str] | None = None):
-    """(compiler, capture): setuptools' distutils CCompiler with captured output.
-
-    With exe_flags, the compiler is set to `$CC exe_flags` (standalone executables); without,
-    it keeps Python's own configuration (extension modules: -fPIC, -shared, Python's flags).
-    """
-    from distutils.ccompiler import new_compiler as _new
-    from distutils.sysconfig import customize_compiler
-
-    import setuptools  # noqa: F401  (provides distutils on Python >= 3.12)
-
-    cc = _new()
-    customize_compiler(cc)
-    if exe_flags is not None:
-        cmd = compiler_command()
-        cc.set_executables(
-            compiler=cmd + list(exe_flags), compiler_so=cmd + list(exe_flags),
-            linker_exe=cmd + list(LDFLAGS),
-        )
-    cap = _Captured(what)
-    cc.spawn = cap.spawn
-    return cc, cap
-
-
-def compile_sources(cc, cap, sources: Iterable[Path], objdir: Path, what: str, **kw) -> list[str]:
-    """Compile one source at a time so that a BuildError names the file that failed."""
-    from distutils.errors import CompileError
-
-    objects: list[str] = []
-    for src in sources:
-        try:
-            objects += cc.compile([str(src)], output_dir=str(objdir), **kw)
-        except CompileError:
-            raise BuildError(
-                f"{what}: compiling {src} failed:\n{cap.output()}"
-            ) from None
-    return objects
-
-
-@contextlib.contextmanager
-def build_lock(lockpath: Path):
-    """Exclusive fcntl lock: one builder per hash across processes (xdist workers, runs)."""
-    lockpath.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lockpath, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
-
-
-def build_cached(kind: str, digest: str, filename: str, build) -> Path:
-    """<cache>/<kind>/<digest>/<filename>, built once by build(tmpdir) -> Path in tmpdir.
-
-    The result appears by renaming a complete temporary directory, so a reader that sees the
-    file sees all of it; the lock keeps two processes from building the same thing twice.
-    """
-    base = cache_root() / kind
-    final_dir = base / digest
-    target = final_dir / filename
-    if target.exists():
-        return target
-    with build_lock(base / f"{digest}.lock"):
-        if target.exists():
-            return target
-        if final_dir.exists():  # half-removed or foreign leftovers: start over
-            shutil.rmtree(final_dir)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{digest}.", dir=base))
-        try:
-            built = build(tmp)
-            if built != tmp / filename:
-                os.replace(built, tmp / filename)
-            for junk in tmp.iterdir():  # keep only the product
-                if junk.name != filename:
-                    shutil.rmtree(junk) if junk.is_dir() else junk.unlink()
-            os.rename(tmp, final_dir)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
-    return target
-
-
-def _sources(name: str, static_dir: Path) -> list[Path]:
-    main = static_dir / f"{name}.c"
-    if not main.is_file():
-        raise BuildError(f"workload {name}: no source {main}")
-    lib = static_dir / "lib"
-    return [main] + sorted(lib.glob("*.c"))
-
-
-def workload_digest(name: str, static_dir: Path) -> str:
-    """Hash of everything that goes into the executable: sources, headers, compiler, flags."""
-    h = hashlib.sha256()
-    h.update(repr((name, compiler_command(), CFLAGS, LDFLAGS)).encode())
-    lib = static_dir / "lib"
-    files = _sources(name, static_dir) + sorted(lib.glob("*.h")) + sorted(static_dir.glob("*.h"))
-    for f in files:
-        h.update(f"\0{f.relative_to(static_dir)}\0".encode())
-        h.update(f.read_bytes())
-    return h.hexdigest()[:20]
-
-
-def build_workload(name: str, static_dir: os.PathLike | None = None) -> Path:
-    """Build tests/static/<name>.c + lib/*.c into a cached executable and return its path.
-
-    Cached under ${ZDTMPY_CACHE:-~/.cache/zdtmpy}/workloads/<hash>/<name>; safe when several
-    processes build at once.  Raises BuildError naming the source, with the compiler output.
-    """
-    sdir = Path(static_dir) if static_dir is not None else default_static_dir()
-    sdir = sdir.resolve()
-    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
-        raise BuildError(f"workload {name!r}: not a valid workload name")
-    digest = workload_digest(name, sdir)
-
-    def build(tmp: Path) -> Path:
-        from distutils.errors import LinkError
-
-        what = f"workload {name}"
-        cc, cap = new_compiler(what, CFLAGS)
-        objs = compile_sources(cc, cap, _sources(name, sdir), tmp / "obj", what,
-                               include_dirs=[str(sdir)])
-        try:
-            cc.link_executable(objs, name, output_dir=str(tmp))
-        except LinkError:
-            raise BuildError(f"{what}: linking {sdir / (name + '.c')} failed:\n"
-                             f"{cap.output()}") from None
-        return tmp / name
-
-    return build_cached("workloads", digest, name, build)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -303,84 +117,6 @@ def parse_verdict(output: str) -> Verdict | None:
             return Verdict(status=m.group(1), detail=(m.group(2) or "").strip(), output=output)
     return None
 
-
-# ---------------------------------------------------------------------------------------------
-# processes
-
-
-def _proc_state(pid: int) -> str | None:
-    """Process state letter from /proc/<pid>/stat, None if there is no such process."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    return stat[stat.rindex(b")") + 2:][:1].decode()
-
-
-def _alive(pid: int) -> bool:
-    return _proc_state(pid) not in (None, "Z", "X")
-
-
-def _wait_gone(pid: int, timeout: float) -> int | None:
-    """Wait until pid has exited: its wait status if it was our child (reaped), else None.
-
-    A restored init is our child when we are a child subreaper; otherwise someone else reaps
-    it and we can only watch /proc.  Raises TimeoutError.
-    """
-    deadline = time.monotonic() + timeout
-    ours = True
-    while True:
-        if ours:
-            try:
-                wpid, status = os.waitpid(pid, os.WNOHANG)
-                if wpid == pid:
-                    return status
-            except ChildProcessError:
-                ours = False
-        if not ours and not _alive(pid):
-            return None
-        if time.monotonic() >= deadline:
-            raise TimeoutError
-        time.sleep(_POLL)
-
-
-def _children(pid: int) -> list[int]:
-    out: list[int] = []
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return out
-    for tid in tasks:
-        try:
-            with open(f"/proc/{pid}/task/{tid}/children") as f:
-                out += [int(x) for x in f.read().split()]
-        except OSError:
-            pass
-    return out
-
-
-def ns_pid(host_pid: int) -> int:
-    """The innermost pid of a process (last NSpid field), as the manifest names it."""
-    with open(f"/proc/{host_pid}/status") as f:
-        for line in f:
-            if line.startswith("NSpid:"):
-                return int(line.split()[-1])
-    raise WorkloadError(f"/proc/{host_pid}/status: no NSpid line")
-
-
-def tree_pids(host_pid: int) -> dict[int, int]:
-    """{ns pid: host pid} for a process and all its descendants (live ones)."""
-    out: dict[int, int] = {}
-    todo = [host_pid]
-    while todo:
-        pid = todo.pop()
-        try:
-            out[ns_pid(pid)] = pid
-        except (OSError, WorkloadError):
-            continue
-        todo += _children(pid)
-    return out
 
 
 def _exit_text(status: int | None) -> str:
@@ -525,7 +261,7 @@ class Workload:
             m = self.manifest()
             if m.step >= want:
                 return m
-            if not _alive(pid):
+            if not alive(pid):
                 raise self._error("step", f"pid {pid} exited before step {want}")
             if time.monotonic() >= deadline:
                 raise self._error("step", f"manifest step {want} not written within "
@@ -558,13 +294,13 @@ class Workload:
                     raise TimeoutError from None
                 status = self._launcher_status()
             else:
-                status = _wait_gone(pid, timeout)
+                status = wait_status(pid, timeout)
         except TimeoutError:
             self._sigkill(pid)
             raise self._error("stop", f"pid {pid} did not exit within {timeout:g} s after "
                                       "SIGTERM (killed)") from None
         # Not restored: the launcher mirrors the init's exit; reap it so nothing is left.
-        if self._proc is not None and self._proc.poll() is None and not _alive(pid):
+        if self._proc is not None and self._proc.poll() is None and not alive(pid):
             try:
                 self._proc.wait(max(0.5, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
@@ -594,17 +330,17 @@ class Workload:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
         with contextlib.suppress(TimeoutError):
-            _wait_gone(pid, 5)
+            wait_status(pid, 5)
 
     def kill(self) -> None:
         """SIGKILL whatever of this workload is still alive and reap what is ours. Idempotent."""
         pids = set(self._pids)
         if self._proc is not None and self._proc.poll() is None:
-            pids.update(_children(self._proc.pid))  # the ns init, before a pidfile exists
+            pids.update(children(self._proc.pid))  # the ns init, before a pidfile exists
         for pid in sorted(pids):
             if self._proc is not None and pid == self._proc.pid:
                 continue
-            if _alive(pid) and self._ours(pid):
+            if alive(pid) and self._ours(pid):
                 # The ns init: killing it takes the whole PID namespace down.
                 self._sigkill(pid)
             else:
@@ -619,6 +355,6 @@ class Workload:
 
 
 __all__ = [
-    "CFLAGS", "Manifest", "Region", "Verdict", "Workload", "build_workload", "cache_root",
-    "default_static_dir", "ns_pid", "parse_manifest", "parse_verdict", "tree_pids",
+    "Manifest", "Region", "Verdict", "Workload", "build_workload",
+    "default_static_dir", "ns_pid", "parse_manifest", "parse_verdict", "tree",
 ]

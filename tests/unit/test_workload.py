@@ -20,7 +20,7 @@ from zdtmpy.workload import (
     default_static_dir,
     parse_manifest,
     parse_verdict,
-    tree_pids,
+    tree,
 )
 
 PAGE = 4096
@@ -177,7 +177,7 @@ def test_workload_manifest_maps_fds_and_pass(run, name):
     pid = wl.pid
     m = wl.manifest()
     assert m.step == 0 and m.regions
-    pids = tree_pids(pid)
+    pids = tree(pid)
     assert pids[1] == pid  # the test process is init of its own PID namespace
     assert set(m.pids()) <= set(pids), f"manifest pids {m.pids()} not in the tree {pids}"
     assert set(pids) == set(m.pids()), "every process of the tree owns pages"
@@ -228,7 +228,7 @@ def test_corruption_gives_fail_naming_the_address(run, name, label, owner):
     wl = run(name)
     m = wl.manifest()
     r = next(r for r in m.regions if r.label == label and r.pid == owner and r.pages > 3)
-    host = tree_pids(wl.pid)[r.pid]
+    host = tree(wl.pid)[r.pid]
     addr = r.start + 3 * PAGE
     with open(f"/proc/{host}/mem", "r+b", buffering=0) as f:
         f.seek(addr + 100)
@@ -286,7 +286,7 @@ def test_no_ns_mode(run):
 
 def test_kill_leaves_nothing(run):
     wl = run("pages01")
-    pids = list(tree_pids(wl.pid).values())
+    pids = list(tree(wl.pid).values())
     launcher = wl._proc.pid
     wl.kill()
     assert not wait_dead(pids + [launcher])
