@@ -39,10 +39,13 @@ def entry_nr_pages(msg):
 
 
 def set_entry_nr_pages(msg, n):
-    """Store a page count, keeping field 5 when the entry already used it or must."""
+    """Store a page count where the entry keeps it: field 5 when the entry already uses it
+    (or must), else field 2. With field 5, field 2 keeps its value: criu 4.2 writes it as 0
+    and a rewrite must give back equal messages."""
     if msg.HasField("nr_pages") or n > U32_MAX:
         msg.nr_pages = n
-        msg.compat_nr_pages = min(n, U32_MAX)
+        if not msg.HasField("compat_nr_pages"):
+            msg.compat_nr_pages = 0  # required field: present, as criu 4.2 writes it
     else:
         msg.compat_nr_pages = n
 

@@ -1,0 +1,177 @@
+"""zdtmpy's page server against criu's own, with real criu (4.1.1: 24-byte headers, 4.2.1:
+32-byte): the same process dumped (--leave-running, it sleeps in pause()) once through
+`criu page-server` and once through zdtmpy's compressing server gives, after decompress,
+the same pages and the same parsed pagemaps; and zdtmpy's images restore."""
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from zdtmpy.compress import CompressionSpec, decompress_dir, verify_dir
+from zdtmpy.cycle.pageserver import free_port
+from zdtmpy.images import ImageSet, Pagemap
+from zdtmpy.transport.pageserver import PageServer, header_size_for, stamp_inventory
+
+CACHE = Path("/root/.cache/zdtmpy/criu")
+CRIUS = {v: CACHE / v / "criu" / "criu" for v in ("4.1.1", "4.2.1")}
+BIGMIX = Path(__file__).resolve().parents[2] / "zdtmpy" / "bench" / "bigmix.c"
+SPECS = {"off": CompressionSpec("off"), "page": CompressionSpec("page"),
+         "region64k": CompressionSpec("region", 64 << 10)}
+
+pytestmark = [
+    pytest.mark.criu,
+    pytest.mark.skipif(os.geteuid() != 0, reason="criu dump/restore needs root"),
+    pytest.mark.skipif(shutil.which("cc") is None, reason="no C compiler for the workload"),
+]
+
+
+def criu_path(version):
+    path = CRIUS[version]
+    if not path.exists():
+        pytest.skip(f"criu {version} not built at {path}")
+    return path
+
+
+@pytest.fixture(scope="module")
+def bigmix(tmp_path_factory):
+    exe = tmp_path_factory.mktemp("bigmix") / "bigmix"
+    subprocess.run(["cc", "-O2", "-o", str(exe), str(BIGMIX)], check=True, timeout=60)
+    return exe
+
+
+@pytest.fixture
+def process(bigmix, tmp_path):
+    out = tmp_path / "bigmix.out"
+    with open(out, "w") as f:
+        proc = subprocess.Popen([str(bigmix), "24"], stdin=subprocess.DEVNULL, stdout=f,
+                                stderr=subprocess.STDOUT, close_fds=True,
+                                start_new_session=True)
+    # one CPU: the kernel rewrites rseq's cpu_id in the process's TLS when it migrates,
+    # which would make the two dumps differ
+    os.sched_setaffinity(proc.pid, {0})
+    try:
+        deadline = time.monotonic() + 20
+        while "ready" not in out.read_text():
+            assert time.monotonic() < deadline, "bigmix did not become ready"
+            assert proc.poll() is None, out.read_text()
+            time.sleep(0.02)
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
+def run_criu(criu, *args, log, timeout=60):
+    res = subprocess.run([str(criu), *map(str, args), "-o", str(log), "-v4"],
+                         stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                         timeout=timeout, check=False)
+    assert res.returncode == 0, f"criu {args[0]} failed: {Path(log).read_text()[-2000:]}"
+
+
+def dump_via_criu_server(criu, pid, images, tmp_path):
+    ps_dir = tmp_path / "criu-ps"
+    ps_dir.mkdir()
+    rfd, wfd = os.pipe()
+    port = free_port()
+    server = subprocess.Popen([str(criu), "page-server", "-D", str(ps_dir), "--address",
+                               "127.0.0.1", "--port", str(port), "--status-fd", str(wfd),
+                               "-o", str(tmp_path / "ps.log"), "-v4"],
+                              pass_fds=(wfd,), stdin=subprocess.DEVNULL,
+                              start_new_session=True)
+    os.close(wfd)
+    try:
+        assert len(os.read(rfd, 1)) == 1, "criu page-server exited before it listened"
+        run_criu(criu, "dump", "-t", pid, "-D", images, "--leave-running", "--page-server",
+                 "--address", "127.0.0.1", "--port", port, log=images / "dump.log")
+        assert server.wait(30) == 0
+    finally:
+        os.close(rfd)
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+    for p in ps_dir.iterdir():
+        os.replace(p, images / p.name)
+
+
+def dump_via_zdtmpy(criu, version, pid, images, spec, log):
+    with PageServer(images, spec=spec, header_size=header_size_for(version), log_path=log,
+                    sessions=1, timeout=30) as srv:
+        run_criu(criu, "dump", "-t", pid, "-D", images, "--leave-running", "--page-server",
+                 "--address", "127.0.0.1", "--port", srv.port, log=images / "dump.log")
+        result = srv.wait(30)
+    stamp_inventory(images, spec)
+    return result
+
+
+def entries(pm):
+    return [(e.vaddr, e.nr_pages, e.flags) for e in pm.entries]
+
+
+def message_diffs(a, b):
+    """Field differences between two pagemap entries, but compat_nr_pages when both carry
+    the real count in field 5 (the layer's writer fills field 2 where criu 4.2 leaves 0)."""
+    out = []
+    for ea, eb in zip(a.entries, b.entries):
+        ma, mb = ea.msg.__deepcopy__(), eb.msg.__deepcopy__()
+        if ma.HasField("nr_pages") and mb.HasField("nr_pages"):
+            ma.ClearField("compat_nr_pages")
+            mb.ClearField("compat_nr_pages")
+        if ma != mb:
+            out.append((ea.index, str(ma), str(mb)))
+    return out
+
+
+@pytest.mark.parametrize("spec_name", sorted(SPECS))
+@pytest.mark.parametrize("version", sorted(CRIUS))
+def test_zdtmpy_server_matches_criu_server(version, spec_name, process, tmp_path):
+    criu = criu_path(version)
+    vtuple = tuple(int(x) for x in version.split("."))
+    spec = SPECS[spec_name]
+    theirs, ours = tmp_path / "criu", tmp_path / "zdtmpy"
+    theirs.mkdir()
+    ours.mkdir()
+    dump_via_criu_server(criu, process.pid, theirs, tmp_path)
+    result = dump_via_zdtmpy(criu, vtuple, process.pid, ours, spec, tmp_path / "zdtmpy-ps.log")
+
+    assert result.files and verify_dir(ours) == []
+    iset = ImageSet(ours)
+    assert (iset.img_version, iset.compress) == ((3, spec.inventory_mode) if spec.mode != "off"
+                                                 else (ImageSet(theirs).img_version, 0))
+    if spec.mode != "off":
+        assert any(e.compressed for pm in iset.pagemaps.values() for e in pm.entries)
+        decompress_dir(ours, in_place=True)
+
+    names = sorted(n for n in os.listdir(theirs) if n.startswith("pagemap-"))
+    assert names == sorted(n for n in os.listdir(ours) if n.startswith("pagemap-"))
+    for name in names:
+        a, b = Pagemap.load(theirs / name), Pagemap.load(ours / name)
+        assert a.pages_id == b.pages_id >= 0x10001
+        assert entries(a) == entries(b), name
+        assert message_diffs(a, b) == [], name
+        assert (theirs / a.pages_name).read_bytes() == (ours / b.pages_name).read_bytes(), name
+
+
+@pytest.mark.parametrize("version", sorted(CRIUS))
+def test_images_from_zdtmpy_server_restore(version, process, tmp_path):
+    criu = criu_path(version)
+    vtuple = tuple(int(x) for x in version.split("."))
+    images = tmp_path / "img"
+    images.mkdir()
+    dump_via_zdtmpy(criu, vtuple, process.pid, images, CompressionSpec("region", 256 << 10),
+                    tmp_path / "ps.log")
+    process.kill()  # restore needs its pid free
+    process.wait(10)
+    decompress_dir(images, in_place=True)
+    pidfile = tmp_path / "restored.pid"
+    run_criu(criu, "restore", "-D", images, "-d", "--pidfile", pidfile,
+             log=images / "restore.log")
+    pid = int(pidfile.read_text())
+    try:
+        assert "State:\tS" in Path(f"/proc/{pid}/status").read_text()
+    finally:
+        os.kill(pid, signal.SIGKILL)

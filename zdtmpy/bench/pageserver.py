@@ -1,0 +1,211 @@
+"""Time `criu dump --page-server` into zdtmpy's compressing page server against criu's own
+`criu page-server` (uncompressed), on one process holding >= 1 GiB of mixed memory.
+
+The process (zdtmpy/bench/bigmix.c, built with cc) sleeps in pause() and is dumped with
+--leave-running, so every round dumps the same memory: criu's server, then zdtmpy's in page
+mode, then in region mode; rounds alternate the order. Reported per target: median criu dump
+wall time, ratio to criu's own server, bytes of pages written. Target: <= 1.3x.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from . import BenchError
+
+HELP = "criu dump through zdtmpy's compressing page server vs criu page-server"
+SOURCE = Path(__file__).with_name("bigmix.c")
+TARGET_RATIO = 1.3
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--mib", type=int, default=1024, help="memory of the dumped process (MiB)")
+    p.add_argument("--repeat", type=int, default=3, metavar="N", help="rounds (default 3)")
+    p.add_argument("--region", default="256K", help="region size for the region target")
+    p.add_argument("--dir", metavar="DIR", help="where images go (default: a temp dir in "
+                   "$TMPDIR; removed after each dump)")
+    p.add_argument("--criu-bin", metavar="PATH", help="criu to use (default: as the plugin)")
+    p.add_argument("--json", metavar="FILE", help="also write the measurements as JSON")
+    p.add_argument("--timeout", type=float, default=300.0, help="per-dump timeout (seconds)")
+
+
+def build(workdir: Path) -> Path:
+    exe = workdir / "bigmix"
+    try:
+        subprocess.run(["cc", "-O2", "-o", str(exe), str(SOURCE)], check=True, timeout=120,
+                       capture_output=True, text=True)
+    except FileNotFoundError:
+        raise BenchError("bench pageserver: no C compiler (cc) to build bigmix.c") from None
+    except subprocess.CalledProcessError as exc:
+        raise BenchError(f"bench pageserver: building {SOURCE} failed:\n{exc.stderr}") from None
+    return exe
+
+
+def start_bigmix(exe: Path, mib: int, workdir: Path, timeout: float) -> subprocess.Popen:
+    out = workdir / "bigmix.out"
+    with open(out, "w") as f:
+        proc = subprocess.Popen([str(exe), str(mib)], stdin=subprocess.DEVNULL, stdout=f,
+                                stderr=subprocess.STDOUT, close_fds=True,
+                                start_new_session=True)
+    deadline = time.monotonic() + timeout
+    while "ready" not in out.read_text():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            proc.wait()
+            raise BenchError(f"bench pageserver: bigmix {mib} MiB did not become ready: "
+                             f"{out.read_text()[-500:]}")
+        time.sleep(0.05)
+    return proc
+
+
+def _dump(criu, pid, images: Path, port: int, timeout: float) -> float:
+    log = images / "dump.log"
+    cmd = [str(criu.path), "dump", "-t", str(pid), "-D", str(images), "--leave-running",
+           "--page-server", "--address", "127.0.0.1", "--port", str(port), "-o", str(log)]
+    start = time.monotonic()
+    try:
+        res = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True,
+                             timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        raise BenchError(f"bench pageserver: criu dump did not finish in {timeout:g}s") from None
+    took = time.monotonic() - start
+    if res.returncode != 0:
+        raise BenchError(f"bench pageserver: criu dump failed (exit {res.returncode}); see "
+                         f"{log}:\n{log.read_text(errors='replace')[-1500:]}")
+    return took
+
+
+def _pages_bytes(d: Path) -> int:
+    return sum(p.stat().st_size for p in d.iterdir() if p.name.startswith("pages-"))
+
+
+def dump_criu_server(criu, pid, images: Path, timeout: float) -> dict:
+    from ..cycle.pageserver import free_port
+
+    ps_dir = images / "ps"
+    ps_dir.mkdir()
+    rfd, wfd = os.pipe()
+    port = free_port()
+    server = subprocess.Popen(
+        [str(criu.path), "page-server", "-D", str(ps_dir), "--address", "127.0.0.1",
+         "--port", str(port), "--status-fd", str(wfd), "-o", str(images / "ps.log")],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        pass_fds=(wfd,), start_new_session=True)
+    os.close(wfd)
+    try:
+        if not os.read(rfd, 1):
+            raise BenchError(f"bench pageserver: criu page-server did not start; see "
+                             f"{images / 'ps.log'}")
+        took = _dump(criu, pid, images, port, timeout)
+        server.wait(timeout)
+    finally:
+        os.close(rfd)
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+    return {"dump_s": took, "pages_bytes": _pages_bytes(ps_dir)}
+
+
+def dump_zdtmpy_server(criu, pid, images: Path, spec, timeout: float) -> dict:
+    from ..transport.pageserver import PageServer, header_size_for
+
+    srv = PageServer(images, spec=spec, header_size=header_size_for(criu.version),
+                     sessions=1, timeout=timeout, log_path=images / "zdtmpy-ps.log")
+    srv.start()
+    try:
+        took = _dump(criu, pid, images, srv.port, timeout)
+        done = time.monotonic()
+        result = srv.wait(timeout)
+        settle = time.monotonic() - done
+    finally:
+        srv.stop()
+    return {"dump_s": took, "server_settle_s": settle, "pages_bytes": _pages_bytes(images),
+            "payload_bytes": result.payload_bytes}
+
+
+def run(args) -> int:
+    from ..compress import CompressionSpec, parse_size
+    from ..criu import find_criu
+
+    criu = find_criu(args.criu_bin)
+    targets = {
+        "criu page-server (off)": None,
+        "zdtmpy page": CompressionSpec("page"),
+        f"zdtmpy region{args.region.lower()}": CompressionSpec("region",
+                                                                parse_size(args.region)),
+    }
+    base = Path(args.dir) if args.dir else None
+    work = Path(tempfile.mkdtemp(prefix="zdtmpy-bench-ps-", dir=base))
+    results = {name: [] for name in targets}
+    proc = None
+    try:
+        exe = build(work)
+        proc = start_bigmix(exe, args.mib, work, args.timeout)
+        print(f"criu {criu.version_str}, bigmix {args.mib} MiB (pid {proc.pid}), "
+              f"{os.cpu_count()} CPUs, images in {work}", flush=True)
+        names = list(targets)
+        for rnd in range(args.repeat):
+            order = names if rnd % 2 == 0 else names[::-1]
+            for name in order:
+                images = work / f"img-{rnd}-{names.index(name)}"
+                images.mkdir()
+                spec = targets[name]
+                if spec is None:
+                    rec = dump_criu_server(criu, proc.pid, images, args.timeout)
+                else:
+                    rec = dump_zdtmpy_server(criu, proc.pid, images, spec, args.timeout)
+                results[name].append(rec)
+                print(f"  round {rnd + 1}: {name}: {rec['dump_s']:.3f}s, "
+                      f"{rec['pages_bytes']} bytes", flush=True)
+                shutil.rmtree(images)
+    finally:
+        if proc is not None:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(work, ignore_errors=True)
+
+    base_name = names[0]
+    base_t = statistics.median(r["dump_s"] for r in results[base_name])
+    summary = {}
+    print(f"\n{'target':28} {'dump s (median)':>16} {'ratio':>7} {'pages bytes':>14}")
+    for name in names:
+        t = statistics.median(r["dump_s"] for r in results[name])
+        size = results[name][-1]["pages_bytes"]
+        summary[name] = {"dump_s": t, "ratio": t / base_t, "pages_bytes": size,
+                         "runs": results[name]}
+        print(f"{name:28} {t:16.3f} {t / base_t:7.2f} {size:14d}")
+    worst = max(summary[n]["ratio"] for n in names[1:])
+    verdict = "within" if worst <= TARGET_RATIO else "OVER"
+    print(f"\nworst zdtmpy/criu dump-time ratio {worst:.2f}: {verdict} the "
+          f"{TARGET_RATIO}x target")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"criu": criu.version_str, "mib": args.mib,
+                                               "targets": summary}, indent=2))
+    return 0
+
+
+def main(argv=None) -> int:
+    from ..errors import ZdtmError
+
+    p = argparse.ArgumentParser(prog="python -m zdtmpy.bench.pageserver", description=HELP)
+    add_arguments(p)
+    args = p.parse_args(argv)
+    try:
+        return run(args)
+    except ZdtmError as exc:
+        print(f"zdtmpy bench pageserver: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

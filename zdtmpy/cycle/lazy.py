@@ -1,0 +1,128 @@
+"""Lazy-pages cycles: restore with --lazy-pages while a `criu lazy-pages` daemon fills memory
+on demand, from local images, from zdtmpy's page server serving compressed images, or from
+criu's own `criu page-server --lazy-pages`.
+
+In the remote modes the restoring side gets its own copy of the images in a form its criu
+reads (decompressed); the lazily loaded pages travel over TCP from the source.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..isolation import tree_pids
+from . import Run
+from .pageserver import (
+    LOOPBACK,
+    BackgroundCriu,
+    decompressed_copy,
+    start_criu_server,
+    start_zdtmpy_server,
+    verify_compressed,
+)
+from .transforms import compare_dumps, link_copy, prepare_for_restore, spec_of
+
+PIPE_MAX_SIZE = "/proc/sys/fs/pipe-max-size"
+PIPE_MAX_NEEDED = 4194304  # criu page-server dies on the first GET below this (MACHINE.md)
+
+
+def ensure_pipe_max_size(r: Run) -> None:
+    """Raise fs.pipe-max-size for criu's remote lazy pages, saying so in the test's log."""
+    log = r.path("sysctl.log")
+    with r.stage("setup"):
+        try:
+            current = int(Path(PIPE_MAX_SIZE).read_text())
+        except (OSError, ValueError) as exc:
+            r.fail(f"cannot read {PIPE_MAX_SIZE}: {exc}")
+        if current >= PIPE_MAX_NEEDED:
+            return
+        try:
+            Path(PIPE_MAX_SIZE).write_text(str(PIPE_MAX_NEEDED))
+        except OSError as exc:
+            r.fail(f"fs.pipe-max-size is {current}; criu's remote lazy pages need "
+                   f"{PIPE_MAX_NEEDED} and writing {PIPE_MAX_SIZE} failed: {exc.strerror}")
+        log.write_text(f"sysctl fs.pipe-max-size raised from {current} to {PIPE_MAX_NEEDED} "
+                       "(criu page-server --lazy-pages needs it)\n")
+        r.attach("sysctl", log)
+
+
+def _dump(r: Run):
+    """Start the workload and dump it normally; returns (before, manifest, images)."""
+    pid = r.start_workload()
+    with r.stage("visible-state"):
+        before = r.capture_state(pid)
+        manifest = r.workload.manifest()
+    host_tree = tree_pids(pid)
+    images = r.path("img")
+    r.dump(pid, images)
+    r.wait_tree_gone(host_tree)
+    r.dumped(images)
+    r.check_images(images, manifest)
+    return before, manifest, images
+
+
+def _lazy_restore(r: Run, restore_dir: Path, before, lazy_args: list) -> BackgroundCriu:
+    """lazy-pages daemon + restore --lazy-pages; the workload's verdict touches every page,
+    then the daemon must exit cleanly."""
+    daemon = BackgroundCriu(r, "lazy-pages", ["-D", str(restore_dir), *lazy_args],
+                            "lazy-pages.log")
+    r.attach("criu lazy-pages log", daemon.log)
+    r.attach("criu lazy-pages output", daemon.out)
+    with r.stage("lazy-pages"):
+        daemon.start(r.timeout())
+    new_pid = r.restore(restore_dir, ["--lazy-pages"])
+    r.compare_state(before, new_pid)
+    r.stop_workload(new_pid)
+    with r.stage("lazy-pages"):
+        daemon.wait(r.timeout(2), "lazy-pages")
+    return daemon
+
+
+def run_local(r: Run) -> None:
+    before, manifest, images = _dump(r)
+    restore_dir = prepare_for_restore(r, images, manifest)
+    _lazy_restore(r, restore_dir, before, [])
+
+
+def run_remote_zdtmpy(r: Run) -> None:
+    before, manifest, images = _dump(r)
+    source = images
+    if r.variant.compression.enabled:
+        from ..compress import compress_dir
+
+        source = r.path("img-source")
+        with r.stage("compress"):
+            link_copy(images, source)
+            compress_dir(source, spec_of(r.variant), in_place=True)
+        verify_compressed(r, source, "the compressed source images")
+        r.check_images(source, manifest, layer_note=" (compressed source)")
+        restore_dir = decompressed_copy(r, source, "img-restore")
+        with r.stage("decompress"):
+            diffs = compare_dumps(images, restore_dir)
+            if diffs:
+                r.fail("restore-side copy differs from the dump:\n  " + "\n  ".join(diffs))
+    else:
+        restore_dir = r.path("img-restore")
+        link_copy(images, restore_dir)
+    with r.stage("page-server"):
+        srv = start_zdtmpy_server(r, source, None, lazy=True)
+    _lazy_restore(r, restore_dir, before,
+                  ["--page-server", "--address", LOOPBACK, "--port", str(srv.port)])
+    with r.stage("page-server"):
+        result = srv.wait(r.timeout())
+        if not result.payload_bytes:
+            r.fail(f"zdtmpy page server on port {srv.port} served no lazy page")
+
+
+def run_remote_criu(r: Run) -> None:
+    before, _manifest, images = _dump(r)
+    ensure_pipe_max_size(r)
+    restore_dir = r.path("img-restore")
+    link_copy(images, restore_dir)
+    with r.stage("page-server"):
+        helper, port = start_criu_server(r, "page-server", ["-D", str(images), "--lazy-pages"],
+                                         "page-server.log")
+    _lazy_restore(r, restore_dir, before,
+                  ["--page-server", "--address", LOOPBACK, "--port", str(port)])
+    with r.stage("page-server"):
+        helper.wait(r.timeout(), "page-server")
