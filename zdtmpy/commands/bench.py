@@ -12,6 +12,8 @@ import importlib
 KINDS = {
     "cycle": "cycle",
     "compress": "compress",
+    "page-server": "pageserver",
+    "stream": "stream",
 }
 
 
