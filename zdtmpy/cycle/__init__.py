@@ -59,6 +59,16 @@ class Attachment:
         return data if len(data) <= limit else f"... ({len(data) - limit} bytes cut)\n" + data[-limit:]
 
 
+@dataclass(frozen=True)
+class Started:
+    """A workload as it was before its first dump: what every cycle compares against."""
+
+    pid: int  # host pid of the namespace init
+    before: dict  # procstate.capture() of the tree
+    manifest: object  # workload.Manifest at step 0
+    host_tree: list  # host pids of the tree, to check they are gone after the dump
+
+
 @dataclass
 class Run:
     """One test item's run: its directory, its criu, its cleanup, its timings."""
@@ -134,6 +144,24 @@ class Run:
             self.attach("workload output", wl.outfile)
             pid = wl.start()
         return pid
+
+    def start_recorded(self) -> Started:
+        """Start the workload and record its visible state and manifest."""
+        pid = self.start_workload()
+        with self.stage("visible-state"):
+            before = self.capture_state(pid)
+            manifest = self.workload.manifest()
+        return Started(pid, before, manifest, isolation.tree_pids(pid))
+
+    @property
+    def norst(self) -> bool:
+        """ZDTM's --norst for this test: no restore, unless the test is flagged reqrst."""
+        return self.options.norst and not self.desc.has("reqrst")
+
+    def verify_restored(self, started: Started, new_pid: int):
+        """The restored tree looks like the dumped one, and the workload says PASS."""
+        self.compare_state(started.before, new_pid)
+        self.stop_workload(new_pid)
 
     def stop_workload(self, pid: int):
         """SIGTERM the (restored) tree and require PASS."""

@@ -13,20 +13,15 @@ from pathlib import Path
 
 from ..isolation import tree_pids
 from . import Run
-from .transforms import COMPRESS_FEATURE, compare_dumps, link_copy, refuse_compressed
+from .transforms import (
+    COMPRESS_FEATURE,
+    compare_dumps,
+    link_copy,
+    refuse_compressed,
+    spec_for,
+)
 
 TRACKED_LAYERS = 3  # pre / snaps: pre-dumps or snapshots, the last one the final dump
-
-
-def _spec(c, acceleration):
-    from ..compress import CompressionSpec
-
-    return CompressionSpec(mode=c.mode, region_size=c.region_size or 256 * 1024,
-                           acceleration=acceleration)
-
-
-def _norst(r: Run) -> bool:
-    return r.options.norst and not r.desc.has("reqrst")
 
 
 def _dump_steps(r: Run, pid: int, n: int, dump_one):
@@ -118,7 +113,7 @@ def run_rebased(r: Run) -> None:
 
     kinds = r.variant.layers or (r.variant.compression,)
     accel = r.variant.acceleration
-    norst = _norst(r)
+    norst = r.norst
     pid = r.start_workload()
 
     def dump_one(i, layer, last):
@@ -140,7 +135,7 @@ def run_rebased(r: Run) -> None:
     rows = []
     with r.stage("rebase"):
         for i, (layer, kind) in enumerate(zip(layers, kinds)):
-            spec = _spec(kind, accel)
+            spec = spec_for(kind, accel)
             full_bytes = _pages_bytes(layer)
             if i == 0:
                 note = compress_dir(layer, spec, in_place=True).message if kind.enabled \
@@ -171,7 +166,7 @@ def _tracked_chain(r: Run, snapshots: bool) -> None:
     --track-mem and --prev-images-dir, the last layer a final dump."""
     n = len(r.variant.layers) or TRACKED_LAYERS
     kinds = (r.variant.compression,) * n
-    norst = _norst(r)
+    norst = r.norst
     pid = r.start_workload()
 
     def dump_one(i, layer, last):
@@ -201,7 +196,7 @@ def _tracked_chain(r: Run, snapshots: bool) -> None:
         originals = [link_copy(layer, r.path("img-orig") / layer.name) for layer in layers]
         with r.stage("compress"):
             for layer in layers:  # bottom first: each layer sees version-3 parents
-                compress_dir(layer, _spec(kinds[-1], r.variant.acceleration), in_place=True)
+                compress_dir(layer, spec_for(kinds[-1], r.variant.acceleration), in_place=True)
         _verify(r, layers, None, f"compressed {what}")
         _oracle_every_layer(r, layers, manifests, kinds)
         _decompress_chain(r, layers, kinds)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..isolation import tree_pids
 from . import Run
 from .pageserver import (
     LOOPBACK,
@@ -47,21 +46,17 @@ def ensure_pipe_max_size(r: Run) -> None:
 
 
 def _dump(r: Run):
-    """Start the workload and dump it normally; returns (before, manifest, images)."""
-    pid = r.start_workload()
-    with r.stage("visible-state"):
-        before = r.capture_state(pid)
-        manifest = r.workload.manifest()
-    host_tree = tree_pids(pid)
+    """Start the workload and dump it normally; returns (started, images)."""
+    w = r.start_recorded()
     images = r.path("img")
-    r.dump(pid, images)
-    r.wait_tree_gone(host_tree)
+    r.dump(w.pid, images)
+    r.wait_tree_gone(w.host_tree)
     r.dumped(images)
-    r.check_images(images, manifest)
-    return before, manifest, images
+    r.check_images(images, w.manifest)
+    return w, images
 
 
-def _lazy_restore(r: Run, restore_dir: Path, before, lazy_args: list) -> BackgroundCriu:
+def _lazy_restore(r: Run, restore_dir: Path, w, lazy_args: list) -> BackgroundCriu:
     """lazy-pages daemon + restore --lazy-pages; the workload's verdict touches every page,
     then the daemon must exit cleanly."""
     daemon = BackgroundCriu(r, "lazy-pages", ["-D", str(restore_dir), *lazy_args],
@@ -70,22 +65,22 @@ def _lazy_restore(r: Run, restore_dir: Path, before, lazy_args: list) -> Backgro
     r.attach("criu lazy-pages output", daemon.out)
     with r.stage("lazy-pages"):
         daemon.start(r.timeout())
-    new_pid = r.restore(restore_dir, ["--lazy-pages"])
-    r.compare_state(before, new_pid)
-    r.stop_workload(new_pid)
+    r.verify_restored(w, r.restore(restore_dir, ["--lazy-pages"]))
     with r.stage("lazy-pages"):
         daemon.wait(r.timeout(2), "lazy-pages")
     return daemon
 
 
 def run_local(r: Run) -> None:
-    before, manifest, images = _dump(r)
+    w, images = _dump(r)
+    manifest = w.manifest
     restore_dir = prepare_for_restore(r, images, manifest)
-    _lazy_restore(r, restore_dir, before, [])
+    _lazy_restore(r, restore_dir, w, [])
 
 
 def run_remote_zdtmpy(r: Run) -> None:
-    before, manifest, images = _dump(r)
+    w, images = _dump(r)
+    manifest = w.manifest
     source = images
     if r.variant.compression.enabled:
         from ..compress import compress_dir
@@ -106,7 +101,7 @@ def run_remote_zdtmpy(r: Run) -> None:
         link_copy(images, restore_dir)
     with r.stage("page-server"):
         srv = start_zdtmpy_server(r, source, None, lazy=True)
-    _lazy_restore(r, restore_dir, before,
+    _lazy_restore(r, restore_dir, w,
                   ["--page-server", "--address", LOOPBACK, "--port", str(srv.port)])
     with r.stage("page-server"):
         result = srv.wait(r.timeout())
@@ -115,14 +110,14 @@ def run_remote_zdtmpy(r: Run) -> None:
 
 
 def run_remote_criu(r: Run) -> None:
-    before, _manifest, images = _dump(r)
+    w, images = _dump(r)
     ensure_pipe_max_size(r)
     restore_dir = r.path("img-restore")
     link_copy(images, restore_dir)
     with r.stage("page-server"):
         helper, port = start_criu_server(r, "page-server", ["-D", str(images), "--lazy-pages"],
                                          "page-server.log")
-    _lazy_restore(r, restore_dir, before,
+    _lazy_restore(r, restore_dir, w,
                   ["--page-server", "--address", LOOPBACK, "--port", str(port)])
     with r.stage("page-server"):
         helper.wait(r.timeout(), "page-server")

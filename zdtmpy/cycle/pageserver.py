@@ -16,7 +16,6 @@ from pathlib import Path
 
 from ..criu import log_excerpt
 from ..errors import CriuFailure, StageTimeout
-from ..isolation import tree_pids
 from . import Run
 from .transforms import COMPRESS_FEATURE, link_copy, refuse_compressed, spec_of
 
@@ -203,24 +202,20 @@ def run_criu(r: Run) -> None:
 
 
 def _dump_restore(r: Run, images: Path, dump_extra: list, finish_dump, compressed: bool):
-    pid = r.start_workload()
-    with r.stage("visible-state"):
-        before = r.capture_state(pid)
-        manifest = r.workload.manifest()
-    host_tree = tree_pids(pid)
-    norst = r.options.norst and not r.desc.has("reqrst")
-    r.dump(pid, images, dump_extra, leave_running=norst)
+    w = r.start_recorded()
+    manifest = w.manifest
+    r.dump(w.pid, images, dump_extra, leave_running=r.norst)
     if r.desc.has("crfail"):
-        r.stop_workload(pid)
+        r.stop_workload(w.pid)
         return
     finish_dump()
     if compressed:
         verify_compressed(r, images, "the images the page server wrote")
-    if norst:
+    if r.norst:
         r.check_images(images, manifest)
-        r.stop_workload(pid)
+        r.stop_workload(w.pid)
         return
-    r.wait_tree_gone(host_tree)
+    r.wait_tree_gone(w.host_tree)
     r.dumped(images)
     r.check_images(images, manifest)
     restore_dir = images
@@ -229,6 +224,4 @@ def _dump_restore(r: Run, images: Path, dump_extra: list, finish_dump, compresse
         refuse_compressed(r, images)
         restore_dir = decompressed_copy(r, images, "img-restore")
         r.check_images(restore_dir, manifest, layer_note=" (decompressed)")
-    new_pid = r.restore(restore_dir)
-    r.compare_state(before, new_pid)
-    r.stop_workload(new_pid)
+    r.verify_restored(w, r.restore(restore_dir))

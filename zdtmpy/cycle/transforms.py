@@ -22,12 +22,17 @@ def link_copy(src: Path, dst: Path) -> Path:
     return dst
 
 
-def spec_of(variant):
+def spec_for(compression, acceleration: int = 1):
+    """A matrix.Compression as the compress package's CompressionSpec."""
     from ..compress import CompressionSpec
 
-    c = variant.compression
-    return CompressionSpec(mode=c.mode, region_size=c.region_size or 256 * 1024,
-                           acceleration=variant.acceleration)
+    return CompressionSpec(mode=compression.mode,
+                           region_size=compression.region_size or 256 * 1024,
+                           acceleration=acceleration)
+
+
+def spec_of(variant):
+    return spec_for(variant.compression, variant.acceleration)
 
 
 def prepare_for_restore(r: Run, images: Path, manifest) -> Path:
