@@ -23,6 +23,7 @@ from .errors import BuildError
 # -Werror: a warning in a workload is a bug in the test, not something to scroll past.
 CFLAGS: tuple[str, ...] = ("-O2", "-Wall", "-Werror")
 LDFLAGS: tuple[str, ...] = ()
+COMPILE_TIMEOUT = 120  # seconds for one compiler or linker command
 
 def default_static_dir() -> Path:
     """tests/static of the source tree this package lives in."""
@@ -60,9 +61,14 @@ class _Captured:
             res = subprocess.run(
                 list(cmd), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT, text=True, errors="replace", check=False,
+                timeout=COMPILE_TIMEOUT,
             )
         except OSError as e:
             raise DistutilsExecError(f"cannot run {cmd[0]}: {e}") from None
+        except subprocess.TimeoutExpired:
+            self.log.append("$ " + shlex.join(cmd) + f"\n(killed after {COMPILE_TIMEOUT}s)")
+            raise DistutilsExecError(f"{cmd[0]} did not finish within {COMPILE_TIMEOUT}s") \
+                from None
         self.log.append("$ " + shlex.join(cmd) + ("\n" + res.stdout if res.stdout else ""))
         if res.returncode:
             raise DistutilsExecError(f"{cmd[0]} exited with status {res.returncode}")
