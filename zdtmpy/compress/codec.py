@@ -4,9 +4,12 @@ A block's stored size says how to read it back: 0 = all zero (nothing stored), t
 byte size = stored raw, anything else = a raw LZ4 block (no frame, no size prefix).
 """
 
+import ctypes
 import re
+import threading
 from dataclasses import dataclass
 
+import lz4
 import lz4.block
 
 from ..errors import ImageError
@@ -22,8 +25,11 @@ __all__ = [
     "MODES",
     "CompressionSpec",
     "decode_block",
+    "decode_chunk",
+    "decode_parts",
     "encode_block",
     "encode_chunk",
+    "encode_parts",
     "parse_size",
     "raw_limit",
 ]
@@ -74,7 +80,7 @@ def raw_limit(nbytes):
 def encode_block(data, acceleration=1):
     """(stored size, stored bytes) for one block given as bytes."""
     n = len(data)
-    if data == zeros(n):
+    if zeros(n).startswith(data):  # equal lengths: an equality test without a copy
         return 0, b""
     try:
         out = lz4.block.compress(data, mode="fast", acceleration=acceleration,
@@ -86,40 +92,105 @@ def encode_block(data, acceleration=1):
     return len(out), out
 
 
-def encode_chunk(data, block_bytes, acceleration=1):
-    """Encode consecutive blocks of `data` (bytes; the last block may be shorter).
+def encode_parts(data, block_bytes, acceleration=1):
+    """Encode consecutive blocks of `data` (any bytes-like object; the last block may be
+    shorter) without copying it: returns (sizes, parts) where parts are the stored pieces
+    in order, LZ4 output as bytes and raw blocks as memoryviews into `data` (so `data`
+    must not change until the parts are written).
 
-    Returns (sizes, payload). This is the hot loop: one page per iteration in per-page mode,
-    so it avoids attribute lookups and compares each page to a cached zero page with ==.
-    Slices of a bytes object are bytes: the copy is cheaper than memoryview equality.
+    This is the hot loop (one page per iteration in per-page mode): blocks are memoryview
+    slices, and zero blocks are found with zeros.startswith(block), a memcmp without a copy.
+    An all-zero input is recognised with one comparison.
     """
-    if not isinstance(data, bytes):
-        data = bytes(data)
+    mv = memoryview(data).cast("B") if not isinstance(data, memoryview) or \
+        data.format != "B" or data.ndim != 1 else data
+    n = len(mv)
+    if zeros(n).startswith(mv):
+        return [0] * -(-n // block_bytes), []
     sizes, parts = [], []
     add_size, add_part = sizes.append, parts.append
     compress = lz4.block.compress
-    n = len(data)
-    zero_full, limit_full = zeros(block_bytes), raw_limit(block_bytes)
+    zero_full = zeros(block_bytes).startswith
+    limit_full = raw_limit(block_bytes)
     for off in range(0, n, block_bytes):
-        block = data[off:off + block_bytes]
-        if len(block) == block_bytes:
-            zero, limit = zero_full, limit_full
+        block = mv[off:off + block_bytes]
+        size = len(block)
+        if size == block_bytes:
+            if zero_full(block):
+                add_size(0)
+                continue
+            limit = limit_full
         else:
-            zero, limit = zeros(len(block)), raw_limit(len(block))
-        if block == zero:
-            add_size(0)
-            continue
+            if zeros(size).startswith(block):
+                add_size(0)
+                continue
+            limit = raw_limit(size)
         try:
             out = compress(block, mode="fast", acceleration=acceleration, store_size=False)
         except (lz4.block.LZ4BlockError, MemoryError, OverflowError):
             out = None
         if out is None or len(out) >= limit or not out:
-            add_size(len(block))
+            add_size(size)
             add_part(block)
         else:
             add_size(len(out))
             add_part(out)
+    return sizes, parts
+
+
+def encode_chunk(data, block_bytes, acceleration=1):
+    """Encode consecutive blocks of `data` (bytes-like; the last block may be shorter).
+
+    Returns (sizes, payload bytes). See encode_parts.
+    """
+    sizes, parts = encode_parts(data, block_bytes, acceleration)
     return sizes, b"".join(parts)
+
+
+def decode_parts(buf, sizes, block_bytes, total_bytes, first_block=0):
+    """Decode consecutive blocks stored back to back in `buf` without joining them.
+
+    Returns a list of pieces in order: an int n for a run of n zero bytes (zero blocks,
+    consecutive ones merged), else a bytes-like object (LZ4 output, or a memoryview into
+    `buf` for a raw block, so `buf` must not change until the pieces are used).
+    Raises ImageError naming the block index (counted from first_block).
+    """
+    out = []
+    add = out.append
+    pos = 0
+    mv = memoryview(buf)
+    left = total_bytes
+    decompress = lz4.block.decompress
+    for i, size in enumerate(sizes):
+        nbytes = min(block_bytes, left)
+        left -= nbytes
+        if size == 0:
+            if out and type(out[-1]) is int:
+                out[-1] += nbytes
+            else:
+                add(nbytes)
+            continue
+        stored = mv[pos:pos + size]
+        pos += size
+        if size == nbytes:
+            if len(stored) != size:
+                raise ImageError(f"block {first_block + i}: stored block is short "
+                                 f"({len(stored)} of {size} bytes)")
+            add(stored)
+            continue
+        if size > nbytes:
+            raise ImageError(f"block {first_block + i}: compressed_size {size} is larger "
+                             f"than the block ({nbytes} bytes)")
+        try:
+            data = decompress(stored, uncompressed_size=nbytes)
+        except lz4.block.LZ4BlockError:
+            raise ImageError(f"block {first_block + i}: LZ4 block of {size} bytes is "
+                             f"corrupt (does not decode to {nbytes} bytes)") from None
+        if len(data) != nbytes:
+            raise ImageError(f"block {first_block + i}: LZ4 block of {size} bytes decodes "
+                             f"to {len(data)} bytes, expected {nbytes}")
+        add(data)
+    return out
 
 
 def decode_chunk(buf, sizes, block_bytes, total_bytes, first_block=0):
@@ -128,16 +199,191 @@ def decode_chunk(buf, sizes, block_bytes, total_bytes, first_block=0):
     total_bytes is the decoded length (the last block may be shorter than block_bytes).
     Raises ImageError naming the block index (counted from first_block).
     """
-    parts = []
-    pos = 0
-    mv = memoryview(buf)
+    parts = decode_parts(buf, sizes, block_bytes, total_bytes, first_block)
+    if len(parts) == 1 and type(parts[0]) is bytes:
+        return parts[0]
+    return b"".join(zeros(p) if type(p) is int else p for p in parts)
+
+
+# -- in-place block coding for the streaming paths ----------------------------------------
+#
+# lz4.block allocates its output for every call (a fresh 256 KiB+ buffer per region, whose
+# pages are faulted in each time). The LZ4 library that python-lz4 carries exports its C
+# API, so the streaming paths call it through ctypes (the GIL is released during each call)
+# to code blocks into reused buffers. To produce the very same bytes as
+# lz4.block.compress(mode="fast", store_size=False), compression does what python-lz4
+# does: LZ4_resetStream on a fresh LZ4_stream_t then LZ4_compress_fast_continue into a
+# buffer of LZ4_compressBound bytes. A self-test against lz4.block at first use turns the
+# native path off (falling back to lz4.block) if anything differs or is missing.
+
+
+class _Native:
+    def __init__(self):
+        lib = ctypes.CDLL(lz4.block._block.__file__)
+        if lib.LZ4_versionNumber() != lz4.library_version_number():
+            raise OSError("LZ4 library version differs from python-lz4's")
+        vp, i = ctypes.c_void_p, ctypes.c_int
+        self.reset = lib.LZ4_resetStream
+        self.reset.argtypes, self.reset.restype = [vp], None
+        self.compress = lib.LZ4_compress_fast_continue
+        self.compress.argtypes, self.compress.restype = [vp, vp, vp, i, i, i], i
+        self.decompress = lib.LZ4_decompress_safe
+        self.decompress.argtypes, self.decompress.restype = [vp, vp, i, i], i
+        self.bound = lib.LZ4_compressBound
+        self.bound.argtypes, self.bound.restype = [i], i
+        self.state_size = lib.LZ4_sizeofState()
+        self._tls = threading.local()
+
+    def state(self):
+        st = getattr(self._tls, "state", None)
+        if st is None:
+            st = self._tls.state = ctypes.create_string_buffer(self.state_size + 64)
+            self._tls.addr = (ctypes.addressof(st) + 63) & ~63
+        return self._tls.addr
+
+
+_native = None
+_native_lock = threading.Lock()
+
+
+def _self_test(nat):
+    import random
+    rng = random.Random(7)
+    text = b"".join(b"line %d of a page, text-like and compressible\n" % i
+                    for i in range(6000))
+    samples = [text[:PAGE_SIZE], rng.randbytes(PAGE_SIZE), text[:DEFAULT_REGION_BYTES],
+               text[:40000] + rng.randbytes(9000) + bytes(20000), text[:1000],
+               rng.randbytes(100) * 600]
+    for acc in (1, 3):
+        for data in samples:
+            want = lz4.block.compress(data, mode="fast", acceleration=acc, store_size=False)
+            src = bytearray(data)
+            dst = bytearray(nat.bound(len(data)) + 16)
+            out = bytearray(len(data))
+            sa = ctypes.addressof(ctypes.c_char.from_buffer(src))
+            da = ctypes.addressof(ctypes.c_char.from_buffer(dst))
+            oa = ctypes.addressof(ctypes.c_char.from_buffer(out))
+            st = nat.state()
+            nat.reset(st)
+            n = nat.compress(st, sa, da, len(data), nat.bound(len(data)), acc)
+            if bytes(dst[:n]) != want:
+                return False
+            if nat.decompress(da, oa, n, len(data)) != len(data) or out != data:
+                return False
+    return True
+
+
+def native():
+    """The _Native LZ4 entry points, or None where they cannot be used (lz4.block then)."""
+    global _native
+    if _native is None:
+        with _native_lock:
+            if _native is None:
+                try:
+                    nat = _Native()
+                    ok = _self_test(nat)
+                except (OSError, AttributeError, TypeError, ValueError):
+                    ok = False
+                _native = nat if ok else False
+    return _native or None
+
+
+def encode_into(src, n, out, block_bytes, acceleration=1):
+    """encode_parts for the first n bytes of the bytearray `src`, LZ4 output going into
+    the bytearray `out` (at least n + LZ4_compressBound(block_bytes) bytes). Returns
+    (sizes, parts): parts are memoryviews into src (raw) and out (LZ4). Falls back to
+    encode_parts when the native path is off."""
+    nat = native()
+    smv = memoryview(src)[:n]
+    if nat is None:
+        return encode_parts(smv, block_bytes, acceleration)
+    if len(smv) != n:
+        raise ValueError(f"encode_into: {n} bytes asked, the buffer holds {len(src)}")
+    if zeros(n).startswith(smv):
+        return [0] * -(-n // block_bytes), []
+    olen = len(out)
+    src_c = ctypes.c_char.from_buffer(src)   # keeps the buffers pinned while in use
+    out_c = ctypes.c_char.from_buffer(out)
+    sa, oa = ctypes.addressof(src_c), ctypes.addressof(out_c)
+    omv = memoryview(out)
+    state = nat.state()
+    reset, compress, bound = nat.reset, nat.compress, nat.bound
+    sizes, parts = [], []
+    add_size, add_part = sizes.append, parts.append
+    zero_full = zeros(block_bytes).startswith
+    limit_full, bound_full = raw_limit(block_bytes), bound(block_bytes)
+    opos = 0
+    for off in range(0, n, block_bytes):
+        block = smv[off:off + block_bytes]
+        size = len(block)
+        if size == block_bytes:
+            if zero_full(block):
+                add_size(0)
+                continue
+            limit, cap = limit_full, bound_full
+        else:
+            if zeros(size).startswith(block):
+                add_size(0)
+                continue
+            limit, cap = raw_limit(size), bound(size)
+        if opos + cap > olen:   # never let C write past the buffer
+            raise ValueError(f"encode_into: output buffer of {olen} bytes is too small")
+        reset(state)
+        r = compress(state, sa + off, oa + opos, size, cap, acceleration)
+        if r <= 0 or r >= limit:
+            add_size(size)
+            add_part(block)
+        else:
+            add_size(r)
+            add_part(omv[opos:opos + r])
+            opos += r
+    del src_c, out_c
+    return sizes, parts
+
+
+def decode_into(src, stored_len, sizes, block_bytes, total_bytes, out, first_block=0):
+    """decode_parts for stored bytes at the start of the bytearray `src`, LZ4 blocks being
+    decoded into the bytearray `out` (at least total_bytes long). Pieces are ints (zero
+    runs) or memoryviews into src (raw) and out (LZ4)."""
+    nat = native()
+    smv = memoryview(src)[:stored_len]
+    if nat is None:
+        return decode_parts(smv, sizes, block_bytes, total_bytes, first_block)
+    if len(smv) != stored_len or len(out) < total_bytes:
+        raise ValueError("decode_into: buffers smaller than the sizes given")
+    src_c = ctypes.c_char.from_buffer(src)
+    out_c = ctypes.c_char.from_buffer(out)
+    sa, oa = ctypes.addressof(src_c), ctypes.addressof(out_c)
+    omv = memoryview(out)
+    decompress = nat.decompress
+    pieces = []
+    add = pieces.append
+    pos = dpos = 0
     left = total_bytes
     for i, size in enumerate(sizes):
         nbytes = min(block_bytes, left)
-        try:
-            parts.append(decode_block(mv[pos:pos + size], size, nbytes))
-        except ImageError as exc:
-            raise ImageError(f"block {first_block + i}: {exc}") from None
-        pos += size
         left -= nbytes
-    return b"".join(parts)
+        if size == 0:
+            if pieces and type(pieces[-1]) is int:
+                pieces[-1] += nbytes
+            else:
+                add(nbytes)
+            continue
+        if pos + size > stored_len:
+            raise ImageError(f"block {first_block + i}: stored block is short "
+                             f"({max(0, stored_len - pos)} of {size} bytes)")
+        if size == nbytes:
+            add(smv[pos:pos + size])
+        elif size > nbytes:
+            raise ImageError(f"block {first_block + i}: compressed_size {size} is larger "
+                             f"than the block ({nbytes} bytes)")
+        else:
+            r = decompress(sa + pos, oa + dpos, size, nbytes)
+            if r != nbytes:
+                raise ImageError(f"block {first_block + i}: LZ4 block of {size} bytes is "
+                                 f"corrupt (does not decode to {nbytes} bytes)")
+            add(omv[dpos:dpos + nbytes])
+            dpos += nbytes
+        pos += size
+    del src_c, out_c
+    return pieces

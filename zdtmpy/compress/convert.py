@@ -14,7 +14,7 @@ from ..images.pagemap import PAGE_SIZE, PE_PAYLOAD_ALIGNED
 from .codec import MODES, CompressionSpec
 from .install import discard_stage, install, new_stage, recover
 from .progress import Progress
-from .source import entry_chunks
+from .source import entry_source
 from .writer import PagemapWriter
 
 MODE_NAMES = {v: k for k, v in MODES.items()}
@@ -94,7 +94,7 @@ def _rewrite(iset, pms, spec, inventory, backup, progress, label):
                 with PagemapWriter(stage, pm.name, pm.pages_id, spec,
                                    head_template=pm.head) as w:
                     for e in pm.entries:
-                        data = entry_chunks(fd, pm, e, bar) if e.present else b""
+                        data = entry_source(fd, pm, e, bar) if e.present else b""
                         w.add(e.vaddr, e.nr_pages, e.flags, data, template=e.msg)
             finally:
                 if fd is not None:

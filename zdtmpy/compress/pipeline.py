@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from ..errors import ImageError
 
 CHUNK_BYTES = 1 << 20   # work unit handed to a thread (a multiple of the block size)
+IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024
 _pool = None
 _pool_lock = threading.Lock()
 
@@ -42,8 +43,16 @@ def ordered_map(fn, items, window=None):
         while pending:
             yield pending.popleft().result()
     finally:
-        for fut in pending:  # an error or an abandoned generator: drop the rest
+        # an error or an abandoned generator: drop the rest, and wait for those already
+        # running (they may use files that the caller closes next)
+        for fut in pending:
             fut.cancel()
+        for fut in pending:
+            if not fut.cancelled():
+                try:
+                    fut.result()
+                except BaseException:  # noqa: BLE001, S110 - the first error is the one raised
+                    pass
 
 
 def chunk_size(block_bytes):
@@ -78,3 +87,54 @@ def rechunk(source, size, total, what):
         raise ImageError(f"{what}: got {seen} bytes of data, expected {total}")
     if buf:
         yield bytes(buf)
+
+
+class BufferPool:
+    """Reusable bytearrays of `size` bytes: memory is touched once, not per chunk.
+
+    get() and put() may be called from any thread (list append/pop are atomic); at most
+    `keep` buffers are kept for reuse.
+    """
+
+    def __init__(self, size, keep=16):
+        self.size = size
+        self.keep = keep
+        self._free = []
+
+    def get(self):
+        try:
+            return self._free.pop()
+        except IndexError:
+            return bytearray(self.size)
+
+    def put(self, buf):
+        if len(self._free) < self.keep:
+            self._free.append(buf)
+
+
+def pwrite_all(fd, parts, offset, what):
+    """Write the bytes-like `parts` back to back at `offset` (pwritev, any number of parts,
+    short writes retried). Returns the number of bytes written."""
+    total = 0
+    parts = [p for p in parts if len(p)]   # 1-D buffers of bytes (bytes, bytearray, views)
+    i = 0
+    while i < len(parts):
+        batch = parts[i:i + IOV_MAX]
+        want = sum(len(p) for p in batch)
+        try:
+            n = os.pwritev(fd, batch, offset + total)
+        except OSError as exc:
+            raise ImageError(f"{what}: write failed: {exc.strerror}") from None
+        total += n
+        if n == want:
+            i += len(batch)
+            continue
+        # short write: drop what was written and go on from there
+        while n:
+            if n >= len(parts[i]):
+                n -= len(parts[i])
+                i += 1
+            else:
+                parts[i] = parts[i][n:]
+                n = 0
+    return total

@@ -1,10 +1,17 @@
 """PagemapWriter: stream pagemap entries and their payload into a pagemap + pages file pair.
 
 Files are written under temporary names in the target directory and renamed into place by
-close(); abort() removes them. Memory stays bounded: payload is processed chunk by chunk.
+close(); abort() removes them. Memory stays bounded: payload is processed chunk by chunk,
+by the threads of pipeline.pool() (lz4 releases the GIL), at most a few chunks in flight.
+
+The pages file is written with pwritev at explicit offsets. Runs of zero bytes that need not
+be stored as data (zero blocks when decompressing, all-zero chunks, alignment padding) are
+left as holes: the file reads back the same bytes, and is sparse.
 """
 
+import ctypes
 import os
+import sys
 from pathlib import Path
 
 from ..errors import ImageError
@@ -20,11 +27,37 @@ from ..images.pagemap import (
     entry_flags,
     set_entry_nr_pages,
 )
-from .codec import CompressionSpec, encode_chunk
-from .pipeline import chunk_size, ordered_map, rechunk
+from .codec import CompressionSpec, decode_into, encode_into, encode_parts
+from .pipeline import BufferPool, chunk_size, ordered_map, pwrite_all, rechunk
+from .source import EntrySource
 
 _INPUT_FLAGS = PE_PARENT | PE_LAZY | PE_PRESENT
 _META_FIELDS = ("compressed_size", "total_compressed_size", "region_pages")
+_POOLS = {}   # buffer size -> BufferPool, shared by all writers (buffers are reused)
+
+
+WRITE_BEHIND = 8 << 20   # start the writeback of every this many bytes written (async)
+
+
+def _sync_file_range():
+    """libc sync_file_range(fd, offset, nbytes, SYNC_FILE_RANGE_WRITE), or None."""
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return lambda fd, off, n: fn(fd, off, n, 2)  # SYNC_FILE_RANGE_WRITE
+
+
+_start_writeback = _sync_file_range() if sys.platform.startswith("linux") else None
+
+
+def _pool(size):
+    p = _POOLS.get(size)
+    if p is None:
+        p = _POOLS[size] = BufferPool(size, keep=8)
+    return p
 
 
 def _fsync_dir(path):
@@ -48,13 +81,16 @@ class PagemapWriter:
         self._tmp_pages = self.dir / f".{self.pages_name}.part"
         self._pm = self._pages = None
         self._state = "open"
-        self._pos = 0            # bytes written to the pages file so far
+        self._pos = 0            # size of the pages file so far (data and holes)
+        self._end = 0            # end of the last data actually written (a hole may follow)
+        self._synced = 0         # writeback started up to here (see WRITE_BEHIND)
         self._prev_end = None    # end of the previous entry: entries must be sorted
         self.entries = 0
         try:
             # both stay open across add() calls; close()/abort() release them
             self._pm = open(self._tmp_pm, "xb")  # noqa: SIM115
-            self._pages = open(self._tmp_pages, "xb")  # noqa: SIM115
+            self._pages = open(self._tmp_pages, "xb", buffering=0)  # noqa: SIM115
+            self._fd = self._pages.fileno()
         except OSError as exc:
             self.abort()
             raise ImageError(f"{self.dir}: cannot create {pagemap_name}: {exc.strerror}") \
@@ -88,14 +124,25 @@ class PagemapWriter:
                                  "PE_PRESENT")
             return self._finish(msg, flags, template)
         total = nr_pages * PAGE_SIZE
+        if isinstance(data, EntrySource) and len(data) == total:
+            if self.spec.mode == "off":
+                return self._copy_source(msg, flags, data, template)
+            if not data.compressed:
+                return self._encode_source(msg, flags, nr_pages, data, template)
         if self.spec.mode == "off":
+            zero = None
             for chunk in rechunk(data, chunk_size(PAGE_SIZE), total, self._where()):
-                self._write(chunk)
+                if zero is None or len(zero) != len(chunk):
+                    zero = zeros(len(chunk))
+                if zero.startswith(chunk):
+                    self._hole(len(chunk))
+                else:
+                    self._write(chunk)
             return self._finish(msg, flags, template)
         block_bytes = self.spec.block_pages * PAGE_SIZE
         acc = self.spec.acceleration
         chunks = rechunk(data, chunk_size(block_bytes), total, self._where())
-        encoded = ordered_map(lambda c: encode_chunk(c, block_bytes, acc), chunks)
+        encoded = ordered_map(lambda c: (*encode_parts(c, block_bytes, acc), None), chunks)
         return self._store_blocks(msg, flags, nr_pages, encoded, template)
 
     def add_compressed(self, vaddr, nr_pages, flags, sizes, blob):
@@ -124,7 +171,7 @@ class PagemapWriter:
             return self.add(vaddr, nr_pages, flags, pages)
         msg = self._begin(vaddr, nr_pages, flags, None)
         return self._store_blocks(msg, flags & ~PE_PAYLOAD_ALIGNED, nr_pages,
-                                  [(sizes, bytes(blob))], None)
+                                  [(sizes, [bytes(blob)], None)], None)
 
     def close(self):
         """Flush, fsync and rename both files into place (pages first, then the pagemap)."""
@@ -132,6 +179,8 @@ class PagemapWriter:
             raise ImageError(f"{self.dir}: PagemapWriter for {self.pagemap_name} is "
                              f"{self._state}")
         try:
+            if self._end < self._pos:  # the file ends with a hole
+                os.ftruncate(self._fd, self._pos)
             for f in (self._pages, self._pm):
                 f.flush()
                 os.fsync(f.fileno())
@@ -203,27 +252,138 @@ class PagemapWriter:
         self.entries += 1
 
     def _write(self, data):
-        self._pages.write(data)
-        self._pos += len(data)
+        self._write_parts([data])
+
+    def _write_parts(self, parts):
+        n = pwrite_all(self._fd, parts, self._pos, self._tmp_pages)
+        if n:
+            self._pos += n
+            self._end = self._pos
+            if self._end - self._synced >= WRITE_BEHIND and _start_writeback is not None:
+                # let the disk work while we compute: close() then has less to fsync
+                _start_writeback(self._fd, self._synced, self._end - self._synced)
+                self._synced = self._end
+
+    def _hole(self, n):
+        """n zero bytes, not written: the file gets a hole there (or is extended at close)."""
+        self._pos += n
+
+    def _write_pieces(self, pieces):
+        """Pieces as from codec.decode_parts: ints are zero runs (holes), the rest data."""
+        run = []
+        for p in pieces:
+            if type(p) is int:
+                if run:
+                    self._write_parts(run)
+                    run = []
+                self._hole(p)
+            else:
+                run.append(p)
+        if run:
+            self._write_parts(run)
+
+    def _copy_source(self, msg, flags, src, template):
+        """Spec "off": the decoded payload of an EntrySource. The decoded size of every
+        task is known in advance, so each worker reads, decodes and writes (pwritev at its
+        own offset, zero runs left as holes) one task: no ordering, no copy through here."""
+        e = src.e
+        block_bytes = e.block_pages * PAGE_SIZE if src.compressed else PAGE_SIZE
+        chunk = chunk_size(block_bytes)
+        pool = _pool(chunk)
+        base = self._pos
+        fd, what = self._fd, self._tmp_pages
+
+        def work(task):
+            start, n, _, slen, b0, b1 = task
+            buf, stored = src.read(task, pool)
+            out = None
+            try:
+                if not src.compressed:
+                    pieces = [n] if zeros(n).startswith(stored) else [stored]
+                else:
+                    out = pool.get()
+                    if len(out) < n:
+                        out = bytearray(n)
+                    try:
+                        pieces = decode_into(buf, slen, e.sizes[b0:b1], block_bytes, n, out,
+                                             b0)
+                    except ImageError as exc:
+                        raise ImageError(f"{src.pm.path}: entry {e.index} {exc}") from None
+                pos, end, run = base + start, 0, []
+                for p in pieces:  # write runs of data, skip zero runs (holes)
+                    if type(p) is int:
+                        if run:
+                            pos += pwrite_all(fd, run, pos, what)
+                            end, run = pos, []
+                        pos += p
+                    else:
+                        run.append(p)
+                if run:
+                    pos += pwrite_all(fd, run, pos, what)
+                    end = pos
+                pieces = run = stored = None
+            finally:
+                pool.put(buf)
+                if out is not None:
+                    pool.put(out)
+            return start + n, end, n
+
+        for done, end, n in ordered_map(work, src.tasks(chunk)):
+            if end:
+                self._end = max(self._end, end)
+            self._pos = base + done
+            if self._end - self._synced >= WRITE_BEHIND and _start_writeback is not None:
+                _start_writeback(self._fd, self._synced, self._end - self._synced)
+                self._synced = self._end
+            if src.progress:
+                src.progress.update(n)
+        return self._finish(msg, flags, template)
+
+    def _encode_source(self, msg, flags, nr_pages, src, template):
+        """A compressed spec over an uncompressed EntrySource: workers read and encode."""
+        block_bytes = self.spec.block_pages * PAGE_SIZE
+        acc = self.spec.acceleration
+        chunk = chunk_size(block_bytes)
+        pool = _pool(chunk)
+        outpool = _pool(chunk + block_bytes + (block_bytes >> 7) + 64)  # + LZ4 bound slack
+        progress = src.progress
+
+        def work(task):
+            buf, stored = src.read(task, pool)
+            out = outpool.get()
+            sizes, parts = encode_into(buf, len(stored), out, block_bytes, acc)
+
+            def done():
+                pool.put(buf)
+                outpool.put(out)
+                if progress:
+                    progress.update(task[1])
+            return sizes, parts, done
+
+        return self._store_blocks(msg, flags, nr_pages, ordered_map(work, src.tasks(chunk)),
+                                  template)
 
     def _store_blocks(self, msg, flags, nr_pages, encoded, template):
-        """Write encoded (sizes, payload) chunks of one entry applying the alignment rule."""
+        """Write encoded (sizes, parts, done) chunks of one entry applying the alignment
+        rule; done (or None) is called once the parts are written."""
         block_pages = self.spec.block_pages
         sizes = []
         first_stored = None
-        for csizes, payload in encoded:
+        for csizes, parts, done in encoded:
             if first_stored is None:
                 for i, size in enumerate(csizes):
                     if size:
                         first_stored = len(sizes) + i
                         block = min(block_pages, nr_pages - first_stored * block_pages)
                         if size == block * PAGE_SIZE:  # raw first block: keep it page aligned
-                            self._write(zeros(-self._pos % PAGE_SIZE))
+                            self._hole(-self._pos % PAGE_SIZE)   # zero padding
                             flags |= PE_PAYLOAD_ALIGNED
                         break
             sizes.extend(csizes)
-            if payload:
-                self._write(payload)
+            if parts:
+                self._write_parts(parts)
+            if done is not None:
+                done()
         total = sum(sizes)
         if total != nr_pages * PAGE_SIZE:  # all-raw entries keep the plain layout
             msg.compressed_size.extend(sizes)

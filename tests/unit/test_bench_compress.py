@@ -1,0 +1,85 @@
+"""`zdtmpy bench compress`: a tiny run gives a well-formed table and JSON (never timings)."""
+
+import json
+import shutil
+
+import pytest
+
+from zdtmpy.bench import BenchError
+from zdtmpy.bench.compress import MODES, PATTERNS, PIECE, parse_bytes, pattern_pieces
+from zdtmpy.cli import main
+
+
+def test_help_lists_the_options(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", "compress", "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for opt in ("--size", "--json", "--chart", "--patterns", "--modes", "--repeat"):
+        assert opt in out
+
+
+def test_parse_bytes():
+    assert parse_bytes("4M") == 4 << 20
+    assert parse_bytes("1G") == 1 << 30
+    assert parse_bytes("64k") == 64 << 10
+    with pytest.raises(BenchError):
+        parse_bytes("lots")
+
+
+@pytest.mark.parametrize("name", PATTERNS)
+def test_patterns_have_the_asked_length(name):
+    total = 3 * PIECE // 2 + 4096
+    pieces = list(pattern_pieces(name, total))
+    assert sum(len(p) for p in pieces) == total
+    data = b"".join(bytes(p) for p in pieces)
+    if name == "zero":
+        assert data == bytes(total)
+    else:
+        assert data.count(0) < total
+
+
+def test_mixed_is_half_zero():
+    total = 16 << 20
+    zero_pages = sum(1 for p in pattern_pieces("mixed", total)
+                     for off in range(0, len(p), 4096) if not any(bytes(p[off:off + 4096])))
+    assert 0.35 < zero_pages / (total // 4096) < 0.65
+
+
+def test_bad_options_are_errors(capsys):
+    assert main(["bench", "compress", "--size", "4M", "--patterns", "nope"]) == 1
+    assert "nope" in capsys.readouterr().err
+    assert main(["bench", "compress", "--size", "4M", "--modes", "both"]) == 1
+
+
+def test_tiny_run_table_and_json(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    rc = main(["bench", "compress", "--size", "4M", "--json", str(out),
+               "--tmpdir", str(tmp_path)])
+    assert rc == 0
+    text = capsys.readouterr().out
+    res = json.loads(out.read_text())
+    assert res["size"] == 4 << 20
+    rows = {(r["pattern"], r["mode"]) for r in res["results"]}
+    assert rows == {(p, m) for p in PATTERNS for m in MODES}
+    for r in res["results"]:
+        for action in ("compress", "decompress"):
+            assert r[action]["seconds"] > 0
+            assert r[action]["mbps"] > 0
+            assert r[action]["rss_mib"] > 0
+        assert set(r["targets"]) == {"compress", "decompress", "rss"}
+        assert r["ratio"] is None or r["ratio"] >= 1.0
+        line = next(ln for ln in text.splitlines()
+                    if ln.split()[:2] == [r["pattern"], r["mode"]])
+        assert ("ok" in line) or ("MISS" in line) or ("n/a" in line)
+    by_pattern = {r["pattern"]: r for r in res["results"] if r["mode"] == "page"}
+    assert by_pattern["zero"]["bytes_after"] == 0
+    assert by_pattern["random"]["ratio"] == pytest.approx(1.0, abs=0.01)
+    assert set(res["reference"]) == set(PATTERNS)
+    if shutil.which("lz4"):
+        for ref in res["reference"].values():
+            assert ref["compress"]["mbps"] > 0 and ref["decompress"]["mbps"] > 0
+            assert ref["ratio"] > 0.99   # frame overhead on random data
+        assert all(r["vs_lz4"]["compress"] > 0 for r in res["results"])
+    assert "targets (x lz4)" in text
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("zdtmpy-bench")]
