@@ -1,0 +1,373 @@
+"""The image streamer without criu: the stream format, and capture / serve driven by a fake
+criu over real UNIX sockets, pipes and SCM_RIGHTS."""
+
+import os
+import random
+import socket
+import stat
+import struct
+import threading
+import zlib
+
+import pytest
+
+from zdtmpy.compress import CompressionSpec, verify_dir
+from zdtmpy.compress.synth import make_layer
+from zdtmpy.errors import ImageError, StageTimeout
+from zdtmpy.images import PE_LAZY, PE_PARENT, PE_PRESENT, ImageSet, PageReader
+from zdtmpy.transport import streamformat as sf
+from zdtmpy.transport.streamer import (
+    CAPTURE_SOCKET,
+    Capture,
+    Serve,
+    StreamerError,
+)
+
+PS = 4096
+U32 = struct.Struct("<I")
+
+
+def text(n, seed=0):
+    return b"".join((b"page %d: compressible text\n" % (seed + i) * 200)[:PS] for i in range(n))
+
+
+def rand(n, seed=1):
+    return random.Random(seed).randbytes(n * PS)
+
+
+def mixed(n):
+    """text, random, zero, half pages in turn: every block kind."""
+    out = []
+    for i in range(n):
+        kind = i % 4
+        out.append(text(1, i) if kind == 0 else rand(1, i) if kind == 1 else bytes(PS)
+                   if kind == 2 else rand(1, i)[:PS // 2] + bytes(PS // 2))
+    return b"".join(out)
+
+
+@pytest.fixture
+def dump_dir(tmp_path):
+    """A plain image layer as criu would stream it (inventory, pstree, two pagemaps)."""
+    return make_layer(tmp_path / "src", {
+        1: [(0x100000, 3, PE_PRESENT, text(3)),
+            (0x200000, 2, PE_LAZY, b""),
+            (0x300000, 70, PE_PRESENT, mixed(70)),
+            (0x400000, 1, PE_PARENT, b"")],
+        ("shmem", 9): [(0x0, 5, PE_PRESENT, rand(5, 7))],
+    })
+
+
+def files_of(d):
+    order = ["pagemap-1.img", "pages-1.img", "pagemap-shmem-9.img", "pages-2.img",
+             "pstree.img", "inventory.img"]
+    return [(n, (d / n).read_bytes()) for n in order]
+
+
+# -- a fake criu -------------------------------------------------------------------------------
+
+def request(conn, name):
+    body = b"\x0a" + bytes([len(name)]) + name.encode()
+    conn.sendall(U32.pack(len(body)) + body)
+
+
+def send_fd(conn, fd):
+    conn.sendmsg([b"\0"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i", fd))])
+
+
+def fake_dump(sock_path, files, *, pages_first=True, chunk=10000, cut=None):
+    """Open every file like criu (request + read end of a pipe), then write them
+    interleaved; `cut=(name, nbytes)`: stop that file after nbytes and vanish."""
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    conn.connect(str(sock_path))
+    pipes = {}
+    for name, _ in files:
+        r, w = os.pipe()
+        request(conn, name)
+        send_fd(conn, r)
+        os.close(r)
+        pipes[name] = w
+    data = dict(files)
+    if cut:
+        data[cut[0]] = data[cut[0]][:cut[1]]
+    order = sorted(data, key=lambda n: (not n.startswith("pages-")) if pages_first else 0)
+    pos = dict.fromkeys(data, 0)
+    try:
+        while any(pos[n] < len(data[n]) for n in order):
+            for n in order:
+                piece = data[n][pos[n]:pos[n] + chunk]
+                if piece:
+                    os.write(pipes[n], piece)  # blocking: the streamer must drain every pipe
+                    pos[n] += len(piece)
+                if cut and n == cut[0] and pos[n] >= cut[1]:
+                    raise ConnectionAbortedError  # criu dies mid-file
+    except ConnectionAbortedError:
+        pass
+    finally:
+        for w in pipes.values():
+            os.close(w)
+        conn.close()
+
+
+def fake_restore(sock_path, names):
+    """Ask for each name like criu restore; returns {name: bytes or None (absent)}."""
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    conn.connect(str(sock_path))
+    out = {}
+    for name in names:
+        request(conn, name)
+        (n,) = U32.unpack(conn.recv(4, socket.MSG_WAITALL))
+        reply = conn.recv(n, socket.MSG_WAITALL)
+        if reply != b"\x08\x01":
+            out[name] = None
+            continue
+        r, w = os.pipe()
+        send_fd(conn, w)
+        os.close(w)
+        chunks = []
+        while piece := os.read(r, 1 << 16):
+            chunks.append(piece)
+        os.close(r)
+        out[name] = b"".join(chunks)
+    conn.close()
+    return out
+
+
+class Background:
+    def __init__(self, fn):
+        self.result = self.error = None
+        self.t = threading.Thread(target=self._run, args=(fn,), daemon=True)
+        self.t.start()
+
+    def _run(self, fn):
+        try:
+            self.result = fn()
+        except BaseException as exc:  # handed to the test thread
+            self.error = exc
+
+    def join(self):
+        self.t.join(30)
+        assert not self.t.is_alive()
+        if self.error:
+            raise self.error
+        return self.result
+
+
+def capture(tmp_path, files, spec, **kw):
+    img = tmp_path / "img"
+    img.mkdir(exist_ok=True)
+    out = tmp_path / "s.zstream"
+    cap = Capture(img, out, spec, accept_timeout=10, idle_timeout=10)
+    sock = cap.listen()
+    assert stat.S_IMODE(os.stat(sock).st_mode) == 0o600
+    bg = Background(cap.run)
+    fake_dump(sock, files, **kw)
+    return bg, out
+
+
+SPECS = [CompressionSpec("off"), CompressionSpec("page"),
+         CompressionSpec("region", region_size=64 << 10),
+         CompressionSpec("region", region_size=8 << 10)]
+
+
+# -- capture / extract / serve round trips ---------------------------------------------------
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: f"{s.mode}{s.region_size}")
+@pytest.mark.parametrize("pages_first", [True, False])
+def test_capture_extract_serve_roundtrip(tmp_path, dump_dir, spec, pages_first):
+    files = files_of(dump_dir)
+    bg, out = capture(tmp_path, files, spec, pages_first=pages_first)
+    res = bg.join()
+    assert res.files == len(files) and res.pages_in == 3 + 70 + 5
+    assert not (tmp_path / "img" / CAPTURE_SOCKET).exists()
+
+    ext = tmp_path / "ext"
+    with open(out, "rb") as f:
+        sf.extract(f, ext, str(out))
+    assert verify_dir(ext) == []
+    iset = ImageSet(ext)
+    assert iset.compress == {"off": 0, "page": 1, "region": 2}[spec.mode]
+    with PageReader(ext) as rd:
+        assert rd.read(1, 0x300000, 70) == mixed(70)
+        assert rd.read(1, 0x100000, 3) == text(3)
+
+    plain = tmp_path / "plain"
+    with open(out, "rb") as f:
+        sf.extract(f, plain, str(out), decompress=True)
+    for name, data in files:
+        if name.startswith("pages-"):
+            assert (plain / name).read_bytes() == data
+
+    rst = tmp_path / "rst"
+    rst.mkdir()
+    srv = Serve(rst, out, accept_timeout=10, idle_timeout=10)
+    sock = srv.listen()
+    bg = Background(srv.run)
+    got = fake_restore(sock, [n for n, _ in files])
+    bg.join()
+    for name, data in files:  # criu gets exactly its own dump back
+        assert got[name] == data, name
+    assert os.listdir(rst) == []
+
+
+def test_request_for_a_missing_file_is_answered_no(tmp_path, dump_dir):
+    bg, out = capture(tmp_path, files_of(dump_dir), CompressionSpec("page"))
+    bg.join()
+    (tmp_path / "rst").mkdir()
+    srv = Serve(tmp_path / "rst", out, accept_timeout=10, idle_timeout=10)
+    sock = srv.listen()
+    bg = Background(srv.run)
+    got = fake_restore(sock, ["memfd.img", "inventory.img"])
+    bg.join()
+    assert got["memfd.img"] is None
+    assert got["inventory.img"].startswith(struct.pack("<I", 0x58313116))
+
+
+# -- failures ----------------------------------------------------------------------------------
+
+def test_criu_vanishing_mid_file_is_an_error_and_leaves_nothing(tmp_path, dump_dir):
+    files = files_of(dump_dir)
+    bg, out = capture(tmp_path, files, CompressionSpec("off"), cut=("pstree.img", 15))
+    with pytest.raises(StreamerError, match=r"pstree.img: criu closed the pipe inside entry"):
+        bg.join()
+    assert not out.exists()
+    assert sorted(os.listdir(tmp_path / "img")) == []
+
+
+def test_pages_cut_short_is_an_error(tmp_path, dump_dir):
+    bg, out = capture(tmp_path, files_of(dump_dir), CompressionSpec("page"),
+                      cut=("pages-2.img", 20 * PS))  # make_layer: pid 1 -> pages-2
+    with pytest.raises(StreamerError, match=r"pages-2.img: 81920 bytes, 217088 bytes short "
+                                            r"of the 73 pages pagemap-1.img describes"):
+        bg.join()
+    assert not out.exists()
+
+
+def test_dump_without_inventory_is_incomplete(tmp_path, dump_dir):
+    files = [f for f in files_of(dump_dir) if f[0] != "inventory.img"]
+    bg, out = capture(tmp_path, files, CompressionSpec("off"))
+    with pytest.raises(StreamerError, match="no inventory.img"):
+        bg.join()
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("name", ["../evil.img", "a/b.img", "..", ".", "", "x\n.img",
+                                  ".hidden.part"])
+def test_bad_names_are_refused(name):
+    with pytest.raises(sf.StreamError, match="image file name"):
+        sf.check_name(name)
+
+
+def test_capture_refuses_a_path_from_criu(tmp_path, dump_dir):
+    files = [("../escape.img", b"x" * 10), *files_of(dump_dir)]
+    with pytest.raises((StreamerError, sf.StreamError, ConnectionError, OSError)):
+        bg, out = capture(tmp_path, files, CompressionSpec("off"))
+        bg.join()
+    assert not (tmp_path / "escape.img").exists()
+    assert not (tmp_path / "s.zstream").exists()
+
+
+def test_capture_times_out_without_criu(tmp_path):
+    cap = Capture(tmp_path, tmp_path / "s", accept_timeout=0.2)
+    with pytest.raises(StageTimeout, match="did not connect"):
+        cap.run()
+    assert os.listdir(tmp_path) == []
+
+
+# -- the stream format -------------------------------------------------------------------------
+
+def small_stream(tmp_path):
+    with open(tmp_path / "s", "wb") as f:
+        w = sf.StreamWriter(f, "off", chunk=100)
+        a = w.open("a.img")
+        b = w.open("b.img")
+        w.write(a, b"A" * 250)
+        w.write(b, b"B" * 10)
+        w.write(a, b"a" * 5)
+        w.close(b)
+        w.close(a)
+        w.end()
+    return (tmp_path / "s").read_bytes()
+
+
+def test_interleaved_files_extract(tmp_path):
+    small_stream(tmp_path)
+    with open(tmp_path / "s", "rb") as f:
+        res = sf.extract(f, tmp_path / "out", "s")
+    assert res.files == {"a.img": 255, "b.img": 10}
+    assert (tmp_path / "out" / "a.img").read_bytes() == b"A" * 250 + b"a" * 5
+
+
+@pytest.mark.parametrize("cut", [5, 21, 40, 300, -5, -24])
+def test_truncated_stream_is_refused_and_extract_leaves_nothing(tmp_path, cut):
+    data = small_stream(tmp_path)
+    (tmp_path / "t").write_bytes(data[:cut])
+    with open(tmp_path / "t", "rb") as f, pytest.raises(sf.StreamError, match="truncated"):
+        sf.extract(f, tmp_path / "out", "t")
+    assert not (tmp_path / "out").exists() or os.listdir(tmp_path / "out") == []
+    with pytest.raises(sf.StreamError, match="truncated"):
+        sf.index_stream(tmp_path / "t")
+
+
+def test_corrupted_byte_is_a_checksum_error(tmp_path):
+    data = bytearray(small_stream(tmp_path))
+    first_data = sf.HEADER_SIZE + 2 * (sf.REC_OVERHEAD + 5)  # after the two OPEN records
+    data[first_data + 20 + 50] ^= 1  # inside a.img's first data payload
+    (tmp_path / "t").write_bytes(data)
+    with open(tmp_path / "t", "rb") as f, pytest.raises(sf.StreamError,
+                                                         match="checksum mismatch.*a.img"):
+        sf.extract(f, tmp_path / "out", "t")
+    with pytest.raises(sf.StreamError, match="checksum mismatch"):
+        sf.index_stream(tmp_path / "t")
+
+
+def test_missing_record_is_detected(tmp_path):
+    data = small_stream(tmp_path)
+    start = sf.HEADER_SIZE + 2 * (sf.REC_OVERHEAD + 5)   # after the two OPEN records
+    (tmp_path / "t").write_bytes(data[:start] + data[start + sf.REC_OVERHEAD + 100:])
+    with open(tmp_path / "t", "rb") as f, pytest.raises(sf.StreamError,
+                                                         match="a record is missing"):
+        sf.extract(f, tmp_path / "out", "t")
+
+
+def test_corrupted_page_block_with_valid_checksum_fails_serve(tmp_path, dump_dir):
+    """A capture bug or a forged stream: the record checks pass, the LZ4 block does not."""
+    bg, out = capture(tmp_path, files_of(dump_dir), CompressionSpec("page"))
+    bg.join()
+    data = bytearray(out.read_bytes())
+    idx = sf.index_stream(out)
+    pos = idx.files["pages-2.img"].chunks[0]  # pid 1's pages (make_layer order)
+    body = pos + 20
+    (length,) = struct.unpack_from("<I", data, pos + 16)
+    nblocks = struct.unpack_from("<I", data, body + 4)[0]
+    first = body + 16 + 4 * nblocks                 # the first block: LZ4 (text)
+    data[first + 10:first + 40] = b"\xff" * 30
+    data[body + length:body + length + 4] = U32.pack(zlib.crc32(bytes(data[body:body + length]),
+                                                               zlib.crc32(bytes(data[pos:body]))))
+    out.write_bytes(data)
+    (tmp_path / "rst").mkdir()
+    srv = Serve(tmp_path / "rst", out, accept_timeout=10, idle_timeout=10)
+    sock = srv.listen()
+    bg = Background(srv.run)
+    got = fake_restore(sock, ["pagemap-1.img", "pages-2.img"])
+    with pytest.raises(StreamerError, match=r"pages-2.img at file offset 0: block 0: LZ4"):
+        bg.join()
+    assert len(got["pages-2.img"]) < 73 * PS   # criu sees a short file, never a full one
+
+
+def test_serve_refuses_a_truncated_stream_before_listening(tmp_path, dump_dir):
+    bg, out = capture(tmp_path, files_of(dump_dir), CompressionSpec("page"))
+    bg.join()
+    out.write_bytes(out.read_bytes()[:-10])
+    (tmp_path / "rst").mkdir()
+    with pytest.raises(sf.StreamError, match="truncated"):
+        Serve(tmp_path / "rst", out).listen()
+    assert os.listdir(tmp_path / "rst") == []
+
+
+def test_header_checks(tmp_path):
+    with pytest.raises(sf.StreamError, match="not a zdtmpy stream"):
+        sf.decode_header(b"X" * 20, "s")
+    good = sf.encode_header("page", 0)
+    with pytest.raises(sf.StreamError, match="header checksum"):
+        sf.decode_header(good[:9] + b"\x09" + good[10:], "s")
+    assert isinstance(ImageError("x"), Exception)

@@ -1,0 +1,119 @@
+"""`zdtmpy stream capture|serve|extract`: zdtmpy's image streamer for `criu --stream` by hand.
+
+capture: listen on DIR/streamer-capture.sock, receive one `criu dump --stream -D DIR` and
+write it as one stream file (pages compressed on the fly with --compress / --region).
+serve: listen on DIR/streamer-serve.sock and feed `criu restore --stream -D DIR` from a
+stream file, decompressing pages on the fly. extract: write a stream out as an ordinary
+image directory. `-` means stdin / stdout. The socket appearing is the readiness signal.
+"""
+
+import signal
+import sys
+
+from ..errors import ZdtmError
+
+
+class Interrupted(ZdtmError):
+    pass
+
+
+def register(subparsers):
+    p = subparsers.add_parser("stream", help="image streamer for criu --stream",
+                              description=__doc__)
+    sub = p.add_subparsers(dest="stream_command", metavar="ACTION")
+    sub.required = True
+
+    c = sub.add_parser("capture", help="receive a criu dump --stream into a stream file")
+    c.add_argument("--images-dir", required=True, metavar="DIR",
+                   help="criu's -D directory (the socket is created there)")
+    c.add_argument("--stream-file", required=True, metavar="FILE", help="output; - = stdout")
+    c.add_argument("--compress", nargs="?", const="page", default=None,
+                   choices=("off", "page", "region"),
+                   help="compress pages: page (default when given) or region")
+    c.add_argument("--region", metavar="SIZE", help="region size (implies --compress region)")
+    c.add_argument("--acceleration", type=int, default=1, help="LZ4 acceleration (1..65537)")
+    c.add_argument("--fsync", action="store_true",
+                   help="fsync the stream file before renaming it into place")
+    _timeouts(c)
+    c.set_defaults(func=run)
+
+    s = sub.add_parser("serve", help="feed a criu restore --stream from a stream file")
+    s.add_argument("--images-dir", required=True, metavar="DIR")
+    s.add_argument("--stream-file", required=True, metavar="FILE", help="input; - = stdin")
+    s.add_argument("--no-verify", action="store_true",
+                   help="skip the checksum pass over the whole stream before serving")
+    _timeouts(s)
+    s.set_defaults(func=run)
+
+    e = sub.add_parser("extract", help="write a stream out as an image directory")
+    e.add_argument("--stream-file", required=True, metavar="FILE", help="input; - = stdin")
+    e.add_argument("--images-dir", required=True, metavar="OUT")
+    e.add_argument("--decompress", action="store_true",
+                   help="write plain (uncompressed, version 2) images")
+    e.set_defaults(func=run)
+
+
+def _timeouts(p):
+    p.add_argument("--accept-timeout", type=float, default=60.0, metavar="S",
+                   help="seconds to wait for criu to connect (default 60)")
+    p.add_argument("--idle-timeout", type=float, default=60.0, metavar="S",
+                   help="seconds without progress before giving up (default 60)")
+
+
+def _on_term(signum, frame):
+    raise Interrupted(f"stopped by signal {signal.Signals(signum).name}")
+
+
+def run(args):
+    from ..transport import streamer
+
+    signal.signal(signal.SIGTERM, _on_term)  # clean up (socket, partial file) on SIGTERM
+    streamer.tune_malloc()  # a process of its own: global allocator settings are ours
+    log = streamer.stderr_log()
+    if args.stream_command == "capture":
+        spec = _spec(args)
+        out = sys.stdout.buffer if args.stream_file == "-" else args.stream_file
+        cap = streamer.Capture(args.images_dir, out, spec, args.accept_timeout,
+                               args.idle_timeout, log, fsync=args.fsync)
+        cap.listen()
+        log("ready")
+        res = cap.run()
+        print(f"zdtmpy stream capture: {res.files} files, {res.pages_in} pages, "
+              f"{res.image_bytes} -> {res.stream_bytes} bytes ({res.mode}) in "
+              f"{res.seconds:.2f}s", file=sys.stderr)
+        return 0
+    if args.stream_command == "serve":
+        src = sys.stdin.buffer if args.stream_file == "-" else args.stream_file
+        srv = streamer.Serve(args.images_dir, src, args.accept_timeout, args.idle_timeout,
+                             log, verify=not args.no_verify)
+        srv.listen()
+        log("ready")
+        served = srv.run()
+        print(f"zdtmpy stream serve: {len(served)} files served", file=sys.stderr)
+        return 0
+    from ..transport.streamformat import extract
+
+    if args.stream_file == "-":
+        res = extract(sys.stdin.buffer, args.images_dir, "stdin", args.decompress)
+    else:
+        try:
+            src = open(args.stream_file, "rb")  # noqa: SIM115
+        except OSError as exc:
+            raise ZdtmError(f"{args.stream_file}: cannot open stream: {exc.strerror}") from None
+        with src:
+            res = extract(src, args.images_dir, args.stream_file, args.decompress)
+    how = f"{res.mode}, compressed" if res.compressed else "plain"
+    print(f"{args.images_dir}: {len(res.files)} files extracted ({how})")
+    return 0
+
+
+def _spec(args):
+    from ..compress import CompressionSpec, parse_size
+
+    mode = args.compress or "off"
+    if args.region:
+        mode = "region"
+    kwargs = {"mode": mode, "acceleration": args.acceleration}
+    if args.region:
+        kwargs["region_size"] = parse_size(args.region)
+    return CompressionSpec(**kwargs)

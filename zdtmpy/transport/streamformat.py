@@ -1,0 +1,483 @@
+"""The zdtmpy stream file: CRIU image files multiplexed into one checksummed record stream.
+
+Layout (docs/STREAM-FORMAT.md): a 20-byte header, then records
+`u8 type, u8 0, u16 0, u32 file_id, u64 offset, u32 length, payload, u32 crc32`, all
+little-endian, the CRC covering the record header and payload. Files are opened, fed and
+closed by records that may interleave; an END record closes the stream. Readers check
+every CRC, offset and size, and refuse a stream without its END record, so a truncated or
+corrupted stream is an error, never a short image.
+
+Pages files may be carried as BLOCKS records: the file's bytes cut into blocks of one page
+or one region on a grid of the pages file itself (criu sends pages before the pagemap
+that describes them, so the grid cannot follow pagemap entries), each block stored as
+zero / raw / LZ4 exactly like CRIU's compressed images.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import ImageError
+
+MAGIC = b"ZDTMSTRM"
+VERSION = 1
+_HEAD = struct.Struct("<8sHBBI")  # magic, version, compress mode, 0, region size
+_REC = struct.Struct("<BBHIQI")   # type, 0, 0, file id, offset, payload length
+_CRC = struct.Struct("<I")
+HEADER_SIZE = _HEAD.size + _CRC.size
+REC_OVERHEAD = _REC.size + _CRC.size
+
+OPEN, DATA, CLOSE, END, BLOCKS = 1, 2, 3, 4, 5
+TYPE_NAMES = {OPEN: "open", DATA: "data", CLOSE: "close", END: "end", BLOCKS: "blocks"}
+_BLK = struct.Struct("<IIQ")  # block bytes, number of blocks, decoded length
+MAX_PAYLOAD = 16 << 20   # a bigger length field is corruption, never an allocation
+MAX_NAME = 255
+MAX_OPEN_FILES = 4096
+MODES = {0: "off", 1: "page", 2: "region"}
+MODE_IDS = {v: k for k, v in MODES.items()}
+
+
+class StreamError(ImageError):
+    """A stream file is truncated, corrupt, or breaks the record rules."""
+
+
+def check_name(name, where="peer"):
+    """An image file name as a peer may send it: one plain path component, nothing else."""
+    if not isinstance(name, str) or not name:
+        raise StreamError(f"{where}: empty image file name")
+    bad = None
+    if name in (".", ".."):
+        bad = "is a relative directory"
+    elif "/" in name or "\\" in name:
+        bad = "contains a path separator"
+    elif len(name.encode()) > MAX_NAME:
+        bad = f"is longer than {MAX_NAME} bytes"
+    elif any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
+        bad = "contains control characters"
+    elif name.startswith(".") or name.endswith(".part"):
+        bad = "is a hidden or staging name"
+    if bad:
+        raise StreamError(f"{where}: refusing image file name {name!r}: it {bad} "
+                          "(expected a plain file name inside the images directory)")
+    return name
+
+
+@dataclass(frozen=True)
+class Header:
+    mode: str
+    region_size: int
+
+
+def encode_header(mode, region_size):
+    head = _HEAD.pack(MAGIC, VERSION, MODE_IDS[mode], 0, region_size)
+    return head + _CRC.pack(zlib.crc32(head))
+
+
+def decode_header(data, where):
+    if len(data) < HEADER_SIZE:
+        raise StreamError(f"{where}: truncated: {len(data)} bytes, shorter than the "
+                          f"{HEADER_SIZE}-byte stream header")
+    magic, version, mode, _, region = _HEAD.unpack_from(data)
+    if magic != MAGIC:
+        raise StreamError(f"{where}: not a zdtmpy stream (magic {magic!r}, expected {MAGIC!r})")
+    if _CRC.unpack_from(data, _HEAD.size)[0] != zlib.crc32(data[:_HEAD.size]):
+        raise StreamError(f"{where}: stream header checksum mismatch (corrupt header)")
+    if version != VERSION:
+        raise StreamError(f"{where}: stream version {version} is not supported (only {VERSION})")
+    if mode not in MODES:
+        raise StreamError(f"{where}: unknown compression mode {mode} in the stream header")
+    return Header(MODES[mode], region)
+
+
+def encode_record(rtype, file_id, offset, payload=b""):
+    head = _REC.pack(rtype, 0, 0, file_id, offset, len(payload))
+    crc = zlib.crc32(payload, zlib.crc32(head))
+    return head, crc
+
+
+class StreamWriter:
+    """Writes a stream to a binary file object; tracks each file's size for CLOSE."""
+
+    def __init__(self, out, mode="off", region_size=0, chunk=1 << 20):
+        self.out = out
+        self.chunk = chunk
+        self._sizes = {}      # file id -> bytes so far (open files)
+        self._names = set()
+        self._next_id = 1
+        self.files = 0
+        self.data_bytes = 0   # payload bytes of all files
+        self.written = 0      # bytes of stream written
+        self._emit(encode_header(mode, region_size))
+
+    def _emit(self, data):
+        self.out.write(data)
+        self.written += len(data)
+
+    def _record(self, rtype, file_id, offset, payload=b""):
+        head, crc = encode_record(rtype, file_id, offset, payload)
+        self._emit(head)
+        if payload:
+            self._emit(payload)
+        self._emit(_CRC.pack(crc))
+
+    def open(self, name):
+        check_name(name)
+        if name in self._names:
+            raise StreamError(f"{name}: sent twice in one stream")
+        self._names.add(name)
+        fid = self._next_id
+        self._next_id += 1
+        self._sizes[fid] = 0
+        self._record(OPEN, fid, 0, name.encode())
+        return fid
+
+    def write(self, fid, data):
+        mv = memoryview(data)
+        for off in range(0, len(mv), self.chunk):
+            piece = mv[off:off + self.chunk]
+            self._record(DATA, fid, self._sizes[fid], piece)
+            self._sizes[fid] += len(piece)
+            self.data_bytes += len(piece)
+
+    def blocks(self, fid, block_bytes, decoded_len, sizes, payload):
+        """One BLOCKS record: encoded blocks of `decoded_len` bytes of the file."""
+        head = _BLK.pack(block_bytes, len(sizes), decoded_len)
+        body = head + struct.pack(f"<{len(sizes)}I", *sizes) + payload
+        self._record(BLOCKS, fid, self._sizes[fid], body)
+        self._sizes[fid] += decoded_len
+        self.data_bytes += decoded_len
+
+    def close(self, fid):
+        self._record(CLOSE, fid, self._sizes.pop(fid))
+        self.files += 1
+
+    def end(self):
+        if self._sizes:
+            raise StreamError(f"stream end with {len(self._sizes)} file(s) still open")
+        self._record(END, self.files, self.data_bytes)
+        self.out.flush()
+
+
+@dataclass
+class Record:
+    type: int
+    file_id: int
+    offset: int
+    payload: bytes
+    pos: int  # stream position of the record header
+    name: str = ""  # the file's name (open/data/close)
+    length: int = 0  # payload bytes in the stream
+
+    def data(self, where=""):
+        """The file bytes this record carries (BLOCKS decoded)."""
+        if self.type == BLOCKS:
+            return decode_blocks(self.payload, f"{where}: {self.name} at file offset "
+                                 f"{self.offset}")
+        return self.payload
+
+
+def blocks_header(payload, length, where):
+    """(block bytes, number of blocks, decoded length) of a BLOCKS payload, checked."""
+    if length < _BLK.size or len(payload) < _BLK.size:
+        raise StreamError(f"{where}: blocks record too short for its header")
+    bb, n, total = _BLK.unpack_from(payload)
+    if (not bb or bb % 4096 or bb > 4 << 20 or not n or not total
+            or not (n - 1) * bb < total <= n * bb or length < _BLK.size + 4 * n):
+        raise StreamError(f"{where}: corrupt blocks header (block {bb} bytes, {n} blocks, "
+                          f"{total} bytes)")
+    return bb, n, total
+
+
+def decode_blocks(payload, where):
+    """Decoded bytes of a BLOCKS payload (zero / raw / LZ4 blocks, CRIU's semantics)."""
+    from ..compress.codec import decode_chunk
+
+    bb, n, total = blocks_header(payload, len(payload), where)
+    sizes = struct.unpack_from(f"<{n}I", payload, _BLK.size)
+    start = _BLK.size + 4 * n
+    if sum(sizes) != len(payload) - start:
+        raise StreamError(f"{where}: block sizes sum to {sum(sizes)}, the record holds "
+                          f"{len(payload) - start} bytes")
+    try:
+        return decode_chunk(memoryview(payload)[start:], sizes, bb, total)
+    except ImageError as exc:
+        raise StreamError(f"{where}: {exc}") from None
+
+
+def _read_exact(f, n):
+    buf = f.read(n)
+    if len(buf) == n or not buf:
+        return buf
+    parts = [buf]
+    got = len(buf)
+    while got < n:
+        more = f.read(n - got)
+        if not more:
+            break
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)
+
+
+class StreamReader:
+    """Sequential reader: yields records after checking CRC, offsets and the record rules.
+
+    `skip_data=True` seeks over DATA payloads (a seekable file) without checking their CRC;
+    the caller checks them when it reads them (see read_chunk)."""
+
+    def __init__(self, f, where, skip_data=False):
+        self.f = f
+        self.where = where
+        self.skip_data = skip_data
+        self.header = decode_header(_read_exact(f, HEADER_SIZE), where)
+        self.pos = HEADER_SIZE
+        self.names = {}   # id -> name, every file seen
+        self.sizes = {}   # id -> size, open files
+        self.closed = {}  # name -> size
+        self._seen = set()
+        self.ended = False
+        self.total = 0
+
+    def _fail(self, what, index=None):
+        at = f" at byte {self.pos}" if index is None else f" at byte {index}"
+        raise StreamError(f"{self.where}: {what}{at}")
+
+    def __iter__(self):
+        while True:
+            rec = self.next()
+            if rec is None:
+                return
+            yield rec
+
+    def next(self):
+        start = self.pos
+        head = _read_exact(self.f, _REC.size)
+        if not head:
+            if not self.ended:
+                self._fail("truncated: the stream ends without its end record (capture did "
+                           "not finish, or the file was cut)")
+            return None
+        if self.ended:
+            self._fail("data after the end record")
+        if len(head) < _REC.size:
+            self._fail(f"truncated inside a record header ({len(head)} of {_REC.size} bytes)")
+        rtype, z1, z2, fid, offset, length = _REC.unpack(head)
+        if rtype not in TYPE_NAMES or z1 or z2 or length > MAX_PAYLOAD:
+            self._fail(f"corrupt record header (type {rtype}, length {length})")
+        self.pos += _REC.size
+        if self.skip_data and rtype in (DATA, BLOCKS):
+            payload = b""
+            if rtype == BLOCKS:  # its decoded length is needed to follow the file offsets
+                payload = _read_exact(self.f, min(length, _BLK.size))
+            self.f.seek(length - len(payload), os.SEEK_CUR)
+            tail = _read_exact(self.f, _CRC.size)
+            if len(tail) < _CRC.size:
+                self._fail(f"truncated inside a {TYPE_NAMES[rtype]} record of "
+                           f"{self._name(fid)}", start)
+        else:
+            body = _read_exact(self.f, length + _CRC.size)
+            if len(body) < length + _CRC.size:
+                self._fail(f"truncated inside a {TYPE_NAMES[rtype]} record of "
+                           f"{self._name(fid)} ({len(body)} of {length + _CRC.size} bytes)",
+                           start)
+            payload = body[:length]
+            (crc,) = _CRC.unpack_from(body, length)
+            if crc != zlib.crc32(payload, zlib.crc32(head)):
+                self._fail(f"checksum mismatch in a {TYPE_NAMES[rtype]} record of "
+                           f"{self._name(fid)} (file offset {offset}): the stream is corrupt",
+                           start)
+        self.pos += length + _CRC.size
+        rec = Record(rtype, fid, offset, payload, start)
+        rec.length = length
+        if rtype == BLOCKS:
+            length = blocks_header(payload, length, f"{self.where}: {self._name(fid)} record "
+                                   f"at byte {start}")[2]
+        self._apply(rec, length)
+        return rec
+
+    def _name(self, fid):
+        return self.names.get(fid, f"file #{fid}")
+
+    def _apply(self, rec, length):
+        fid = rec.file_id
+        if rec.type == OPEN:
+            name = rec.payload.decode(errors="replace")
+            check_name(name, f"{self.where} (record at byte {rec.pos})")
+            if fid in self.names or name in self._seen:
+                self._fail(f"{name} (file #{fid}) opened twice", rec.pos)
+            if len(self.sizes) >= MAX_OPEN_FILES:
+                self._fail(f"more than {MAX_OPEN_FILES} files open at once", rec.pos)
+            self.names[fid] = name
+            self._seen.add(name)
+            self.sizes[fid] = 0
+        elif rec.type in (DATA, BLOCKS, CLOSE):
+            if fid not in self.sizes:
+                self._fail(f"{TYPE_NAMES[rec.type]} record for {self._name(fid)}, which is "
+                           "not open", rec.pos)
+            if rec.offset != self.sizes[fid]:
+                self._fail(f"{self._name(fid)}: record at file offset {rec.offset}, expected "
+                           f"{self.sizes[fid]} (a record is missing)", rec.pos)
+            if rec.type != CLOSE:
+                self.sizes[fid] += length
+                self.total += length
+            else:
+                self.closed[self.names[fid]] = self.sizes.pop(fid)
+        else:  # END
+            if self.sizes:
+                names = ", ".join(sorted(self._name(i) for i in self.sizes))
+                self._fail(f"end record while files are still open: {names}", rec.pos)
+            if fid != len(self.closed) or rec.offset != self.total:
+                self._fail(f"end record says {fid} files / {rec.offset} bytes, the stream "
+                           f"holds {len(self.closed)} / {self.total}", rec.pos)
+            self.ended = True
+        rec.name = self.names.get(fid, "")
+
+
+# -- index for random access (serve) ---------------------------------------------------------
+
+@dataclass
+class FileIndex:
+    name: str
+    size: int = 0
+    chunks: list = field(default_factory=list)  # record positions of its DATA/BLOCKS
+
+
+@dataclass
+class StreamIndex:
+    path: Path
+    header: Header
+    files: dict  # name -> FileIndex
+    stream_bytes: int
+
+
+def index_stream(path, verify=True):
+    """Scan a stream file: every record's place, sizes, the end record. With verify, every
+    payload's CRC is checked too (one full read), so serving never meets corruption late."""
+    path = Path(path)
+    files = {}
+    by_id = {}
+    try:
+        f = open(path, "rb")  # noqa: SIM115 (closed below)
+    except OSError as exc:
+        raise StreamError(f"{path}: cannot open stream: {exc.strerror}") from None
+    with f:
+        reader = StreamReader(f, str(path), skip_data=not verify)
+        for rec in reader:
+            if rec.type == OPEN:
+                by_id[rec.file_id] = files[rec.name] = FileIndex(rec.name)
+            elif rec.type in (DATA, BLOCKS):
+                fi = by_id[rec.file_id]
+                fi.chunks.append(rec.pos)
+        for fi in by_id.values():
+            fi.size = reader.closed[fi.name]
+        return StreamIndex(path, reader.header, files, reader.pos)
+
+
+def read_record(f, pos, where):
+    """The checked DATA/BLOCKS record at `pos` of an open stream file (payload not decoded)."""
+    f.seek(pos)
+    head = _read_exact(f, _REC.size)
+    if len(head) < _REC.size:
+        raise StreamError(f"{where}: truncated record header at byte {pos}")
+    rtype, _, _, fid, offset, length = _REC.unpack(head)
+    if rtype not in (DATA, BLOCKS) or length > MAX_PAYLOAD:
+        raise StreamError(f"{where}: record at byte {pos} is not a data record any more")
+    body = _read_exact(f, length + _CRC.size)
+    if len(body) < length + _CRC.size:
+        raise StreamError(f"{where}: truncated data record at byte {pos}")
+    payload = body[:length]
+    if _CRC.unpack_from(body, length)[0] != zlib.crc32(payload, zlib.crc32(head)):
+        raise StreamError(f"{where}: checksum mismatch in the record at byte {pos} "
+                          f"(file offset {offset}): the stream is corrupt")
+    return Record(rtype, fid, offset, payload, pos, length=length)
+
+
+def iter_file(f, fi, where):
+    """The bytes of one indexed file, record by record; blocks are decoded in a thread pool
+    (LZ4 releases the GIL) while the next records are read."""
+    from ..compress.pipeline import ordered_map
+
+    where = f"{where}: {fi.name}"
+
+    def records():
+        for pos in fi.chunks:
+            rec = read_record(f, pos, where)
+            rec.name = fi.name
+            yield rec
+
+    return ordered_map(lambda rec: rec.data(where), records())
+
+
+# -- extract: a stream back into an image directory ------------------------------------------
+
+@dataclass
+class ExtractResult:
+    files: dict  # name -> size as carried by the stream (plain bytes)
+    mode: str    # compression mode of the stream
+    compressed: bool = False  # the directory was written compressed (in the stream's mode)
+
+
+def extract(src, outdir, where, decompress=False):
+    """Write the stream read from binary file object `src` into `outdir` as image files.
+
+    All-or-nothing: files are staged as .NAME.part and renamed only after the end record;
+    on any error every staged file is removed. The stream carries criu's files as criu
+    wrote them (pages possibly block-encoded): a compressed stream's directory is then laid
+    out in CRIU's compressed format, in the stream's mode, by zdtmpy.compress.compress_dir
+    (its pagemap entries decide the blocks); with decompress it stays plain (version 2)."""
+    outdir = Path(outdir)
+    staged = {}  # name -> (part path, file object)
+    done = []
+    reader = StreamReader(src, where)
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+        for rec in reader:
+            if rec.type == OPEN:
+                final = outdir / rec.name
+                if final.exists() or final.is_symlink():
+                    raise StreamError(f"{where}: {final} already exists; refusing to "
+                                      "overwrite it")
+                part = outdir / f".{rec.name}.part"
+                staged[rec.name] = (part, open(part, "xb"))  # noqa: SIM115
+            elif rec.type in (DATA, BLOCKS):
+                staged[rec.name][1].write(rec.data(where))
+            elif rec.type == CLOSE:
+                staged[rec.name][1].close()
+        for name, (part, _) in staged.items():
+            os.rename(part, outdir / name)
+            done.append(name)
+        result = ExtractResult(dict(reader.closed), reader.header.mode)
+        if not decompress and reader.header.mode != "off":
+            from ..compress import CompressionSpec, compress_dir
+
+            h = reader.header
+            spec = CompressionSpec(h.mode, h.region_size or 256 << 10)
+            compress_dir(outdir, spec, in_place=True)
+            result.compressed = True
+    except OSError as exc:
+        _discard(staged, done, outdir)
+        raise StreamError(f"{where}: extracting into {outdir}: {exc.strerror or exc} "
+                          f"({exc.filename or ''})") from None
+    except BaseException:
+        _discard(staged, done, outdir)
+        raise
+    return result
+
+
+def _discard(staged, done, outdir):
+    for part, fobj in staged.values():
+        fobj.close()
+        _unlink(part)
+    for name in done:
+        _unlink(outdir / name)
+
+
+def _unlink(path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
