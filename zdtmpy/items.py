@@ -66,8 +66,10 @@ class ZdtmItem(pytest.Item):
 
         reason = skip_reason(self.config, self.desc, self.variant)
         if reason:
-            # Reported at the descriptor's location, as a skip marker would be.
-            raise pytest.skip.Exception(reason, _use_item_location=True)
+            # A reason that names the test is reported at its descriptor; one about criu or
+            # a mode is the same for every test and -rs folds it into one line.
+            at_descriptor = reason.startswith(f"{self.desc.name}:")
+            raise pytest.skip.Exception(reason, _use_item_location=at_descriptor)
 
     def runtest(self):
         from .runner import run_item
