@@ -5,7 +5,12 @@
 # candidate is new enough) / a build from Debian's source package, cached outside the
 # checkout. A candidate counts only if `criu check` passes on this kernel.
 #
-#   ci/provision-criu.sh [--criu-bin PATH] [--version 4.1.1|4.2.1] [--cache DIR] [--force-build]
+#   ci/provision-criu.sh [--criu-bin PATH] [--version 4.1.1|4.2.1] [--cache DIR]
+#                        [--from-source] [--force-build]
+#
+# --from-source: this exact version built from Debian's source (reused from the cache when
+# already built), whatever else is installed; it does not change the default choice.
+# --force-build: rebuild even when a cached build works.
 #
 # Only the upstream .orig.tar.xz is fetched (the .dsc may not be downloadable); its sha256
 # is taken from the signed Sources index via `apt-get source --print-uris`.
@@ -15,6 +20,7 @@ version=4.1.1
 cache=${ZDTMPY_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/zdtmpy}/criu
 criu_bin=${ZDTM_CRIU:-}
 force_build=0
+from_source=0
 min_version=4.0
 
 while [ $# -gt 0 ]; do
@@ -22,8 +28,9 @@ while [ $# -gt 0 ]; do
 	--criu-bin) criu_bin=$2; shift 2 ;;
 	--version) version=$2; shift 2 ;;
 	--cache) cache=$2; shift 2 ;;
-	--force-build) force_build=1; shift ;;
-	-h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+	--force-build) force_build=1; from_source=1; shift ;;
+	--from-source) from_source=1; shift ;;
+	-h|--help) sed -n '2,17p' "$0"; exit 0 ;;
 	*) echo "provision-criu: unknown argument '$1'" >&2; exit 2 ;;
 	esac
 done
@@ -50,7 +57,7 @@ criu_works() {
 # Record the choice so the plugin finds the same criu without probing every candidate.
 chosen() {
 	mkdir -p "$cache"
-	printf '%s\n' "$1" >"$cache/selected"
+	[ "$from_source" = 1 ] || printf '%s\n' "$1" >"$cache/selected"
 	echo "$1"
 	exit 0
 }
@@ -64,7 +71,7 @@ apt_update() {
 	apt_updated=1
 }
 
-if [ "$force_build" = 0 ]; then
+if [ "$from_source" = 0 ]; then
 	if [ -n "$criu_bin" ]; then
 		if criu_works "$criu_bin"; then chosen "$criu_bin"; fi
 		log "requested criu '$criu_bin' is not usable; looking further"
