@@ -29,7 +29,7 @@ def build_parser():
     parser = argparse.ArgumentParser(prog="zdtmpy", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name, module in COMMANDS.items():
+    for module in COMMANDS.values():
         try:
             mod = importlib.import_module(f"zdtmpy.commands.{module}")
         except ModuleNotFoundError as exc:

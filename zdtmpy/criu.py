@@ -172,8 +172,10 @@ def probe(path: str | Path) -> Criu:
     except subprocess.TimeoutExpired:
         raise CriuNotFound(f"criu at {p}: 'criu check' hung for {CHECK_TIMEOUT}s") from None
     if c.returncode != 0:
-        why = [ln for ln in (c.stdout + c.stderr).splitlines() if "rror" in ln] or [c.stderr.strip()]
-        raise CriuNotFound(f"criu {'.'.join(map(str, version))} at {p} fails 'criu check': {why[0]}")
+        why = [ln for ln in (c.stdout + c.stderr).splitlines() if "rror" in ln]
+        why = why or [c.stderr.strip()]
+        raise CriuNotFound(
+            f"criu {'.'.join(map(str, version))} at {p} fails 'criu check': {why[0]}")
     return Criu(p, version)
 
 
@@ -206,5 +208,5 @@ def find_criu(explicit: str | None = None) -> Criu:
             if origin in ("--criu-bin", "$ZDTM_CRIU"):
                 raise CriuNotFound(f"{origin}: {exc}") from None
             tried.append(f"{origin}: {exc}")
-    detail = "; ".join(tried) if tried else "no criu on PATH and no build in " + str(cache_dir() / "criu")
+    detail = "; ".join(tried) or f"no criu on PATH and no build in {cache_dir() / 'criu'}"
     raise CriuNotFound(f"no usable criu ({detail}); run ci/provision-criu.sh or pass --criu-bin")

@@ -175,7 +175,8 @@ def load(path: str | Path) -> Descriptor:
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise DescriptorError(f"{path}: expected a mapping of keys to values, got {type(raw).__name__}")
+        raise DescriptorError(
+            f"{path}: expected a mapping of keys to values, got {type(raw).__name__}")
     return from_mapping(raw, path)
 
 

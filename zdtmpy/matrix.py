@@ -52,7 +52,8 @@ def compression(name: str) -> Compression:
             )
         label = f"{size >> 20}m" if size % (1 << 20) == 0 else f"{size >> 10}k"
         return Compression(f"region{label}", "region", size)
-    raise ZdtmError(f"unknown compression {name!r} (expected off, page, or region[SIZE], e.g. region64k)")
+    raise ZdtmError(f"unknown compression {name!r} "
+                    "(expected off, page, or region[SIZE], e.g. region64k)")
 
 
 ALL_COMPRESSIONS = ("off", "page", "region64k", "region256k", "region4m")

@@ -54,8 +54,8 @@ def pytest_addoption(parser):
 
 
 def pytest_configure(config):
-    from .items import SELECTION_KEY, Selection
     from .errors import ZdtmError
+    from .items import SELECTION_KEY, Selection
 
     config.addinivalue_line("markers", "criu: needs a working criu binary")
     config.addinivalue_line("markers", "zdtm_excl: never runs beside another test")

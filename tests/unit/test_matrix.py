@@ -1,11 +1,12 @@
 """The matrix: compression names, sizes, valid cells per descriptor."""
 
+from pathlib import Path
+
 import pytest
 
 from zdtmpy import matrix
 from zdtmpy.descriptor import from_mapping
 from zdtmpy.errors import ZdtmError
-from pathlib import Path
 
 
 @pytest.mark.parametrize("name, mode, size, label", [

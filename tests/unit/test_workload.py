@@ -191,7 +191,8 @@ def test_workload_manifest_maps_fds_and_pass(run, name):
             if r.label.startswith("file-") or r.label == "shared-file":
                 assert all(path.startswith(str(wl.outfile)) for *_, path in cover), (r, cover)
         # no stray fds: stdin /dev/null, stdout/stderr the outfile, nothing else
-        fds = {int(fd): os.readlink(f"/proc/{host}/fd/{fd}") for fd in os.listdir(f"/proc/{host}/fd")}
+        fds = {int(fd): os.readlink(f"/proc/{host}/fd/{fd}")
+               for fd in os.listdir(f"/proc/{host}/fd")}
         assert fds == {0: "/dev/null", 1: str(wl.outfile), 2: str(wl.outfile)}, (ns, fds)
         status = Path(f"/proc/{host}/status").read_text()
         assert "\nNSpid:" in status
@@ -297,7 +298,8 @@ def test_kill_leaves_nothing(run):
 
 EDGE = {
     "skipper": '#include "lib/zdtmtst.h"\n'
-               "int main(int c, char **v) { zt_init(c, v); zt_skip(\"no %s here\", \"widget\"); }\n",
+               "int main(int c, char **v)\n"
+               "{ zt_init(c, v); zt_skip(\"no %s here\", \"widget\"); }\n",
     "fatal": '#include "lib/zdtmtst.h"\n'
              "int main(int c, char **v) { zt_init(c, v); zt_fatal(\"cannot set up %d\", 42); }\n",
     "hang": '#include <unistd.h>\n#include "lib/zdtmtst.h"\n'

@@ -349,8 +349,10 @@ def print_report(summary: dict, repeat: int, copies: int, criu) -> None:
         p(f"  whole run -n 1 / -n 2: {v:.2f}x (target >= 1.7x: {'met' if v >= 1.7 else 'NOT met'})")
     names = {
         "upstream_test_over_zdtmpy_item": "upstream test wall / zdtmpy item time (-n 1)",
-        "upstream_test_over_zdtmpy_amortized_n1": "upstream test wall / zdtmpy run wall per item (-n 1)",
-        "upstream_test_over_zdtmpy_amortized_n2": "upstream test wall / zdtmpy run wall per item (-n 2)",
+        "upstream_test_over_zdtmpy_amortized_n1":
+            "upstream test wall / zdtmpy run wall per item (-n 1)",
+        "upstream_test_over_zdtmpy_amortized_n2":
+            "upstream test wall / zdtmpy run wall per item (-n 2)",
         "upstream_overhead_over_zdtmpy_overhead": "upstream overhead / zdtmpy overhead per test",
     }
     for key, text in names.items():
@@ -364,7 +366,8 @@ def run(args) -> int:
     try:
         workers = [int(w) for w in args.workers.split(",") if w.strip()]
     except ValueError:
-        raise BenchError(f"--workers wants comma-separated integers, got {args.workers!r}") from None
+        raise BenchError(
+            f"--workers wants comma-separated integers, got {args.workers!r}") from None
     if not workers or min(workers) < 1:
         raise BenchError(f"--workers wants positive worker counts, got {args.workers!r}")
     if os.geteuid() != 0:

@@ -3,12 +3,12 @@
 A library: nothing here knows about criu processes or pytest.
 """
 
+from .chain import chain_problems, same_content, verify_chain
 from .codec import CompressionSpec, parse_size
 from .convert import ConvertResult, compress_dir, decompress_dir
 from .install import recover
-from .verify import Problem, verify_dir
-from .chain import chain_problems, same_content, verify_chain
 from .rebase import rebase_dir
+from .verify import Problem, verify_dir
 
 __all__ = [
            "CompressionSpec",

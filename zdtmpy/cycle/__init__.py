@@ -56,7 +56,9 @@ class Attachment:
             data = self.path.read_text(errors="replace")
         except OSError as exc:
             return f"({self.path}: {exc.strerror})"
-        return data if len(data) <= limit else f"... ({len(data) - limit} bytes cut)\n" + data[-limit:]
+        if len(data) <= limit:
+            return data
+        return f"... ({len(data) - limit} bytes cut)\n" + data[-limit:]
 
 
 @dataclass(frozen=True)
@@ -212,7 +214,8 @@ class Run:
             try:
                 pid = int(pidfile.read_text())
             except (OSError, ValueError) as exc:
-                raise WorkloadError(f"criu restore wrote no usable pidfile {pidfile}: {exc}") from None
+                raise WorkloadError(
+                    f"criu restore wrote no usable pidfile {pidfile}: {exc}") from None
             self.on_cleanup(lambda: isolation.kill_and_reap(pid))
             return pid
 

@@ -63,13 +63,14 @@ def prepare_for_restore(r: Run, images: Path, manifest) -> Path:
 def refuse_compressed(r: Run, zdir: Path) -> None:
     """A criu without compression support must refuse a version-3 set, not misread it."""
     with r.stage("refuse-compressed"):
-        run = r.criu_run("restore", ["-D", str(zdir), "-d", "--pidfile", str(r.path("refused.pid"))],
+        pidfile = r.path("refused.pid")
+        run = r.criu_run("restore", ["-D", str(zdir), "-d", "--pidfile", str(pidfile)],
                          "restore-refused.log", "refuse-compressed", expect_fail=True)
         log = run.log.read_text(errors="replace")
         if "version" not in log.lower():
             r.fail(f"criu {r.criu.version_str} refused the compressed images, but not for their "
                    f"image version; see {run.log}")
-        if r.path("refused.pid").exists():
+        if pidfile.exists():
             r.fail("criu restored a process from compressed images it cannot read")
 
 
