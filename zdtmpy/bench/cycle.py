@@ -1,6 +1,6 @@
 """Time zdtmpy's plain cycle at -n 1 and -n 2 and upstream zdtm.py, in one run, on this machine.
 
-zdtmpy side: `pytest DESCS --zdtm-mode plain --zdtm-compress off -p no:cacheprovider -q -n W`
+zdtmpy side: `pytest DESCS --zdtm-mode plain --zdtm-compress C... -p no:cacheprovider -q -n W`
 from the repo root, W = 1 then 2, --repeat times. Stage timings per item come from the junit
 XML (`zdtm_timings` property); criu's own dump/restore time from the last timestamp of each
 kept criu log. Each run holds every descriptor --copies times (copies are YAML twins of the
@@ -59,6 +59,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="also time upstream zdtm.py via bench/upstream_zdtm.sh (default: on)")
     p.add_argument("--criu-bin", metavar="PATH",
                    help="criu for both sides (default: the one zdtmpy finds)")
+    p.add_argument("--compress", default="off", metavar="LIST",
+                   help="comma-separated compression settings per item (default off; "
+                        "'all' = the default plain matrix: off,page,region64k,region256k,"
+                        "region4m)")
     p.add_argument("--copies", type=int, default=8, metavar="K",
                    help="each descriptor K times per run, so -n 2 has work to share "
                         "(default 8; 1 = the plain descs/ directory)")
@@ -158,14 +162,21 @@ def item_record(case, names: dict, results: Path) -> dict:
     }
 
 
+ALL_COMPRESS = "off,page,region64k,region256k,region4m"
+
+
+def compress_args(settings: list) -> list:
+    return [a for c in settings for a in ("--zdtm-compress", c)]
+
+
 def run_pytest(root: Path, descs: Path, names: dict, workers: int, criu_path: str,
-               work: Path, label: str) -> dict:
+               work: Path, label: str, compress: list) -> dict:
     junit = work / f"{label}.xml"
     results = work / f"{label}-results"
     out = work / f"{label}.out"
     cmd = [sys.executable, "-m", "pytest", str(descs),
            "-c", str(root / "pyproject.toml"), "--rootdir", str(root),
-           "--zdtm-mode", "plain", "--zdtm-compress", "off", "-p", "no:cacheprovider", "-q",
+           "--zdtm-mode", "plain", *compress_args(compress), "-p", "no:cacheprovider", "-q",
            "-n", str(workers), "--criu-bin", criu_path, "--junitxml", str(junit),
            # kept test directories give criu's logs; removed once read
            "--zdtm-keep", "--zdtm-results", str(results)]
@@ -372,6 +383,8 @@ def run(args) -> int:
         raise BenchError(f"--workers wants positive worker counts, got {args.workers!r}")
     if os.geteuid() != 0:
         raise BenchError("the plain cycle checkpoints processes: run the benchmark as root")
+    text = ALL_COMPRESS if args.compress == "all" else args.compress
+    compress = [c.strip() for c in text.split(",") if c.strip()]
     root = find_root(args.root)
     criu = resolve_criu(args.criu_bin)
     work = Path(tempfile.mkdtemp(prefix="zdtmpy-bench-"))
@@ -383,13 +396,13 @@ def run(args) -> int:
             names = make_copies(root / "descs", descs, args.copies)
         if args.warmup:
             print("bench: warm-up run (not recorded)", file=sys.stderr, flush=True)
-            run_pytest(root, root / "descs", {}, 1, str(criu.path), work, "warmup")
+            run_pytest(root, root / "descs", {}, 1, str(criu.path), work, "warmup", compress)
         runs = []
         for rep in range(1, args.repeat + 1):
             for w in workers:
                 label = f"n{w}-r{rep}"
                 print(f"bench: zdtmpy {label}", file=sys.stderr, flush=True)
-                res = run_pytest(root, descs, names, w, str(criu.path), work, label)
+                res = run_pytest(root, descs, names, w, str(criu.path), work, label, compress)
                 print(f"bench:   {res['wall']:.2f} s, {len(res['items'])} items, "
                       f"pytest exit {res['exit']}", file=sys.stderr, flush=True)
                 runs.append(res)
