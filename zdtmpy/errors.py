@@ -35,3 +35,7 @@ class ImageError(ZdtmError):
 
 class StageTimeout(ZdtmError):
     """An external step exceeded its timeout."""
+
+
+class PageServerError(ZdtmError):
+    """A page-server session failed: names the peer, the command and what was expected."""

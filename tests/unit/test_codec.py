@@ -149,3 +149,37 @@ def test_lz4_block_decoding_to_wrong_length_is_an_error():
     short = lz4.block.compress(text_page()[:2048], store_size=False)
     with pytest.raises(ImageError):
         decode_block(short, len(short), PS)
+
+
+def test_native_encoders_match_lz4_block():
+    """encode_into (lz4batch.c when it could be built, and the per-block ctypes loop) gives
+    the sizes and bytes of encode_parts, which uses lz4.block itself."""
+    from zdtmpy.compress import codec
+
+    nat = codec.native()
+    if nat is None:
+        pytest.skip("python-lz4's LZ4 library is not usable through ctypes here")
+    data = b"".join([text_page(1), rand(PS, 2), bytes(PS), rand(PS // 2, 3) + bytes(PS // 2)]
+                    * 40) + text_page(2)[:1234]
+    for block in (PS, 8 * PS, 256 << 10):
+        want_sizes, want_parts = codec.encode_parts(data, block)
+        src = bytearray(data)
+        results = [codec._encode_loop(nat, src, memoryview(src), len(data),
+                                      bytearray(2 * len(data)), block, 1)]
+        if nat.batch is not None:
+            results.append(codec._encode_batch(nat, bytearray(data), len(data),
+                                               bytearray(2 * len(data)), block, 1))
+        for sizes, parts in results:
+            assert sizes == want_sizes
+            assert b"".join(parts) == b"".join(want_parts)
+
+
+def test_batch_encoder_is_built_where_a_compiler_exists():
+    import shutil
+
+    from zdtmpy.build import compiler_command
+    from zdtmpy.compress import codec
+
+    if codec.native() is None or not shutil.which(compiler_command()[0]):
+        pytest.skip("no native LZ4 path or no C compiler")
+    assert codec.native().batch is not None, codec.batch_unavailable

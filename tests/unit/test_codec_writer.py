@@ -153,3 +153,57 @@ def test_unsorted_entries_are_refused(tmp_path):
         w.add(0x5000, 2, PE_PARENT)
         w.add(0x6000, 1, PE_PARENT)
     assert os.listdir(tmp_path) == []          # the context manager aborted
+
+
+# -- pipelined entries (begin/feed, as the page server writes) ------------------------------
+
+def _mixed_entries():
+    """Entries whose alignment decisions depend on every earlier entry's stored size."""
+    return [
+        (0x100000, 3, P, text(3)),                                    # LZ4: unaligned end
+        (0x200000, 2, PE_PARENT, b""),
+        (0x300000, 300, P, bytes(PS) + rand(50 * PS) + text(249)),     # raw first stored
+        (0x500000, 4, PE_LAZY, b""),
+        (0x600000, 256, P, bytes(256 * PS)),                          # all zero
+        (0x800000, 70, P | PE_LAZY, rand(7 * PS, 3) * 10),            # all raw
+        (0xa00000, 513, P, text(500, 9) + bytes(13 * PS)),            # short last chunk
+    ]
+
+
+@pytest.mark.parametrize("spec", [CompressionSpec("off"), CompressionSpec("page"),
+                                  CompressionSpec("region", 16 * PS)],
+                         ids=["off", "page", "region64k"])
+def test_fed_entries_are_byte_identical_to_added_ones(tmp_path, spec):
+    added, fed = tmp_path / "added", tmp_path / "fed"
+    added.mkdir()
+    fed.mkdir()
+    write(added, _mixed_entries(), spec)
+    released = []
+    step = 64 * PS   # whole blocks in every mode here
+    with PagemapWriter(fed, "pagemap-1.img", 1, spec) as w:
+        for vaddr, nr, flags, data in _mixed_entries():
+            w.begin(vaddr, nr, flags)
+            for off in range(0, len(data), step):
+                buf = bytearray(data[off:off + step])   # each piece its own buffer
+                w.feed(buf, len(buf), released.append)
+        w.drain()
+        assert w.entries == len(_mixed_entries())
+    for name in ("pagemap-1.img", "pages-1.img"):
+        assert (fed / name).read_bytes() == (added / name).read_bytes(), name
+    assert sum(len(b) for b in released) == sum(len(e[3]) for e in _mixed_entries())
+
+
+def test_feeding_errors_leave_nothing(tmp_path):
+    w = PagemapWriter(tmp_path, "pagemap-1.img", 1, CompressionSpec("region", 4 * PS))
+    with pytest.raises(ImageError, match="without a begun"):
+        w.feed(bytearray(PS), PS)
+    w.begin(0x1000, 8, P)
+    with pytest.raises(ImageError, match="whole blocks"):
+        w.feed(bytearray(PS), PS)             # a region is 4 pages
+    w.feed(bytearray(text(4)), 4 * PS)
+    with pytest.raises(ImageError, match=f"only {4 * PS} of {8 * PS}"):
+        w.add(0x100000, 1, PE_PARENT)          # the begun entry is not complete
+    with pytest.raises(ImageError, match="were fed"):
+        w.close()
+    w.abort()
+    assert os.listdir(tmp_path) == []

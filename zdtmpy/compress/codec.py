@@ -5,9 +5,12 @@ byte size = stored raw, anything else = a raw LZ4 block (no frame, no size prefi
 """
 
 import ctypes
+import hashlib
 import re
 import threading
+from array import array
 from dataclasses import dataclass
+from pathlib import Path
 
 import lz4
 import lz4.block
@@ -233,6 +236,9 @@ class _Native:
         self.bound.argtypes, self.bound.restype = [i], i
         self.state_size = lib.LZ4_sizeofState()
         self._tls = threading.local()
+        self.fn_ptrs = tuple(ctypes.cast(f, vp).value
+                             for f in (self.reset, self.compress, self.bound))
+        self.batch = None   # lz4batch.c's encoder, when it could be built (see _load_batch)
 
     def state(self):
         st = getattr(self._tls, "state", None)
@@ -244,6 +250,45 @@ class _Native:
 
 _native = None
 _native_lock = threading.Lock()
+_BATCH_SOURCE = Path(__file__).with_name("lz4batch.c")
+_BATCH_LIB = "liblz4batch.so"
+batch_unavailable = None   # why lz4batch.c is not in use (None: in use, or not tried yet)
+
+
+def _load_batch():
+    """lz4batch.c built once per source hash into zdtmpy's build cache, loaded with ctypes
+    (which releases the GIL for the whole call): one call per chunk instead of two per
+    block. Needs a C compiler; without one, encode_into loops over blocks in Python."""
+    import sys
+    import sysconfig
+
+    from ..build import build_cached, compile_sources, compiler_command, new_compiler
+    from ..errors import BuildError
+
+    what = "zdtmpy LZ4 block encoder"
+    src = _BATCH_SOURCE
+    h = hashlib.sha256(src.read_bytes())
+    h.update(repr((compiler_command(), sysconfig.get_config_var("CFLAGS"),
+                   sys.platform)).encode())
+
+    def build(tmp):
+        from distutils.errors import LinkError
+
+        cc, cap = new_compiler(what)
+        objs = compile_sources(cc, cap, [src], tmp / "obj", what, extra_postargs=["-O2"])
+        out = tmp / _BATCH_LIB
+        try:
+            cc.link_shared_object(objs, str(out))
+        except LinkError:
+            raise BuildError(f"{what}: linking {out.name} failed:\n{cap.output()}") from None
+        return out
+
+    lib = ctypes.CDLL(str(build_cached("lz4batch", h.hexdigest()[:20], _BATCH_LIB, build)))
+    fn = lib.zdtm_encode_blocks
+    vp, lg = ctypes.c_void_p, ctypes.c_long
+    fn.argtypes = [vp, lg, vp, lg, lg, ctypes.c_int, vp, vp, vp, vp, vp, vp]
+    fn.restype = lg
+    return fn
 
 
 def _self_test(nat):
@@ -273,6 +318,26 @@ def _self_test(nat):
     return True
 
 
+def _self_test_batch(nat):
+    """The batch encoder against encode_parts (lz4.block) on mixed chunks."""
+    import random
+    rng = random.Random(11)
+    text = b"".join(b"row %d: some repetitive words of text\n" % i for i in range(8000))
+    pages = [text[:PAGE_SIZE], rng.randbytes(PAGE_SIZE), bytes(PAGE_SIZE),
+             rng.randbytes(PAGE_SIZE // 2) + bytes(PAGE_SIZE // 2), text[5000:5000 + PAGE_SIZE]]
+    data = b"".join(pages[i % 5] if i % 7 else pages[(i * 3) % 5] for i in range(70))
+    data += text[:1000]   # a short last block
+    for block in (PAGE_SIZE, 4 * PAGE_SIZE, 64 << 10):
+        for acc in (1, 5):
+            want = encode_parts(data, block, acc)
+            src = bytearray(data)
+            out = bytearray(len(data) + nat.bound(block) + 64)
+            sizes, parts = _encode_batch(nat, src, len(data), out, block, acc)
+            if sizes != want[0] or b"".join(parts) != b"".join(want[1]):
+                return False
+    return True
+
+
 def native():
     """The _Native LZ4 entry points, or None where they cannot be used (lz4.block then)."""
     global _native
@@ -284,8 +349,45 @@ def native():
                     ok = _self_test(nat)
                 except (OSError, AttributeError, TypeError, ValueError):
                     ok = False
+                if ok:
+                    _attach_batch(nat)
                 _native = nat if ok else False
     return _native or None
+
+
+def _attach_batch(nat):
+    global batch_unavailable
+    try:
+        nat.batch = _load_batch()
+        if not _self_test_batch(nat):
+            nat.batch = None
+            batch_unavailable = "its output differs from lz4.block's"
+    except Exception as exc:  # noqa: BLE001 - only a speedup: any failure means the slow path
+        nat.batch = None
+        batch_unavailable = f"{type(exc).__name__}: {exc}"
+
+
+def _encode_batch(nat, src, n, out, block_bytes, acceleration):
+    """encode_into through lz4batch.c: one C call for the whole of src[:n]."""
+    nblocks = -(-n // block_bytes)
+    sizes = array("I", bytes(4 * nblocks))
+    runs = array("q", bytes(24 * nblocks))
+    src_c = ctypes.c_char.from_buffer(src)   # keeps the buffers pinned while in use
+    out_c = ctypes.c_char.from_buffer(out)
+    reset, compress, bound = nat.fn_ptrs
+    k = nat.batch(ctypes.addressof(src_c), n, ctypes.addressof(out_c), len(out), block_bytes,
+                  acceleration, nat.state(), reset, compress, bound, sizes.buffer_info()[0],
+                  runs.buffer_info()[0])
+    del src_c, out_c
+    if k < 0:
+        raise ValueError(f"encode_into: output buffer of {len(out)} bytes is too small")
+    smv, omv = memoryview(src), memoryview(out)
+    parts = []
+    add = parts.append
+    for i in range(0, 3 * k, 3):
+        off = runs[i + 1]
+        add((omv if runs[i] else smv)[off:off + runs[i + 2]])
+    return sizes.tolist(), parts
 
 
 def encode_into(src, n, out, block_bytes, acceleration=1):
@@ -301,6 +403,13 @@ def encode_into(src, n, out, block_bytes, acceleration=1):
         raise ValueError(f"encode_into: {n} bytes asked, the buffer holds {len(src)}")
     if zeros(n).startswith(smv):
         return [0] * -(-n // block_bytes), []
+    if nat.batch is not None:
+        return _encode_batch(nat, src, n, out, block_bytes, acceleration)
+    return _encode_loop(nat, src, smv, n, out, block_bytes, acceleration)
+
+
+def _encode_loop(nat, src, smv, n, out, block_bytes, acceleration):
+    """encode_into one block at a time (no lz4batch): two ctypes calls per block."""
     olen = len(out)
     src_c = ctypes.c_char.from_buffer(src)   # keeps the buffers pinned while in use
     out_c = ctypes.c_char.from_buffer(out)

@@ -13,8 +13,11 @@ _pool = None
 _pool_lock = threading.Lock()
 
 
+_WORKERS = max(1, min(os.cpu_count() or 1, 8))
+
+
 def workers():
-    return max(1, min(os.cpu_count() or 1, 8))
+    return _WORKERS
 
 
 def pool():

@@ -4,11 +4,15 @@ Files are written under temporary names in the target directory and renamed into
 close(); abort() removes them. Memory stays bounded: payload is processed chunk by chunk,
 by the threads of pipeline.pool() (lz4 releases the GIL), at most a few chunks in flight.
 
+add() returns once its entry is written; begin() + feed() pipeline entries instead (the
+page server): chunks are encoded as they are fed and written in order behind the caller.
+
 The pages file is written with pwritev at explicit offsets. Runs of zero bytes that need not
 be stored as data (zero blocks when decompressing, all-zero chunks, alignment padding) are
 left as holes: the file reads back the same bytes, and is sparse.
 """
 
+import collections
 import ctypes
 import os
 import sys
@@ -28,7 +32,15 @@ from ..images.pagemap import (
     set_entry_nr_pages,
 )
 from .codec import CompressionSpec, decode_into, encode_into, encode_parts
-from .pipeline import BufferPool, chunk_size, ordered_map, pwrite_all, rechunk
+from .pipeline import (
+    BufferPool,
+    chunk_size,
+    ordered_map,
+    pwrite_all,
+    rechunk,
+    workers,
+)
+from .pipeline import pool as worker_pool
 from .source import EntrySource
 
 _INPUT_FLAGS = PE_PARENT | PE_LAZY | PE_PRESENT
@@ -60,6 +72,35 @@ def _pool(size):
     return p
 
 
+class _Entry:
+    """An entry on its way to the files: its message and what its stored blocks decided."""
+
+    __slots__ = ("msg", "flags", "nr_pages", "template", "sizes", "first_stored", "fed",
+                 "where")
+
+    def __init__(self, msg, flags, nr_pages, template, where):
+        self.msg, self.flags, self.nr_pages, self.template = msg, flags, nr_pages, template
+        self.sizes = []
+        self.first_stored = None
+        self.fed = 0
+        self.where = where
+
+
+class _Ready:
+    """A result computed in the caller's thread, looking like a finished future."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value):
+        self.value = value
+
+    def done(self):
+        return True
+
+    def result(self):
+        return self.value
+
+
 def _fsync_dir(path):
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -85,7 +126,11 @@ class PagemapWriter:
         self._end = 0            # end of the last data actually written (a hole may follow)
         self._synced = 0         # writeback started up to here (see WRITE_BEHIND)
         self._prev_end = None    # end of the previous entry: entries must be sorted
-        self.entries = 0
+        self.entries = 0         # entries written to the pagemap
+        self._begun = 0          # entries accepted (begin() runs ahead of the files)
+        self._queue = collections.deque()   # (future or None, _Entry, release) in order
+        self._inflight = 0       # chunks in that queue
+        self._cur = None         # the begun PE_PRESENT entry still being fed
         try:
             # both stay open across add() calls; close()/abort() release them
             self._pm = open(self._tmp_pm, "xb")  # noqa: SIM115
@@ -116,12 +161,13 @@ class PagemapWriter:
         """Add one entry. data (PE_PRESENT only): bytes-like of nr_pages pages or an iterable
         of bytes-like pieces. template: a pagemap_entry whose other (incl. unknown) fields
         are kept. PE_PAYLOAD_ALIGNED in flags is ignored: the writer decides it."""
+        self._sync()
+        where = self._where()
         msg = self._begin(vaddr, nr_pages, flags, template)
         flags &= ~PE_PAYLOAD_ALIGNED
         if not flags & PE_PRESENT:
             if data:
-                raise ImageError(f"{self._where()}: payload given for an entry without "
-                                 "PE_PRESENT")
+                raise ImageError(f"{where}: payload given for an entry without PE_PRESENT")
             return self._finish(msg, flags, template)
         total = nr_pages * PAGE_SIZE
         if isinstance(data, EntrySource) and len(data) == total:
@@ -131,7 +177,7 @@ class PagemapWriter:
                 return self._encode_source(msg, flags, nr_pages, data, template)
         if self.spec.mode == "off":
             zero = None
-            for chunk in rechunk(data, chunk_size(PAGE_SIZE), total, self._where()):
+            for chunk in rechunk(data, chunk_size(PAGE_SIZE), total, where):
                 if zero is None or len(zero) != len(chunk):
                     zero = zeros(len(chunk))
                 if zero.startswith(chunk):
@@ -141,7 +187,7 @@ class PagemapWriter:
             return self._finish(msg, flags, template)
         block_bytes = self.spec.block_pages * PAGE_SIZE
         acc = self.spec.acceleration
-        chunks = rechunk(data, chunk_size(block_bytes), total, self._where())
+        chunks = rechunk(data, chunk_size(block_bytes), total, where)
         encoded = ordered_map(lambda c: (*encode_parts(c, block_bytes, acc), None), chunks)
         return self._store_blocks(msg, flags, nr_pages, encoded, template)
 
@@ -149,6 +195,7 @@ class PagemapWriter:
         """Add a PE_PRESENT entry given as per-page blocks (as a compressing CRIU sends them:
         sizes[i] is 0, PAGE_SIZE or an LZ4 block length; blob holds the blocks back to back).
         Every block is checked; the pages are re-encoded unless the spec is per-page."""
+        self._sync()
         where = self._where()
         sizes = list(sizes)
         if len(sizes) != nr_pages:
@@ -178,6 +225,7 @@ class PagemapWriter:
         if self._state != "open":
             raise ImageError(f"{self.dir}: PagemapWriter for {self.pagemap_name} is "
                              f"{self._state}")
+        self._sync()
         try:
             if self._end < self._pos:  # the file ends with a hole
                 os.ftruncate(self._fd, self._pos)
@@ -198,6 +246,7 @@ class PagemapWriter:
         """Remove everything written so far (no-op after a successful close)."""
         if self._state == "closed":
             return
+        self._cancel_pipeline()
         for f in (self._pm, self._pages):
             if f is not None and not f.closed:
                 f.close()
@@ -215,7 +264,7 @@ class PagemapWriter:
     # -- internals ---------------------------------------------------------------------
 
     def _where(self):
-        return f"{self.dir / self.pagemap_name}: entry {self.entries}"
+        return f"{self.dir / self.pagemap_name}: entry {self._begun}"
 
     def _begin(self, vaddr, nr_pages, flags, template):
         where = self._where()
@@ -233,6 +282,7 @@ class PagemapWriter:
             raise ImageError(f"{where}: vaddr {vaddr:#x} overlaps or precedes the previous "
                              f"entry (ends at {self._prev_end:#x})")
         self._prev_end = vaddr + nr_pages * PAGE_SIZE
+        self._begun += 1
         msg = messages.PagemapEntry()
         if template is not None:
             msg.CopyFrom(template)
@@ -366,28 +416,160 @@ class PagemapWriter:
     def _store_blocks(self, msg, flags, nr_pages, encoded, template):
         """Write encoded (sizes, parts, done) chunks of one entry applying the alignment
         rule; done (or None) is called once the parts are written."""
-        block_pages = self.spec.block_pages
-        sizes = []
-        first_stored = None
+        ent = _Entry(msg, flags, nr_pages, template, None)
         for csizes, parts, done in encoded:
-            if first_stored is None:
-                for i, size in enumerate(csizes):
-                    if size:
-                        first_stored = len(sizes) + i
-                        block = min(block_pages, nr_pages - first_stored * block_pages)
-                        if size == block * PAGE_SIZE:  # raw first block: keep it page aligned
-                            self._hole(-self._pos % PAGE_SIZE)   # zero padding
-                            flags |= PE_PAYLOAD_ALIGNED
-                        break
-            sizes.extend(csizes)
-            if parts:
-                self._write_parts(parts)
+            self._store_chunk(ent, csizes, parts)
             if done is not None:
                 done()
-        total = sum(sizes)
-        if total != nr_pages * PAGE_SIZE:  # all-raw entries keep the plain layout
-            msg.compressed_size.extend(sizes)
+        self._end_entry(ent)
+
+    def _store_chunk(self, ent, csizes, parts):
+        """The next encoded chunk of `ent`: the first stored block decides the alignment."""
+        if ent.first_stored is None:
+            block_pages = self.spec.block_pages
+            for i, size in enumerate(csizes):
+                if size:
+                    first = ent.first_stored = len(ent.sizes) + i
+                    block = min(block_pages, ent.nr_pages - first * block_pages)
+                    if size == block * PAGE_SIZE:  # raw first block: keep it page aligned
+                        self._hole(-self._pos % PAGE_SIZE)   # zero padding
+                        ent.flags |= PE_PAYLOAD_ALIGNED
+                    break
+        ent.sizes.extend(csizes)
+        if parts:
+            self._write_parts(parts)
+
+    def _end_entry(self, ent):
+        """Every chunk of `ent` is written: its pagemap entry follows."""
+        msg, total = ent.msg, sum(ent.sizes)
+        if ent.flags & PE_PRESENT and self.spec.mode != "off" and \
+                total != ent.nr_pages * PAGE_SIZE:  # all-raw entries keep the plain layout
+            msg.compressed_size.extend(ent.sizes)
             msg.total_compressed_size = total
             if self.spec.mode == "region":
-                msg.region_pages = block_pages
-        return self._finish(msg, flags, template)
+                msg.region_pages = self.spec.block_pages
+        self._finish(msg, ent.flags, ent.template)
+
+    # -- pipelined entries -------------------------------------------------------------
+    #
+    # add() returns once its entry is in the files, which leaves the worker threads idle
+    # between entries when entries arrive one by one (a page server gets ~3 MiB at a time).
+    # begin()/feed() queue the work instead: chunks are encoded by the workers as they are
+    # fed and written here in order (an entry's offset depends on every earlier entry's
+    # stored size), whenever the caller comes back, so entry k+1 is encoded while entry k
+    # is still being written.
+
+    def begin(self, vaddr, nr_pages, flags, template=None):
+        """Start an entry as add() does, without its payload: a PE_PRESENT entry's payload
+        follows through feed(). Returns at once; the entry reaches the files in order."""
+        self._check_fed()
+        where = self._where()
+        msg = self._begin(vaddr, nr_pages, flags, template)
+        ent = _Entry(msg, flags & ~PE_PAYLOAD_ALIGNED, nr_pages, template, where)
+        if flags & PE_PRESENT:
+            self._cur = ent
+        else:
+            self._queue.append((None, ent, None))
+            self._retire(self._window())
+
+    def feed(self, buf, n, release=None):
+        """The next n payload bytes of the begun entry: the first n bytes of the bytearray
+        `buf`, a whole number of blocks unless they end the entry. buf must stay unchanged
+        until release(buf) is called (from this thread, once its bytes are written)."""
+        ent = self._cur
+        if ent is None or self._state != "open":
+            raise ImageError(f"{self.dir / self.pagemap_name}: feed() without a begun "
+                             "PE_PRESENT entry")
+        total = ent.nr_pages * PAGE_SIZE
+        block_bytes = self.spec.block_pages * PAGE_SIZE
+        if n <= 0 or ent.fed + n > total or (ent.fed + n < total and n % block_bytes):
+            raise ImageError(f"{ent.where}: fed {n} bytes at {ent.fed} of {total}: expected "
+                             f"whole blocks of {block_bytes} bytes up to the entry's end")
+        ent.fed += n
+        if self.spec.mode == "off":
+            view = memoryview(buf)[:n]
+            task = _Ready((None, [n] if zeros(n).startswith(view) else [view], None))
+        elif workers() == 1:
+            task = _Ready(self._encode_fed(buf, n))
+        else:
+            task = worker_pool().submit(self._encode_fed, buf, n)
+        self._queue.append((task, ent, (buf, release)))
+        self._inflight += 1
+        if ent.fed == total:
+            self._cur = None
+            self._queue.append((None, ent, None))
+        self._retire(self._window())
+
+    def drain(self):
+        """Wait until everything begun so far is written (files stay open)."""
+        self._retire(-1)
+
+    @staticmethod
+    def _window():
+        return 2 * workers() + 2   # chunks in flight: bounded memory, busy workers
+
+    def _encode_fed(self, buf, n):
+        block_bytes = self.spec.block_pages * PAGE_SIZE
+        slack = block_bytes + (block_bytes >> 7) + 64   # the LZ4 bound of the last block
+        outpool = _pool(chunk_size(block_bytes) + slack)
+        out = outpool.get() if n <= chunk_size(block_bytes) else bytearray(n + slack)
+        sizes, parts = encode_into(buf, n, out, block_bytes, self.spec.acceleration)
+        return sizes, parts, (outpool, out)
+
+    def _retire(self, limit):
+        """Write the finished work at the head of the queue; while more than `limit` chunks
+        are in flight, wait for the oldest."""
+        q = self._queue
+        while q:
+            task, ent, held = q[0]
+            if task is not None and self._inflight <= limit and not task.done():
+                return
+            q.popleft()
+            if task is None:
+                self._end_entry(ent)
+                continue
+            self._inflight -= 1
+            try:
+                sizes, parts, out = task.result()
+            except ImageError:
+                self._state = "failed"
+                raise
+            except Exception as exc:
+                self._state = "failed"
+                raise ImageError(f"{ent.where}: encoding failed: {exc!r}") from None
+            if sizes is None:
+                self._write_pieces(parts)
+            else:
+                self._store_chunk(ent, sizes, parts)
+            parts = None
+            if out is not None:
+                out[0].put(out[1])
+            buf, release = held
+            if release is not None:
+                release(buf)
+
+    def _check_fed(self):
+        if self._cur is not None:
+            ent = self._cur
+            raise ImageError(f"{ent.where}: only {ent.fed} of {ent.nr_pages * PAGE_SIZE} "
+                             "payload bytes were fed")
+
+    def _sync(self):
+        """Before anything that writes directly: the pipelined entries come first."""
+        self._check_fed()
+        if self._queue:
+            self._retire(-1)
+
+    def _cancel_pipeline(self):
+        """abort(): let running encodes end (they use the fed buffers), drop the rest."""
+        for task, _, _ in self._queue:
+            if task is not None and not isinstance(task, _Ready):
+                task.cancel()
+                if not task.cancelled():
+                    try:
+                        task.result()
+                    except Exception:  # noqa: BLE001, S110 - aborting anyway
+                        pass
+        self._queue.clear()
+        self._inflight = 0
+        self._cur = None

@@ -1,0 +1,66 @@
+"""One page-server connection: exact reads with a timeout that name what they waited for."""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+from ..errors import PageServerError
+
+
+class Conn:
+    """A connected socket whose every read has a timeout and names what it waited for."""
+
+    def __init__(self, sock, timeout, peer):
+        self.sock = sock
+        self.peer = peer
+        self.timeout = timeout
+        # A blocking socket with kernel timeouts, not settimeout(): Python would poll()
+        # before every recv, and MSG_WAITALL (one recv per payload chunk) needs blocking.
+        sock.settimeout(None)
+        tv = struct.pack("@ll", int(timeout), int((timeout % 1) * 1e6))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, tv)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, tv)
+        self.received = 0
+
+    def recv_exact(self, n, what, eof_ok=False, hint=""):
+        """n bytes as a new bytearray; None at a clean end of stream when eof_ok."""
+        buf = bytearray(n)
+        if not self.recv_into(buf, n, what, eof_ok, hint):
+            return None
+        return buf
+
+    def recv_into(self, buf, n, what, eof_ok=False, hint=""):
+        """Fill the first n bytes of the bytearray buf. False at a clean end of stream
+        (nothing read) when eof_ok; PageServerError on a timeout, an error or a cut."""
+        view = memoryview(buf)
+        got = 0
+        recv_into = self.sock.recv_into
+        while got < n:
+            try:
+                k = recv_into(view[got:n], n - got, socket.MSG_WAITALL)
+            except (BlockingIOError, socket.timeout):  # SO_RCVTIMEO expired
+                raise PageServerError(f"peer {self.peer}: nothing received for "
+                                      f"{self.timeout:g}s while waiting for {what}"
+                                      f"{hint if got else ''}") from None
+            except OSError as exc:
+                raise PageServerError(f"peer {self.peer}: {exc.strerror or exc} while "
+                                      f"reading {what}") from None
+            if k == 0:
+                if got == 0 and eof_ok:
+                    return False
+                raise PageServerError(f"peer {self.peer}: connection closed after {got} of "
+                                      f"{n} bytes of {what}{hint}")
+            got += k
+        self.received += n
+        return True
+
+    def send(self, data, what):
+        try:
+            self.sock.sendall(data)
+        except (BlockingIOError, socket.timeout):
+            raise PageServerError(f"peer {self.peer}: cannot send {what}: nothing sent for "
+                                  f"{self.timeout:g}s") from None
+        except OSError as exc:
+            raise PageServerError(f"peer {self.peer}: cannot send {what}: "
+                                  f"{exc.strerror or exc}") from None

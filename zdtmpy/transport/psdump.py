@@ -1,0 +1,293 @@
+"""A dump session of the page server: pagemaps and pages received from `criu dump
+--page-server`, written through PagemapWriter (compressed as the spec asks) into a private
+staging directory and installed into the images directory only after a clean CLOSE.
+
+Payload is received straight into pooled buffers and fed to the writer, whose workers
+compress while the next bytes arrive; entries are pipelined (the writer writes them in
+order), so the workers do not idle at the end of every entry.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import struct
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from ..compress.pipeline import BufferPool, chunk_size
+from ..compress.writer import PagemapWriter
+from ..errors import ImageError, PageServerError, ZdtmError
+from ..images import messages
+from ..images.framing import INVENTORY_MAGIC, read_image, write_image
+from ..images.imageset import INVENTORY, PARENT_LINK
+from ..images.pagemap import PAGE_SIZE, PE_PRESENT
+from .pswire import (
+    ADD,
+    ADD_F,
+    ADD_F_COMPRESSED,
+    CLOSE,
+    FORCE_CLOSE,
+    GET,
+    HOLE,
+    MAX_COMPRESSED_PAGES,
+    MAX_PAYLOAD_PAGES,
+    OPEN,
+    OPEN2,
+    PAGES_ID_BASE,
+    PARENT,
+    check_no_flags,
+    check_page_flags,
+    check_range,
+    entry_flags,
+    pagemap_for,
+)
+
+_BUFFERS = {}   # chunk size -> BufferPool of receive buffers, reused across sessions
+
+
+def _buffers(size):
+    p = _BUFFERS.get(size)
+    if p is None:
+        p = _BUFFERS[size] = BufferPool(size, keep=16)
+    return p
+
+
+def fsync_dir(path):
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class _Closer:
+    """Closes finished writers (fsync, rename) in a background thread, in order, so that
+    opening the next pagemap does not hold up receiving; join() raises the first failure."""
+
+    def __init__(self):
+        self._ex = None
+        self._futures = []
+        self.closed = []   # (pagemap name, pages name), in the order the writers finished
+
+    def close(self, writer):
+        if self._ex is None:
+            self._ex = ThreadPoolExecutor(1, thread_name_prefix="page-server-close")
+        self._futures.append(self._ex.submit(writer.close))
+        self.closed.append((writer.pagemap_name, writer.pages_name))
+
+    def join(self):
+        if self._ex is not None:
+            self._ex.shutdown(wait=True)
+            self._ex = None
+        futures, self._futures = self._futures, []
+        for f in futures:
+            if f.exception() is not None:
+                raise f.exception()
+
+
+class DumpSession:
+    """One dump session: pagemaps written into a staging directory, installed on CLOSE."""
+
+    def __init__(self, conn, layout, images_dir, spec, header_template, log):
+        self.conn = conn
+        self.layout = layout
+        self.dir = Path(images_dir)
+        self.spec = spec
+        self.log = log
+        self._template = header_template
+        self.stage = Path(tempfile.mkdtemp(prefix=".zdtmpy-ps-", dir=self.dir))
+        self.writer = None
+        self.dst_id = None
+        self.opened = set()
+        self.next_pages_id = PAGES_ID_BASE + 1
+        self.written = []   # (pagemap name, pages name) installed by install()
+        self.entries = 0
+        self.payload = 0
+        self._closer = _Closer()
+        self._step = chunk_size(spec.block_pages * PAGE_SIZE)   # what the writer works on
+        self._bufs = _buffers(self._step)
+
+    # lifecycle (see PageServer._session)
+    @property
+    def payload_bytes(self):
+        return self.payload
+
+    def closing(self):
+        """Before CLOSE is answered: every payload byte is in the files (not yet synced), as
+        criu's server answers once all data arrived."""
+        if self.writer is not None:
+            self.writer.drain()
+
+    def closed(self):
+        """After CLOSE: close (fsync, rename) every pagemap into the staging directory."""
+        if self.writer is not None:
+            self._closer.close(self.writer)
+            self.writer = None
+        self._closer.join()
+        self.written = list(self._closer.closed)
+
+    def commit(self):
+        self.install()
+        return self.written
+
+    def release(self, ok):
+        if not ok:
+            self.abort()
+
+    def install(self):
+        """Move the staged files into the images directory (pages first: a pagemap never
+        appears before its pages file)."""
+        names = sorted(os.listdir(self.stage), key=lambda n: not n.startswith("pages-"))
+        for name in names:
+            os.replace(self.stage / name, self.dir / name)
+        fsync_dir(self.dir)
+        os.rmdir(self.stage)
+
+    def abort(self):
+        if self.writer is not None:
+            self.writer.abort()
+            self.writer = None
+        try:
+            self._closer.join()
+        except (ZdtmError, OSError):
+            pass   # discarded with the rest
+        shutil.rmtree(self.stage, ignore_errors=True)
+
+    # commands
+    def handle(self, h):
+        """Process one command; returns True when the session is over."""
+        if h.command in (OPEN, OPEN2):
+            check_no_flags(h)
+            self._open(h)
+            if h.command == OPEN2:
+                self.conn.send(bytes([self._has_parent(h.dst_id)]), "OPEN2 reply")
+        elif h.command == PARENT:
+            check_no_flags(h)
+            self.conn.send(struct.pack("=i", self._has_parent(h.dst_id)), "PARENT reply")
+        elif h.command in (ADD, HOLE, ADD_F):
+            if h.command != ADD_F:
+                check_no_flags(h)
+            self._add(h, entry_flags(h))
+        elif h.command == ADD_F_COMPRESSED:
+            self._add_compressed(h)
+        elif h.command in (CLOSE, FORCE_CLOSE):
+            check_no_flags(h)
+            return True
+        elif h.command == GET:
+            raise PageServerError(f"{h}: this server receives a dump; GET is for a server "
+                                  "started to serve lazy pages")
+        else:
+            raise PageServerError(f"unknown command {h.command:#x} (header {h})")
+        return False
+
+    def _open(self, h):
+        name = pagemap_for(h.dst_id)
+        if h.dst_id in self.opened:
+            raise PageServerError(f"{h}: {name} was already opened in this session")
+        pages_id = self.next_pages_id
+        self.next_pages_id += 1
+        if self.writer is not None:
+            self.writer.drain()
+            self._closer.close(self.writer)
+            self.writer = None
+        self.writer = PagemapWriter(self.stage, name, pages_id, self.spec)
+        self.dst_id = h.dst_id
+        self.opened.add(h.dst_id)
+        self.log(f"open {name} -> pages-{pages_id}.img")
+
+    def _has_parent(self, dst_id):
+        name = pagemap_for(dst_id)
+        return int(os.path.exists(self.dir / PARENT_LINK / name))
+
+    def _check_entry(self, h, flags):
+        if h.dst_id != self.dst_id:
+            raise PageServerError(f"{h}: dst_id {h.dst_id:#x} is not the open pagemap "
+                                  f"(open: {self.dst_id:#x})" if self.dst_id is not None else
+                                  f"{h}: dst_id {h.dst_id:#x} was not opened (OPEN2 first)")
+        check_page_flags(h, flags)
+        check_range(h)
+
+    def _template_for(self, flags):
+        if self._template is None:
+            return None
+        t = messages.PagemapEntry()
+        t.CopyFrom(self._template)
+        t.flags = flags  # criu always writes the flags field
+        return t
+
+    def _add(self, h, flags):
+        self._check_entry(h, flags)
+        if flags & PE_PRESENT and h.nr_pages > MAX_PAYLOAD_PAGES:
+            raise PageServerError(f"{h}: {h.nr_pages} pages in one entry is over this "
+                                  f"server's limit of {MAX_PAYLOAD_PAGES}")
+        self.writer.begin(h.vaddr, h.nr_pages, flags, self._template_for(flags))
+        self.entries += 1
+        if not flags & PE_PRESENT:
+            return
+        total = h.nr_pages * PAGE_SIZE
+        step, bufs, feed = self._step, self._bufs, self.writer.feed
+        recv_into = self.conn.recv_into
+        done = 0
+        while done < total:
+            n = min(step, total - done)
+            buf = bufs.get()
+            recv_into(buf, n, f"payload of {h} ({done} of {total} bytes in)")
+            feed(buf, n, bufs.put)   # compressed by the workers, written in order
+            done += n
+        self.payload += total
+
+    def _add_compressed(self, h):
+        flags = h.flags
+        self._check_entry(h, flags)
+        if not flags & PE_PRESENT:
+            raise PageServerError(f"{h}: ADD_F_COMPRESSED without PE_PRESENT")
+        if h.nr_pages > MAX_COMPRESSED_PAGES:
+            raise PageServerError(f"{h}: {h.nr_pages} compressed pages in one entry is over "
+                                  f"this server's limit of {MAX_COMPRESSED_PAGES}")
+        sizes, blob = [], bytearray()
+        for i in range(h.nr_pages):
+            (size,) = struct.unpack("=I", self.conn.recv_exact(4, f"{h}: size of page {i}"))
+            if size > PAGE_SIZE:
+                raise PageServerError(f"{h}: page {i}: block size {size} is over a page "
+                                      f"({PAGE_SIZE})")
+            sizes.append(size)
+            if size:
+                blob += self.conn.recv_exact(size, f"{h}: block of page {i}")
+        # add_compressed checks every block (and writes after the pipelined entries)
+        self.writer.add_compressed(h.vaddr, h.nr_pages, flags, sizes, blob)
+        self.entries += 1
+        self.payload += len(blob)
+
+
+# -- after the dump ------------------------------------------------------------------------
+
+def stamp_inventory(images_dir, spec) -> bool:
+    """Mark a set written by a non-compressing criu plus this server as compressed: img_version
+    3, compress mode (field 15) and region size (field 16). Atomic (temp file + rename).
+    Returns False when nothing needed changing (spec off, or already stamped the same way)."""
+    if spec.mode == "off":
+        return False
+    path = Path(images_dir) / INVENTORY
+    raw = read_image(path, INVENTORY_MAGIC)
+    if len(raw.entries) != 1:
+        raise ImageError(f"{path}: expected 1 inventory entry, found {len(raw.entries)}")
+    inv = messages.decode(messages.InventoryEntry, raw.entries[0], str(path))
+    new = messages.InventoryEntry()
+    new.CopyFrom(inv)  # keep every field we do not name
+    if new.img_version not in (2, 3):
+        raise ImageError(f"{path}: img_version {new.img_version}: expected 2 (criu's) or 3")
+    new.img_version = 3
+    new.compress = spec.inventory_mode
+    if spec.mode == "region":
+        new.compress_region_size = spec.region_size
+    else:
+        new.ClearField("compress_region_size")
+    if new == inv:
+        return False
+    tmp = path.with_name(f".{INVENTORY}.stamp")
+    write_image(tmp, INVENTORY_MAGIC, [new], fsync=True)
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+    return True
