@@ -175,3 +175,32 @@ def test_nothing_left_behind_after_pass_and_after_a_timeout(project):
     left = sorted(p.name for p in (project.path / "zdtm-results").iterdir()
                   if not p.name.startswith("."))
     assert left == ["hang-plain-off"]  # only the failure's directory is kept
+
+
+@pytest.mark.criu
+def test_noauto_runs_only_when_named(project):
+    criu_or_skip()
+    (project.path / "descs" / "pages01.desc").write_text("{}")
+    (project.path / "descs" / "pages02.desc").write_text("{'flags': 'noauto'}")
+    res = run(project, "descs", "--zdtm-compress", "off")
+    res.assert_outcomes(passed=1, deselected=1)
+    res = run(project, "descs/pages02.desc", "--zdtm-compress", "off")
+    res.assert_outcomes(passed=1)
+    res = run(project, "descs", "--zdtm-compress", "off", "-k", "pages02")
+    res.assert_outcomes(passed=1, deselected=1)
+
+
+@pytest.mark.criu
+def test_crfail_passes_only_when_criu_fails_cleanly(project):
+    """crfail: a clean criu refusal passes (and the untouched workload must still PASS);
+    a dump that succeeds fails the test."""
+    criu_or_skip()
+    (project.path / "descs" / "refused.yaml").write_text(
+        "workload: pages01\nflags: [crfail]\ndopts: --no-such-criu-option\n")
+    (project.path / "descs" / "dumped.yaml").write_text("workload: pages01\nflags: [crfail]\n")
+    res = run(project, "descs", "--zdtm-compress", "off")
+    res.assert_outcomes(passed=1, failed=1)
+    text = res.stdout.str()
+    assert "dumped[plain-off]" in text
+    assert "succeeded, but the test is marked crfail" in text
+    assert _processes_running("pages01") == []
