@@ -209,6 +209,16 @@ def from_mapping(raw: dict, path: Path) -> Descriptor:
 
     name = path.stem
     split = lambda key: tuple(values.get(key, "").split())  # noqa: E731
+    opts, dopts = split("opts"), split("dopts")
+    # Upstream ZDTM descs ask for compression with criu's own options; here they choose the
+    # compression axis instead, and are not passed to a criu that may predate them.
+    opts, from_opts = _compression_opts(opts, path, "opts")
+    dopts, from_dopts = _compression_opts(dopts, path, "dopts")
+    wanted = {**from_opts, **from_dopts}
+    if "compress" in wanted and "compress" not in values:
+        values["compress"] = (wanted["compress"],)
+    if "acceleration" in wanted and "compress_acceleration" not in values:
+        values["compress_acceleration"] = wanted["acceleration"]
     return Descriptor(
         name=name,
         path=path,
@@ -216,8 +226,8 @@ def from_mapping(raw: dict, path: Path) -> Descriptor:
         args=tuple(values.get("args", ())),
         flavor=tuple(flavor),
         flags=flags,
-        opts=split("opts"),
-        dopts=split("dopts"),
+        opts=opts,
+        dopts=dopts,
         ropts=split("ropts"),
         features=tuple(values.get("feature", ())),
         arch=tuple(values.get("arch", ())),
@@ -229,3 +239,37 @@ def from_mapping(raw: dict, path: Path) -> Descriptor:
         description=values.get("description", ""),
         sysctl=tuple(sorted((k, str(v)) for k, v in values.get("sysctl", {}).items())),
     )
+
+
+_COMPRESS_FLAGS = ("--compress", "--compress-region", "--compress-acceleration")
+
+
+def _compression_opts(words: tuple, path: Path, key: str) -> tuple[tuple, dict]:
+    """Take criu's compression options out of an option list: (the rest, what they ask)."""
+    rest, wanted, i = [], {}, 0
+    while i < len(words):
+        word, value = words[i], None
+        flag = word.split("=", 1)[0]
+        if flag not in _COMPRESS_FLAGS:
+            rest.append(word)
+            i += 1
+            continue
+        if flag != "--compress":
+            if "=" in word:
+                value = word.split("=", 1)[1]
+            elif i + 1 < len(words):
+                i += 1
+                value = words[i]
+            if value is None or not value.isdigit():
+                raise DescriptorError(f"{path}: key {key!r}: {flag} needs a number of "
+                                      f"{'bytes' if 'region' in flag else 'steps'}")
+        if flag == "--compress":
+            wanted.setdefault("compress", "page")
+        elif flag == "--compress-region":
+            size = int(value)
+            label = f"{size >> 20}m" if size % (1 << 20) == 0 else f"{size >> 10}k"
+            wanted["compress"] = f"region{label}"
+        else:
+            wanted["acceleration"] = int(value)
+        i += 1
+    return tuple(rest), wanted

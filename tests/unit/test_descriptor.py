@@ -75,3 +75,19 @@ def test_arch_and_deps_reasons(tmp_path):
     d = descriptor.load(write(tmp_path, "a.yaml", "arch: [no-such-arch]\ndeps: [/no/such/dep]\n"))
     assert "test is for no-such-arch" in d.arch_mismatch()
     assert d.missing_deps() == ["/no/such/dep"]
+
+
+def test_upstream_compression_options_choose_the_axis(tmp_path):
+    d = descriptor.load(write(tmp_path, "z.desc",
+                              "{'dopts': '--compress --compress-region 65536 "
+                              "--compress-acceleration=4 --ghost-limit 1M'}"))
+    assert d.compress == ("region64k",)
+    assert d.compress_acceleration == 4
+    assert d.dopts == ("--ghost-limit", "1M")  # the rest still goes to criu
+    d = descriptor.load(write(tmp_path, "p.desc", "{'opts': '--compress'}"))
+    assert d.compress == ("page",) and d.opts == ()
+
+
+def test_bad_upstream_compression_option(tmp_path):
+    with pytest.raises(DescriptorError, match="--compress-region needs a number of bytes"):
+        descriptor.load(write(tmp_path, "b.desc", "{'dopts': '--compress-region'}"))
