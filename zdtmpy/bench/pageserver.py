@@ -194,18 +194,7 @@ def run(args) -> int:
     return 0
 
 
-def main(argv=None) -> int:
-    from ..errors import ZdtmError
+if __name__ == "__main__":  # python -m zdtmpy.bench.pageserver == zdtmpy bench page-server
+    from ..cli import main
 
-    p = argparse.ArgumentParser(prog="python -m zdtmpy.bench.pageserver", description=HELP)
-    add_arguments(p)
-    args = p.parse_args(argv)
-    try:
-        return run(args)
-    except ZdtmError as exc:
-        print(f"zdtmpy bench pageserver: error: {exc}", file=sys.stderr)
-        return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["bench", "page-server", *sys.argv[1:]]))

@@ -307,18 +307,7 @@ def run(args) -> int:
     return 0
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m zdtmpy.bench.stream", description=__doc__)
-    add_arguments(p)
-    args = p.parse_args(argv)
-    from ..errors import ZdtmError
+if __name__ == "__main__":  # python -m zdtmpy.bench.stream == zdtmpy bench stream
+    from ..cli import main
 
-    try:
-        return run(args)
-    except ZdtmError as exc:
-        print(f"zdtmpy bench stream: error: {exc}", file=sys.stderr)
-        return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["bench", "stream", *sys.argv[1:]]))

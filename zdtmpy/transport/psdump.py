@@ -16,6 +16,7 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from ..compress.install import fsync_dir
 from ..compress.pipeline import BufferPool, chunk_size
 from ..compress.writer import PagemapWriter
 from ..errors import ImageError, PageServerError, ZdtmError
@@ -52,14 +53,6 @@ def _buffers(size):
     if p is None:
         p = _BUFFERS[size] = BufferPool(size, keep=16)
     return p
-
-
-def fsync_dir(path):
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class _Closer:
