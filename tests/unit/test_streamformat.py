@@ -16,12 +16,9 @@ from zdtmpy.compress.synth import make_layer
 from zdtmpy.errors import ImageError, StageTimeout
 from zdtmpy.images import PE_LAZY, PE_PARENT, PE_PRESENT, ImageSet, PageReader
 from zdtmpy.transport import streamformat as sf
-from zdtmpy.transport.streamer import (
-    CAPTURE_SOCKET,
-    Capture,
-    Serve,
-    StreamerError,
-)
+from zdtmpy.transport.capture import Capture
+from zdtmpy.transport.serve import Serve
+from zdtmpy.transport.streamproto import CAPTURE_SOCKET, StreamerError
 
 PS = 4096
 U32 = struct.Struct("<I")

@@ -195,7 +195,7 @@ class Bench:
         return {"dump": dump, "restore": restore, "bytes": size}
 
     def round_stream(self, n) -> dict:
-        from ..transport.streamer import CAPTURE_SOCKET, SERVE_SOCKET
+        from ..transport.streamproto import CAPTURE_SOCKET, SERVE_SOCKET
 
         d, rd = self.root / f"simg{n}", self.root / f"srst{n}"
         d.mkdir()

@@ -22,9 +22,11 @@ from pathlib import Path
 
 from ..errors import ImageError, StageTimeout
 from ..isolation import tree_pids
+from ..transport.streamproto import CAPTURE_SOCKET, SERVE_SOCKET
 from . import Run
+from .transforms import spec_of
 
-SOCKET_ROOM = len("/streamer-capture.sock") + 1
+SOCKET_ROOM = len(CAPTURE_SOCKET) + 2  # "/" and the NUL
 _STATS_PROTO = """
 syntax = "proto2";
 package zdtmpy.stats;
@@ -168,14 +170,6 @@ def socket_dir(r: Run, name: str) -> Path:
     return short
 
 
-def spec_of(variant):
-    from ..compress import CompressionSpec
-
-    c = variant.compression
-    return CompressionSpec(mode=c.mode, region_size=c.region_size or 256 * 1024,
-                           acceleration=variant.acceleration)
-
-
 def capture_args(spec) -> list:
     if spec.mode == "off":
         return []
@@ -189,7 +183,6 @@ def capture_args(spec) -> list:
 
 def run(r: Run) -> None:
     from ..compress import verify_dir
-    from ..transport.streamer import CAPTURE_SOCKET, SERVE_SOCKET
     from ..transport.streamformat import extract
 
     pid = r.start_workload()

@@ -106,7 +106,7 @@ class StreamWriter:
         self.out = out
         self.chunk = chunk
         self._sizes = {}      # file id -> bytes so far (open files)
-        self._names = set()
+        self.names = set()    # every file opened
         self._next_id = 1
         self.files = 0
         self.data_bytes = 0   # payload bytes of all files
@@ -126,9 +126,9 @@ class StreamWriter:
 
     def open(self, name):
         check_name(name)
-        if name in self._names:
+        if name in self.names:
             raise StreamError(f"{name}: sent twice in one stream")
-        self._names.add(name)
+        self.names.add(name)
         fid = self._next_id
         self._next_id += 1
         self._sizes[fid] = 0

@@ -1,0 +1,279 @@
+"""The dump side of zdtmpy's image streamer: receive one `criu dump --stream` as a stream.
+
+criu opens several files at once and writes them interleaved (a pagemap and its pages file
+in particular), so capture reads every pipe from one event loop and never blocks on one.
+
+Pages are compressed on the fly. criu sends a pages file before the pagemap that describes
+it (the pagemap sits in criu's 4 KiB write buffer until it fills or closes), so waiting for
+entries would mean holding the whole dump: instead each pages file is cut into blocks on its
+own grid (one page or one region) and every block stored zero / raw / LZ4 as CRIU does, in a
+thread pool while criu keeps writing. Memory stays at a few chunks per pages file. Other
+files pass through unchanged.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import os
+import selectors
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import StageTimeout
+from .streamcheck import FRAMED, PAGEMAP, PAGES, FramingCheck, check_complete, pagemap_summary
+from .streamformat import StreamWriter, check_name
+from .streamproto import CAPTURE_SOCKET, PIPE_SIZE, Control, Listener, StreamerError, prepare_pipe
+
+
+@dataclass
+class CaptureResult:
+    files: int
+    image_bytes: int      # bytes criu sent
+    stream_bytes: int     # bytes of stream written
+    pages_in: int         # pages criu sent in pages files
+    mode: str
+    seconds: float
+
+
+class BlockEncoder:
+    """Encodes one pages file as it arrives: chunks of whole blocks go to the shared thread
+    pool (lz4 releases the GIL), results are written in order as they complete."""
+
+    def __init__(self, cap, fid):
+        from ..compress.pipeline import chunk_size
+
+        self.cap, self.fid = cap, fid
+        self.block = cap.spec.block_pages * 4096
+        self.chunk = chunk_size(self.block)
+        self.acc = bytearray()
+        self.inflight = collections.deque()  # (decoded length, future)
+
+    def feed(self, data):
+        if not self.acc and len(data) == self.chunk:
+            self._submit(data)  # the common case with a 1 MiB pipe: no copy
+        else:
+            self.acc += data
+            while len(self.acc) >= self.chunk:
+                self._submit(bytes(self.acc[:self.chunk]))
+                del self.acc[:self.chunk]
+        self.drain(block=self.cap.inflight() > self.cap.window)
+
+    def _submit(self, data):
+        from ..compress.codec import encode_chunk
+        from ..compress.pipeline import pool
+
+        self.inflight.append((len(data), pool().submit(encode_chunk, data, self.block,
+                                                       self.cap.spec.acceleration)))
+
+    def drain(self, block=False):
+        while self.inflight and (block or self.inflight[0][1].done()):
+            n, fut = self.inflight.popleft()
+            sizes, payload = fut.result()
+            self.cap.writer.blocks(self.fid, self.block, n, sizes, payload)
+            block = False
+
+    def finish(self):
+        if self.acc:
+            self._submit(bytes(self.acc))
+            self.acc = bytearray()
+        while self.inflight:
+            self.drain(block=True)
+
+
+class _Open:
+    """A pipe criu writes one image file into."""
+
+    def __init__(self, name, fd, fid):
+        self.name, self.fd, self.fid = name, fd, fid
+        self.size = 0
+        self.check = FramingCheck(name) if FRAMED.fullmatch(name) else None
+        self.pages = bool(PAGES.fullmatch(name))
+        self.encoder = None
+        self.keep = bytearray() if PAGEMAP.fullmatch(name) else None
+
+
+class Capture:
+    """Receive one `criu dump --stream` and write it as a stream (file path or binary fobj)."""
+
+    def __init__(self, images_dir, out, spec=None, accept_timeout=60.0, idle_timeout=60.0,
+                 log=None, fsync=False):
+        from ..compress import CompressionSpec
+
+        # criu does not fsync an image directory either; the END record and the rename make
+        # a crash visible as a truncated stream, fsync makes it durable (--fsync)
+        self.fsync = fsync
+        self.images_dir = Path(images_dir)
+        self.out = out
+        self.spec = spec or CompressionSpec("off")
+        self.accept_timeout = accept_timeout
+        self.idle_timeout = idle_timeout
+        self.log = log or (lambda line: None)
+        self.window = 8  # encoded chunks in flight, over all files
+        self.listener = None
+        self.encoders = []
+        self.pagemaps = {}     # name -> (pages_id, present pages)
+        self.pages_sizes = {}  # pages file name -> bytes received
+        self.image_bytes = 0
+        self._stop_r, self._stop_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+
+    def listen(self):
+        self.listener = Listener(self.images_dir, CAPTURE_SOCKET)
+        self.where = f"capture {self.listener.path}"
+        self.log(f"capture: listening on {self.listener.path} (compression {self.spec.mode})")
+        return self.listener.path
+
+    def stop(self):
+        """Ask a running capture (another thread) to give up."""
+        with contextlib.suppress(OSError):
+            os.write(self._stop_w, b"x")
+
+    def inflight(self):
+        return sum(len(e.inflight) for e in self.encoders)
+
+    def run(self):
+        if self.listener is None:
+            self.listen()
+        start = time.monotonic()
+        fobj = part = conn = None
+        opened = {}
+        try:
+            fobj, part = self._open_out()
+            region = self.spec.region_size if self.spec.mode == "region" else 0
+            self.writer = StreamWriter(fobj, self.spec.mode, region)
+            conn = self.listener.accept(self.accept_timeout)
+            self.log("capture: criu connected")
+            self._loop(Control(conn, self.where, self.idle_timeout), opened)
+            check_complete(self.pagemaps, self.pages_sizes, self.writer.names)
+            self.writer.end()
+            if part is not None:
+                fobj.flush()
+                if self.fsync:
+                    os.fsync(fobj.fileno())
+                fobj.close()
+                os.rename(part, self.out)
+        except BaseException:
+            for o in opened.values():
+                with contextlib.suppress(OSError):
+                    os.close(o.fd)
+            if part is not None:
+                fobj.close()
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(part)
+            raise
+        finally:
+            if conn is not None:
+                conn.close()
+            self._close()
+        w = self.writer
+        result = CaptureResult(w.files, self.image_bytes, w.written,
+                               sum(self.pages_sizes.values()) // 4096, self.spec.mode,
+                               time.monotonic() - start)
+        self.log(f"capture: done: {result.files} files, {result.image_bytes} image bytes -> "
+                 f"{result.stream_bytes} stream bytes in {result.seconds:.2f}s")
+        return result
+
+    def _open_out(self):
+        if not isinstance(self.out, (str, os.PathLike)):
+            return self.out, None
+        out = Path(self.out)
+        part = out.with_name(f".{out.name}.part")
+        try:
+            return open(part, "xb"), part  # noqa: SIM115 (closed by run)
+        except OSError as exc:
+            raise StreamerError(f"capture: cannot create the stream file {part}: "
+                                f"{exc.strerror}") from None
+
+    def _close(self):
+        self.listener.close()
+        for e in self.encoders:
+            for _, fut in e.inflight:
+                fut.cancel()
+        for fd in (self._stop_r, self._stop_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._stop_r = self._stop_w = -1
+
+    def _loop(self, control, opened):
+        sel = selectors.DefaultSelector()
+        sel.register(control.conn, selectors.EVENT_READ, "control")
+        sel.register(self._stop_r, selectors.EVENT_READ, "stop")
+        connected = True
+        try:
+            while connected or opened:
+                events = sel.select(self.idle_timeout)
+                if not events:
+                    waiting = ", ".join(sorted(o.name for o in opened.values())) or "requests"
+                    raise StageTimeout(f"{self.where}: nothing from criu for "
+                                       f"{self.idle_timeout:.0f}s (waiting for {waiting})")
+                for key, _ in events:
+                    if key.data == "stop":
+                        raise StreamerError(f"{self.where}: stopped")
+                    if key.data == "control":
+                        name = control.request()
+                        if name is None:
+                            self.log("capture: criu closed the control connection")
+                            sel.unregister(control.conn)
+                            connected = False
+                            continue
+                        o = self._open_file(control, name)
+                        opened[o.fd] = o
+                        sel.register(o.fd, selectors.EVENT_READ, o)
+                    elif not self._read(key.data):
+                        o = key.data
+                        sel.unregister(o.fd)
+                        os.close(o.fd)
+                        del opened[o.fd]
+                        self._close_file(o)
+                for e in self.encoders:  # write whatever the pool has finished meanwhile
+                    e.drain()
+        finally:
+            sel.close()
+
+    def _open_file(self, control, name):
+        check_name(name, f"{self.where}: criu's request")
+        fd = control.recv_fd(name)
+        try:
+            prepare_pipe(fd)
+            o = _Open(name, fd, self.writer.open(name))
+        except BaseException:
+            os.close(fd)
+            raise
+        if o.pages and self.spec.mode != "off":
+            o.encoder = BlockEncoder(self, o.fid)
+            self.encoders.append(o.encoder)
+        self.log(f"capture: receiving {name}")
+        return o
+
+    def _read(self, o):
+        try:
+            data = os.read(o.fd, PIPE_SIZE)
+        except BlockingIOError:
+            return True
+        if not data:
+            return False
+        o.size += len(data)
+        self.image_bytes += len(data)
+        if o.check is not None:
+            o.check.feed(data)
+        if o.keep is not None:
+            o.keep += data
+        if o.encoder is not None:
+            o.encoder.feed(data)
+        else:
+            self.writer.write(o.fid, data)
+        return True
+
+    def _close_file(self, o):
+        if o.check is not None:
+            o.check.finish(o.size)
+        if o.encoder is not None:
+            o.encoder.finish()
+            self.encoders.remove(o.encoder)
+        if o.pages:
+            self.pages_sizes[o.name] = o.size
+        if o.keep is not None:
+            self.pagemaps[o.name] = pagemap_summary(bytes(o.keep), o.name)
+        self.writer.close(o.fid)
+        self.log(f"capture: {o.name}: {o.size} bytes")
