@@ -202,6 +202,17 @@ def decode_chunk(buf, sizes, block_bytes, total_bytes, first_block=0):
     total_bytes is the decoded length (the last block may be shorter than block_bytes).
     Raises ImageError naming the block index (counted from first_block).
     """
+    nat = native()
+    if nat is not None and nat.batch_decode is not None and len(sizes) > 1:
+        src = buf
+        if type(src) is not bytes and type(src) is not bytearray:
+            src = memoryview(src).cast("B")
+            if src.readonly:
+                src = bytes(src)
+        out = bytearray(min(total_bytes, len(sizes) * block_bytes))
+        if _decode_batch(nat, src, len(src), sizes, block_bytes, total_bytes, out,
+                         False) is not None:
+            return bytes(out)
     parts = decode_parts(buf, sizes, block_bytes, total_bytes, first_block)
     if len(parts) == 1 and type(parts[0]) is bytes:
         return parts[0]
@@ -238,7 +249,9 @@ class _Native:
         self._tls = threading.local()
         self.fn_ptrs = tuple(ctypes.cast(f, vp).value
                              for f in (self.reset, self.compress, self.bound))
+        self.decompress_ptr = ctypes.cast(self.decompress, vp).value
         self.batch = None   # lz4batch.c's encoder, when it could be built (see _load_batch)
+        self.batch_decode = None   # and its decoder
 
     def state(self):
         st = getattr(self._tls, "state", None)
@@ -284,11 +297,13 @@ def _load_batch():
         return out
 
     lib = ctypes.CDLL(str(build_cached("lz4batch", h.hexdigest()[:20], _BATCH_LIB, build)))
-    fn = lib.zdtm_encode_blocks
+    enc, dec = lib.zdtm_encode_blocks, lib.zdtm_decode_blocks
     vp, lg = ctypes.c_void_p, ctypes.c_long
-    fn.argtypes = [vp, lg, vp, lg, lg, ctypes.c_int, vp, vp, vp, vp, vp, vp]
-    fn.restype = lg
-    return fn
+    enc.argtypes = [vp, lg, vp, lg, lg, ctypes.c_int, vp, vp, vp, vp, vp, vp]
+    enc.restype = lg
+    dec.argtypes = [vp, lg, vp, lg, lg, lg, vp, ctypes.c_int, vp, vp]
+    dec.restype = lg
+    return enc, dec
 
 
 def _self_test(nat):
@@ -335,7 +350,46 @@ def _self_test_batch(nat):
             sizes, parts = _encode_batch(nat, src, len(data), out, block, acc)
             if sizes != want[0] or b"".join(parts) != b"".join(want[1]):
                 return False
+            if acc != 1:
+                continue
+            # and back: the batch decoder against decode_parts (lz4.block), also on
+            # damaged input (both must refuse the same blocks)
+            stored = b"".join(want[1])
+            lz4_at = [i for i, z in enumerate(sizes) if 0 < z < min(block, len(data) - i *
+                                                                    block)]
+            variants = [stored]
+            for i in lz4_at[:1] + lz4_at[-1:]:
+                at = sum(sizes[:i])
+                for fill in (b"\xff", b"\x00", b"\x1f"):
+                    variants.append(stored[:at] + fill * sizes[i] + stored[at + sizes[i]:])
+            variants.append(stored[:-1])   # short
+            for v in variants:
+                try:
+                    want_pieces = _merge_pieces(decode_parts(v, sizes, block, len(data)))
+                except ImageError:
+                    want_pieces = None
+                back = bytearray(len(data) + 1)
+                got = _decode_batch(nat, bytearray(v), len(v), sizes, block, len(data), back,
+                                    False)
+                if want_pieces is None:
+                    if got is not None:
+                        return False
+                elif got is None or _merge_pieces(got) != want_pieces:
+                    return False
     return True
+
+
+def _merge_pieces(pieces):
+    """Pieces (as from decode_parts) with adjacent data pieces joined, as bytes."""
+    out = []
+    for p in pieces:
+        if type(p) is int:
+            out.append(p)
+        elif out and type(out[-1]) is bytes:
+            out[-1] += bytes(p)
+        else:
+            out.append(bytes(p))
+    return out
 
 
 def native():
@@ -358,12 +412,12 @@ def native():
 def _attach_batch(nat):
     global batch_unavailable
     try:
-        nat.batch = _load_batch()
+        nat.batch, nat.batch_decode = _load_batch()
         if not _self_test_batch(nat):
-            nat.batch = None
+            nat.batch = nat.batch_decode = None
             batch_unavailable = "its output differs from lz4.block's"
     except Exception as exc:  # noqa: BLE001 - only a speedup: any failure means the slow path
-        nat.batch = None
+        nat.batch = nat.batch_decode = None
         batch_unavailable = f"{type(exc).__name__}: {exc}"
 
 
@@ -450,16 +504,85 @@ def _encode_loop(nat, src, smv, n, out, block_bytes, acceleration):
     return sizes, parts
 
 
+_NO_BYTES = bytearray(1)   # stands for an empty input buffer (ctypes needs an address)
+
+
+def _decode_batch(nat, src, stored_len, sizes, block_bytes, total_bytes, out, zero_fill,
+                  out_offset=0):
+    """Decode blocks through lz4batch.c: one C call for the whole chunk, every block going
+    to its own place in `out` (a bytearray), from out_offset on. src: stored bytes as
+    bytes, a bytearray or a writable memoryview (stored_len of them). Zero blocks are
+    zero-filled when zero_fill, else skipped. Returns the pieces as decode_parts does
+    (ints for zero runs, memoryviews into `out` for data, adjacent data merged), or None
+    when a block is bad (the caller decodes again in Python to say which)."""
+    nblocks = len(sizes)
+    end = min(total_bytes, nblocks * block_bytes)
+    if end <= 0:
+        return None   # nothing to decode: the Python loop handles odd calls
+    if out_offset + end > len(out) or stored_len > len(src):
+        raise ValueError("decode_into: buffers smaller than the sizes given")
+    try:
+        sz = sizes if type(sizes) is array and sizes.typecode == "I" else array("I", sizes)
+    except OverflowError:
+        return None
+    runs = array("q", bytes(16 * nblocks))
+    if type(src) is bytes:
+        src_c = src
+        sa = ctypes.cast(ctypes.c_char_p(src), ctypes.c_void_p).value
+    else:
+        src_c = ctypes.c_char.from_buffer(src if stored_len else _NO_BYTES)
+        sa = ctypes.addressof(src_c)
+    out_c = ctypes.c_char.from_buffer(out)
+    k = nat.batch_decode(sa, stored_len, sz.buffer_info()[0], nblocks, block_bytes, end,
+                         ctypes.addressof(out_c) + out_offset, 1 if zero_fill else 0,
+                         nat.decompress_ptr, runs.buffer_info()[0])
+    del src_c, out_c
+    if k < 0:
+        return None
+    omv = memoryview(out)
+    pieces = []
+    add = pieces.append
+    prev = 0
+    for i in range(0, 2 * k, 2):
+        off = runs[i]
+        if off > prev:
+            add(off - prev)
+        prev = off + runs[i + 1]
+        add(omv[out_offset + off:out_offset + prev])
+    if end > prev:
+        add(end - prev)
+    return pieces
+
+
+def decode_span_into(buf, sizes, block_bytes, total_bytes, out, out_offset=0):
+    """Decode consecutive blocks stored back to back in `buf` (bytes or bytearray) straight
+    into the bytearray `out` from out_offset on, skipping zero blocks (out must hold zeros
+    there already). Returns False, having written nothing it matters, when lz4batch.c is
+    not in use or a block is bad: the caller then decodes in Python (which says why)."""
+    nat = native()
+    if nat is None or nat.batch_decode is None:
+        return False
+    return _decode_batch(nat, buf, len(buf), sizes, block_bytes, total_bytes, out, False,
+                         out_offset) is not None
+
+
 def decode_into(src, stored_len, sizes, block_bytes, total_bytes, out, first_block=0):
     """decode_parts for stored bytes at the start of the bytearray `src`, LZ4 blocks being
     decoded into the bytearray `out` (at least total_bytes long). Pieces are ints (zero
-    runs) or memoryviews into src (raw) and out (LZ4)."""
+    runs) or memoryviews into src (raw) and out (LZ4); with lz4batch.c, every data piece
+    is in out (raw blocks copied there), adjacent ones merged."""
     nat = native()
     smv = memoryview(src)[:stored_len]
     if nat is None:
         return decode_parts(smv, sizes, block_bytes, total_bytes, first_block)
     if len(smv) != stored_len or len(out) < total_bytes:
         raise ValueError("decode_into: buffers smaller than the sizes given")
+    if nat.batch_decode is not None:
+        pieces = _decode_batch(nat, src, stored_len, sizes, block_bytes, total_bytes, out,
+                               False)
+        if pieces is not None:
+            return pieces
+        return decode_parts(smv, sizes, block_bytes, total_bytes, first_block)  # says why
     src_c = ctypes.c_char.from_buffer(src)
     out_c = ctypes.c_char.from_buffer(out)
     sa, oa = ctypes.addressof(src_c), ctypes.addressof(out_c)

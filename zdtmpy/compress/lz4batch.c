@@ -1,6 +1,7 @@
 /*
- * zdtmpy's block encoder: the per-block loop of codec.encode_into in C, so that one call
- * encodes a whole chunk (256 pages in per-page mode) without going back to Python.
+ * zdtmpy's block coder: the per-block loops of codec.encode_into and codec.decode_into in
+ * C, so that one call codes a whole chunk (256 pages in per-page mode) without going back
+ * to Python (ctypes releases the GIL for the call: the worker threads code in parallel).
  *
  * LZ4 itself is python-lz4's bundled library: its functions come in as pointers (codec.py
  * looks them up), so the bytes are those of lz4.block.compress(mode="fast",
@@ -90,6 +91,58 @@ long zdtm_encode_blocks(const unsigned char *src, long n, unsigned char *out, lo
 				last = RUN_LZ4;
 			}
 			opos += r;
+		}
+	}
+	return nruns;
+}
+
+typedef int (*decompress_fn)(const char *src, char *dst, int src_size, int dst_cap);
+
+/*
+ * The decoder's counterpart: decode nblocks consecutive stored blocks (sizes[i] bytes
+ * each, back to back in src, src_len bytes in all) of `block` decoded bytes each (the
+ * last may be shorter; total decoded bytes in all) into out, block i at i * block.
+ * A size of 0 is a zero block: memset when zero_fill, else left alone (out already holds
+ * zeros there, or the caller skips it); the block's size stores it raw (memcpy); anything
+ * else is an LZ4 block, which must decode to exactly the block's size.
+ *
+ * runs gets (offset, length) pairs of the runs of out that hold data, in order, with
+ * adjacent data blocks merged (zero blocks are the gaps between runs). Returns the
+ * number of runs, or -1 - i when block i is bad (short, too large or corrupt; the caller
+ * decodes again in Python to say which).
+ */
+long zdtm_decode_blocks(const unsigned char *src, long src_len, const uint32_t *sizes,
+			long nblocks, long block, long total, unsigned char *out,
+			int zero_fill, decompress_fn decompress, int64_t *runs)
+{
+	long nruns = 0, pos = 0, off = 0;
+
+	for (long b = 0; b < nblocks; b++, off += block) {
+		long nbytes = total - off < block ? total - off : block;
+		long size = sizes[b];
+
+		if (nbytes <= 0)
+			return -1 - b;
+		if (size == 0) {
+			if (zero_fill)
+				memset(out + off, 0, (size_t)nbytes);
+			continue;
+		}
+		if (size > nbytes || size > src_len - pos)
+			return -1 - b;
+		if (size == nbytes) {
+			memcpy(out + off, src + pos, (size_t)nbytes);
+		} else if (decompress((const char *)src + pos, (char *)out + off, (int)size,
+				      (int)nbytes) != nbytes) {
+			return -1 - b;
+		}
+		pos += size;
+		if (nruns && runs[2 * nruns - 2] + runs[2 * nruns - 1] == off) {
+			runs[2 * nruns - 1] += nbytes;
+		} else {
+			runs[2 * nruns] = off;
+			runs[2 * nruns + 1] = nbytes;
+			nruns++;
 		}
 	}
 	return nruns;

@@ -14,6 +14,7 @@ from .imageset import load_chain
 from .pagemap import PAGE_SIZE, PE_LAZY, PE_PARENT, PE_PRESENT, pagemap_name
 
 VMA_FILE_SHARED = 1 << 7
+_BATCH_MIN_BLOCKS = 4   # from this many blocks a read goes through the batch decoder
 
 PageLocation = namedtuple("PageLocation", "layer_dir pagemap_file entry_index block_index")
 Vma = namedtuple("Vma", "start end prot flags status shmid pgoff")
@@ -210,10 +211,27 @@ class PageReader:
         if len(buf) != n:
             raise ImageError(f"{pm.pages_path}: short read for entry {e.index} of "
                              f"{pm.name} ({len(buf)} of {n} bytes)")
-        # decode block by block straight into `out` (which starts as zeros: zero blocks
-        # need nothing), copying only the pages asked for
         lo_want, hi_want = p0 * PAGE_SIZE, p1 * PAGE_SIZE
         base = dst - lo_want          # out position of the entry's byte 0
+        if b1 - b0 >= _BATCH_MIN_BLOCKS:
+            # many blocks: one call of the batch decoder (lz4batch.c), into `out` itself
+            # when the blocks are exactly the pages asked for
+            from ..compress.codec import decode_span_into
+
+            start = b0 * bp * PAGE_SIZE
+            span = min(b1 * bp, e.nr_pages) * PAGE_SIZE - start
+            sizes = e.sizes[b0:b1]
+            if start == lo_want and start + span == hi_want:
+                if decode_span_into(buf, sizes, bp * PAGE_SIZE, span, out, dst):
+                    return
+            else:
+                tmp = bytearray(span)
+                if decode_span_into(buf, sizes, bp * PAGE_SIZE, span, tmp):
+                    out[dst:dst + hi_want - lo_want] = \
+                        memoryview(tmp)[lo_want - start:hi_want - start]
+                    return
+        # decode block by block straight into `out` (which starts as zeros: zero blocks
+        # need nothing), copying only the pages asked for
         mv = memoryview(buf)
         pos = 0
         for i, size in enumerate(e.sizes[b0:b1], b0):

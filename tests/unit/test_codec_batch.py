@@ -1,0 +1,228 @@
+"""The batch block decoder (lz4batch.c) against the pure-Python paths: the same pieces, the
+same errors, and byte-identical files and reads whichever path runs (the fallbacks are
+forced by switching the native paths off)."""
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+from zdtmpy.compress import CompressionSpec, codec, compress_dir, decompress_dir
+from zdtmpy.compress.synth import make_layer
+from zdtmpy.errors import ImageError
+from zdtmpy.images import PE_PRESENT, ImageSet, PageReader
+
+PS = 4096
+A = 0x7f0000000000
+
+
+def text(n, tag=b"t"):
+    return b"".join((b"%s page %d: compressible words here\n" % (tag, i) * 200)[:PS]
+                    for i in range(n))
+
+
+def rand(n, seed=1):
+    return random.Random(seed).randbytes(n * PS)
+
+
+def mixed(npages, seed=3):
+    """Runs of zero, text, random and half-random pages."""
+    rng = random.Random(seed)
+    out, n = [], 0
+    while n < npages:
+        k = min(rng.randrange(1, 20), npages - n)
+        kind = rng.randrange(4)
+        if kind == 0:
+            out.append(bytes(k * PS))
+        elif kind == 1:
+            out.append(text(k, b"m%d" % n))
+        elif kind == 2:
+            out.append(rand(k, n))
+        else:
+            out.append(b"".join(rand(1, n + i)[:PS // 2] + bytes(PS // 2) for i in range(k)))
+        n += k
+    return b"".join(out)
+
+
+def batch():
+    nat = codec.native()
+    if nat is None or nat.batch_decode is None:
+        pytest.skip(f"lz4batch.c is not in use here ({codec.batch_unavailable})")
+    return nat
+
+
+def merged(pieces):
+    return codec._merge_pieces(pieces)
+
+
+@pytest.mark.parametrize("block", [PS, 4 * PS, 64 << 10, 256 << 10])
+def test_batch_decoder_gives_the_pieces_of_decode_parts(block):
+    nat = batch()
+    data = mixed(300) + text(1)[:PS]   # the last block is short in region modes
+    data = data[:len(data) - 1000]
+    sizes, payload = codec.encode_chunk(data, block)
+    want = merged(codec.decode_parts(payload, sizes, block, len(data)))
+    out = bytearray(len(data))
+    got = codec._decode_batch(nat, bytearray(payload), len(payload), sizes, block, len(data),
+                              out, False)
+    assert merged(got) == want
+    # decode_into (the decompress path), decode_chunk and a zero-filled decode agree
+    buf = bytearray(payload) + bytearray(100)
+    assert merged(codec.decode_into(buf, len(payload), sizes, block, len(data),
+                                    bytearray(len(data)))) == want
+    assert codec.decode_chunk(payload, sizes, block, len(data)) == data
+    assert codec.decode_chunk(memoryview(payload), sizes, block, len(data)) == data
+    dirty = bytearray(b"\xaa") * (len(data) + 10)
+    codec._decode_batch(nat, payload, len(payload), sizes, block, len(data), dirty, True, 5)
+    assert dirty[5:5 + len(data)] == data and dirty[:5] == b"\xaa" * 5
+
+
+def test_batch_decoder_all_zero_and_all_raw():
+    nat = batch()
+    for data in (bytes(64 * PS), rand(64)):
+        sizes, payload = codec.encode_chunk(data, PS)
+        got = codec._decode_batch(nat, bytearray(payload), len(payload), sizes, PS,
+                                  len(data), bytearray(len(data)), False)
+        assert merged(got) == merged(codec.decode_parts(payload, sizes, PS, len(data)))
+        assert len(got) == 1
+
+
+@pytest.mark.parametrize("damage", ["garbage", "short", "too_large"])
+def test_bad_blocks_give_the_python_errors(damage, monkeypatch):
+    batch()
+    data = text(8) + rand(4) + text(8, b"u")
+    sizes, payload = codec.encode_chunk(data, PS)
+    payload = bytearray(payload)
+    if damage == "garbage":
+        at = sum(sizes[:13])   # block 13 is an LZ4 one (text), placed after raw ones
+        assert 0 < sizes[13] < PS
+        payload[at:at + sizes[13]] = b"\xff" * sizes[13]
+    elif damage == "short":
+        payload = payload[:-1]
+    else:
+        sizes[3] = PS + 1
+    errors = []
+    for off in (False, True):
+        if off:
+            monkeypatch.setattr(codec, "_native", False)
+        with pytest.raises(ImageError) as exc:
+            codec.decode_into(payload, len(payload), sizes, PS, len(data),
+                              bytearray(len(data)), 100)
+        errors.append(str(exc.value))
+        with pytest.raises(ImageError):
+            codec.decode_chunk(bytes(payload), sizes, PS, len(data))
+    assert errors[0] == errors[1]
+    assert "block 1" in errors[0]
+
+
+# -- whole paths, native and forced fallbacks ------------------------------------------------
+
+def files(d):
+    return {p.name: p.read_bytes() for p in sorted(Path(d).iterdir()) if p.is_file()}
+
+
+def layer(path):
+    entries = [(A, 700, PE_PRESENT, mixed(700)),
+               (A + 701 * PS, 3, PE_PRESENT, text(3)),
+               (A + 705 * PS, 64, PE_PRESENT, rand(64, 9)),
+               (A + 800 * PS, 40, PE_PRESENT, bytes(40 * PS))]
+    return make_layer(path, {1: entries}), entries
+
+
+def roundtrip(root, spec):
+    """compress then decompress a fresh layer: (compressed files, decompressed files,
+    reads of the compressed layer)."""
+    d, entries = layer(root)
+    compress_dir(d, spec, in_place=True)
+    comp = files(d)
+    reads = []
+    with PageReader(d) as r:
+        for vaddr, n, _, data in entries:
+            got = r.read(1, vaddr, n)
+            assert got == data
+            reads.append(got)
+            for first, count in ((0, 1), (5, 17), (n - 3, 3), (1, n - 2)):
+                if 0 <= first and count > 0 and first + count <= n:
+                    got = r.read(1, vaddr + first * PS, count)
+                    assert got == data[first * PS:(first + count) * PS]
+                    reads.append(got)
+    decompress_dir(d, in_place=True)
+    assert ImageSet(d).pagemaps[1].entries[0].compressed is False
+    with open(d / "pages-1.img", "rb") as f:
+        assert f.read() == b"".join(e[3] for e in entries)
+    return comp, files(d), reads
+
+
+@pytest.mark.parametrize("spec", [CompressionSpec("page"),
+                                  CompressionSpec("region", 8 * PS),
+                                  CompressionSpec("region", 256 << 10)],
+                         ids=["page", "region32k", "region256k"])
+def test_native_and_fallback_paths_write_and_read_the_same(tmp_path, monkeypatch, spec):
+    results = [roundtrip(tmp_path / "native", spec)]
+    nat = codec.native()
+    if nat is not None:
+        # the per-block ctypes loops (no lz4batch.c)
+        monkeypatch.setattr(nat, "batch", None)
+        monkeypatch.setattr(nat, "batch_decode", None)
+        results.append(roundtrip(tmp_path / "ctypes", spec))
+        monkeypatch.undo()
+    # no native path at all: lz4.block only
+    monkeypatch.setattr(codec, "_native", False)
+    assert codec.native() is None
+    results.append(roundtrip(tmp_path / "python", spec))
+    for other in results[1:]:
+        assert other == results[0]
+
+
+def test_reader_reports_a_bad_block_inside_a_long_read(tmp_path):
+    data = text(40)
+    make_layer(tmp_path, {1: [(A, 40, PE_PRESENT, data)]}, spec=CompressionSpec("page"))
+    e = ImageSet(tmp_path).pagemaps[1].entries[0]
+    pages = tmp_path / "pages-1.img"
+    blob = bytearray(pages.read_bytes())
+    start = e.offset + e.block_offsets[20]
+    blob[start:start + e.sizes[20]] = b"\xff" * e.sizes[20]
+    pages.write_bytes(bytes(blob))
+    with PageReader(tmp_path) as r:
+        assert r.read(1, A, 20) == data[:20 * PS]
+        assert r.read(1, A + 21 * PS, 19) == data[21 * PS:]
+        for first, count in ((0, 40), (10, 15), (20, 1)):
+            with pytest.raises(ImageError, match=r"entry 0 block 20: LZ4 block"):
+                r.read(1, A + first * PS, count)
+
+
+def test_decompressed_zero_blocks_are_holes(tmp_path):
+    d, entries = layer(tmp_path / "d")
+    compress_dir(d, CompressionSpec("page"), in_place=True)
+    decompress_dir(d, in_place=True)
+    st = os.stat(d / "pages-1.img")
+    assert st.st_blocks * 512 < st.st_size   # zero runs were not written
+
+
+def test_without_a_c_compiler_the_ctypes_loop_decodes(tmp_path):
+    """No compiler (CC points nowhere, empty build cache): lz4batch.c is not built, the
+    codec says why, and decoding still gives the same bytes."""
+    import subprocess
+    import sys
+
+    code = (
+        "from zdtmpy.compress import codec\n"
+        "nat = codec.native()\n"
+        "assert nat is None or nat.batch_decode is None, 'built without a compiler?'\n"
+        "assert nat is None or codec.batch_unavailable, 'no reason given'\n"
+        "import random\n"
+        "rng = random.Random(5)\n"
+        "data = b''.join(bytes(4096) if i % 3 == 0 else rng.randbytes(4096) if i % 3 == 1\n"
+        "                else (b'word %d ' % i * 600)[:4096] for i in range(50))\n"
+        "sizes, payload = codec.encode_chunk(data, 4096)\n"
+        "assert codec.decode_chunk(payload, sizes, 4096, len(data)) == data\n"
+        "pieces = codec.decode_into(bytearray(payload), len(payload), sizes, 4096,\n"
+        "                           len(data), bytearray(len(data)))\n"
+        "assert b''.join(bytes(p) for p in pieces) == data   # ints: zero runs\n"
+    )
+    env = dict(os.environ, CC=str(tmp_path / "no-such-cc"), ZDTMPY_CACHE=str(tmp_path / "c"))
+    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parents[2])
+    assert res.returncode == 0, res.stderr
