@@ -74,6 +74,16 @@ class CompressionSpec:
     def inventory_mode(self):
         return MODES[self.mode]
 
+    def stamp(self, inv):
+        """Mark an inventory entry as describing a layer compressed this way (FORMAT.md 4:
+        version 3, field 15, and field 16 only in region mode)."""
+        inv.img_version = 3
+        inv.compress = self.inventory_mode
+        if self.mode == "region":
+            inv.compress_region_size = self.region_size
+        else:
+            inv.ClearField("compress_region_size")
+
 
 def raw_limit(nbytes):
     """LZ4 output of at least this many bytes is not worth it: store raw (7/8 rule)."""

@@ -130,12 +130,7 @@ def compress_dir(path, spec, in_place=False, progress=None):
     pms = _load_checked(iset, "compress")
     inv = type(iset.inventory)()
     inv.CopyFrom(iset.inventory)  # keeps every field we do not name
-    inv.img_version = 3
-    inv.compress = spec.inventory_mode
-    if spec.mode == "region":
-        inv.compress_region_size = spec.region_size
-    else:
-        inv.ClearField("compress_region_size")
+    spec.stamp(inv)
     before = _pages_bytes(pms)
     after = _rewrite(iset, pms, spec, inv, not in_place, progress, "compress")
     what = "per-page" if spec.mode == "page" else f"region {spec.region_size >> 10} KiB"

@@ -32,6 +32,7 @@ from ..images.pagemap import (
     set_entry_nr_pages,
 )
 from .codec import CompressionSpec, decode_into, encode_into, encode_parts
+from .install import fsync_dir
 from .pipeline import (
     BufferPool,
     chunk_size,
@@ -99,14 +100,6 @@ class _Ready:
 
     def result(self):
         return self.value
-
-
-def _fsync_dir(path):
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class PagemapWriter:
@@ -235,7 +228,7 @@ class PagemapWriter:
                 f.close()
             os.rename(self._tmp_pages, self.dir / self.pages_name)
             os.rename(self._tmp_pm, self.dir / self.pagemap_name)
-            _fsync_dir(self.dir)
+            fsync_dir(self.dir)
         except OSError as exc:
             self.abort()
             raise ImageError(f"{self.dir}: cannot install {self.pagemap_name}: "

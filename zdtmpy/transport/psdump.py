@@ -271,12 +271,7 @@ def stamp_inventory(images_dir, spec) -> bool:
     new.CopyFrom(inv)  # keep every field we do not name
     if new.img_version not in (2, 3):
         raise ImageError(f"{path}: img_version {new.img_version}: expected 2 (criu's) or 3")
-    new.img_version = 3
-    new.compress = spec.inventory_mode
-    if spec.mode == "region":
-        new.compress_region_size = spec.region_size
-    else:
-        new.ClearField("compress_region_size")
+    spec.stamp(new)
     if new == inv:
         return False
     tmp = path.with_name(f".{INVENTORY}.stamp")
