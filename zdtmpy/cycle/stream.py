@@ -10,7 +10,6 @@ test's report, and Run's cleanup kills it (and removes its socket) whatever happ
 
 from __future__ import annotations
 
-import functools
 import os
 import shutil
 import signal
@@ -27,45 +26,15 @@ from . import Run
 from .transforms import spec_of
 
 SOCKET_ROOM = len(CAPTURE_SOCKET) + 2  # "/" and the NUL
-_STATS_PROTO = """
-syntax = "proto2";
-package zdtmpy.stats;
-message dump_stats_entry {
-  required uint32 freezing_time = 1;
-  required uint32 frozen_time = 2;
-  required uint32 memdump_time = 3;
-  required uint32 memwrite_time = 4;
-  required uint64 pages_scanned = 5;
-  required uint64 pages_skipped_parent = 6;
-  required uint64 pages_written = 7;
-  optional uint32 irmap_resolve = 8;
-  required uint64 pages_lazy = 9;
-  optional uint64 page_pipes = 10;
-  optional uint64 page_pipe_bufs = 11;
-  optional uint64 shpages_scanned = 12;
-  optional uint64 shpages_skipped_parent = 13;
-  optional uint64 shpages_written = 14;
-}
-message stats_entry { optional dump_stats_entry dump = 1; }
-"""
-
-
-@functools.cache
-def _stats_class():
-    from ..images.protoparse import load_messages
-
-    return load_messages({"stats.proto": _STATS_PROTO})["stats_entry"]
-
-
 def dump_stats(images: Path):
     """criu's dump_stats_entry from DIR/stats-dump (written locally even with --stream)."""
     from ..images import STATS_MAGIC, read_image
-    from ..images.messages import decode
+    from ..images.messages import StatsEntry, decode
 
     raw = read_image(images / "stats-dump", STATS_MAGIC)
     if not raw.entries:
         raise ImageError(f"{images / 'stats-dump'}: no stats entry")
-    stats = decode(_stats_class(), raw.entries[0], f"{images / 'stats-dump'}")
+    stats = decode(StatsEntry, raw.entries[0], f"{images / 'stats-dump'}")
     if not stats.HasField("dump"):
         raise ImageError(f"{images / 'stats-dump'}: no dump statistics")
     return stats.dump

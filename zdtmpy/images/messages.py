@@ -9,7 +9,8 @@ from ..errors import ImageError
 from .protoparse import load_messages
 
 PROTO_DIR = Path(__file__).with_name("proto")
-_FILES = ("inventory.proto", "pagemap.proto", "pstree.proto", "mm.proto", "files.proto")
+_FILES = ("inventory.proto", "pagemap.proto", "pstree.proto", "mm.proto", "files.proto",
+          "stats.proto")
 
 # Python name -> message name in the .proto files
 _NAMES = {
@@ -22,6 +23,7 @@ _NAMES = {
     "VmaEntry": "vma_entry",
     "FileEntry": "file_entry",
     "MemfdInodeEntry": "memfd_inode_entry",
+    "StatsEntry": "stats_entry",
 }
 
 
