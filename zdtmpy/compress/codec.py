@@ -173,7 +173,6 @@ def decode_parts(buf, sizes, block_bytes, total_bytes, first_block=0):
     pos = 0
     mv = memoryview(buf)
     left = total_bytes
-    decompress = lz4.block.decompress
     for i, size in enumerate(sizes):
         nbytes = min(block_bytes, left)
         left -= nbytes
@@ -191,18 +190,10 @@ def decode_parts(buf, sizes, block_bytes, total_bytes, first_block=0):
                                  f"({len(stored)} of {size} bytes)")
             add(stored)
             continue
-        if size > nbytes:
-            raise ImageError(f"block {first_block + i}: compressed_size {size} is larger "
-                             f"than the block ({nbytes} bytes)")
-        try:
-            data = decompress(stored, uncompressed_size=nbytes)
-        except lz4.block.LZ4BlockError:
-            raise ImageError(f"block {first_block + i}: LZ4 block of {size} bytes is "
-                             f"corrupt (does not decode to {nbytes} bytes)") from None
-        if len(data) != nbytes:
-            raise ImageError(f"block {first_block + i}: LZ4 block of {size} bytes decodes "
-                             f"to {len(data)} bytes, expected {nbytes}")
-        add(data)
+        try:  # LZ4 (or an oversized size): the shared checks, located here
+            add(decode_block(stored, size, nbytes))
+        except ImageError as exc:
+            raise ImageError(f"block {first_block + i}: {exc}") from None
     return out
 
 
