@@ -70,7 +70,16 @@ def pytest_configure(config):
     if config.getoption("help", False):
         return
     isolation.become_subreaper()
+    _share_cores()
     _probe_criu(config)
+
+
+def _share_cores():
+    """In an xdist worker, give the codec's thread pool its share of the cores only."""
+    count = os.environ.get("PYTEST_XDIST_WORKER_COUNT", "")
+    if count.isdigit() and "ZDTMPY_THREADS" not in os.environ:
+        cpus = len(os.sched_getaffinity(0))
+        os.environ["ZDTMPY_THREADS"] = str(max(1, cpus // int(count)))
 
 
 def _probe_criu(config):

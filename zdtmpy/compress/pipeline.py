@@ -13,10 +13,19 @@ _pool = None
 _pool_lock = threading.Lock()
 
 
-_WORKERS = max(1, min(os.cpu_count() or 1, 8))
+_WORKERS = None
 
 
 def workers():
+    """Threads for block coding: $ZDTMPY_THREADS, else the CPUs this process may use (<= 8).
+    The pytest plugin sets ZDTMPY_THREADS in xdist workers so that N workers together do
+    not start N times as many threads as there are cores."""
+    global _WORKERS
+    if _WORKERS is None:
+        env = os.environ.get("ZDTMPY_THREADS", "")
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
+            (os.cpu_count() or 1)
+        _WORKERS = max(1, min(int(env) if env.isdigit() else cpus, 8))
     return _WORKERS
 
 
