@@ -150,3 +150,17 @@ def pwrite_all(fd, parts, offset, what):
                 parts[i] = parts[i][n:]
                 n = 0
     return total
+
+
+_SHARED_POOLS = {}  # (user, buffer size) -> BufferPool
+_shared_lock = threading.Lock()
+
+
+def shared_pool(user: str, size: int, keep: int) -> "BufferPool":
+    """One BufferPool per user and buffer size for the whole process: buffers are reused
+    across files, entries and sessions instead of being faulted in again each time."""
+    with _shared_lock:
+        p = _SHARED_POOLS.get((user, size))
+        if p is None:
+            p = _SHARED_POOLS[(user, size)] = BufferPool(size, keep=keep)
+        return p

@@ -34,11 +34,11 @@ from ..images.pagemap import (
 from .codec import CompressionSpec, decode_into, encode_into, encode_parts
 from .install import fsync_dir
 from .pipeline import (
-    BufferPool,
     chunk_size,
     ordered_map,
     pwrite_all,
     rechunk,
+    shared_pool,
     workers,
 )
 from .pipeline import pool as worker_pool
@@ -46,7 +46,6 @@ from .source import EntrySource
 
 _INPUT_FLAGS = PE_PARENT | PE_LAZY | PE_PRESENT
 _META_FIELDS = ("compressed_size", "total_compressed_size", "region_pages")
-_POOLS = {}   # buffer size -> BufferPool, shared by all writers (buffers are reused)
 
 
 WRITE_BEHIND = 8 << 20   # start the writeback of every this many bytes written (async)
@@ -67,10 +66,7 @@ _start_writeback = _sync_file_range() if sys.platform.startswith("linux") else N
 
 
 def _pool(size):
-    p = _POOLS.get(size)
-    if p is None:
-        p = _POOLS[size] = BufferPool(size, keep=8)
-    return p
+    return shared_pool("writer", size, keep=8)
 
 
 class _Entry:

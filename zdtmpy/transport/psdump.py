@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ..compress.install import fsync_dir
-from ..compress.pipeline import BufferPool, chunk_size
+from ..compress.pipeline import chunk_size, shared_pool
 from ..compress.writer import PagemapWriter
 from ..errors import ImageError, PageServerError, ZdtmError
 from ..images import messages
@@ -45,14 +45,9 @@ from .pswire import (
     pagemap_for,
 )
 
-_BUFFERS = {}   # chunk size -> BufferPool of receive buffers, reused across sessions
-
 
 def _buffers(size):
-    p = _BUFFERS.get(size)
-    if p is None:
-        p = _BUFFERS[size] = BufferPool(size, keep=16)
-    return p
+    return shared_pool("page-server receive", size, keep=16)  # reused across sessions
 
 
 class _Closer:
