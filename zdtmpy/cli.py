@@ -22,6 +22,7 @@ COMMANDS = {
     "stream": "stream",
     "bench": "bench",
     "criu": "criu_info",
+    "report": "report",
 }
 
 

@@ -12,6 +12,7 @@ import platform
 import pytest
 
 from . import isolation, matrix
+from .reporting import properties, shard
 
 
 def pytest_addhooks(pluginmanager):
@@ -46,6 +47,13 @@ def pytest_addoption(parser):
                 default=bool(os.environ.get("ZDTM_REQUIRE_CRIU")),
                 help="error out instead of skipping when no usable criu is found "
                      "($ZDTM_REQUIRE_CRIU)")
+    g.addoption("--zdtm-report", default=None, metavar="FILE",
+                help="write a JSON report: one record per item (outcome, criu, kernel, mode, "
+                     "compression, stage times, image sizes); read with `zdtmpy report`")
+    g.addoption("--zdtm-shard", default=None, metavar="K/N",
+                help="run only part K of N disjoint parts of the selected items")
+    g.addoption("--zdtm-shard-durations", action="append", default=None, metavar="REPORT",
+                help="balance --zdtm-shard by the durations in earlier --zdtm-report files")
     parser.addini("zdtm_descs", type="args", default=["descs"],
                   help="directories holding test descriptors, relative to rootdir")
     parser.addini("zdtm_static", type="args", default=["tests/static"],
@@ -65,10 +73,17 @@ def pytest_configure(config):
             config.getoption("zdtm_compress") or matrix.ALL_COMPRESSIONS,
             config.getoption("zdtm_acceleration"),
         )
+        if config.getoption("zdtm_shard"):
+            shard.parse(config.getoption("zdtm_shard"))
     except ZdtmError as exc:
         raise pytest.UsageError(str(exc)) from None
     if config.getoption("help", False):
         return
+    if config.getoption("zdtm_report") and not hasattr(config, "workerinput"):
+        from .reporting.collector import ReportCollector
+
+        config.pluginmanager.register(ReportCollector(config, config.getoption("zdtm_report")),
+                                      "zdtmpy-report")
     isolation.become_subreaper()
     _share_cores()
     _probe_criu(config)
@@ -103,7 +118,8 @@ def pytest_report_header(config):
     found = criu_of(config)
     kernel = f"kernel {platform.release()} {platform.machine()}"
     if hasattr(found, "path"):
-        return [f"zdtmpy: criu {found.version_str} at {found.path}; {kernel}"]
+        return [f"zdtmpy: criu {found.version_str} at {found.path}; {kernel}",
+                properties.header_line(found)]
     return [f"zdtmpy: NO usable criu ({found}); {kernel}"]
 
 
@@ -115,8 +131,10 @@ def pytest_collect_file(file_path, parent):
     return None
 
 
+@pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config, items):
-    """`noauto` tests run only when selected by name (file argument or -k)."""
+    """`noauto` tests run only when selected by name (file argument or -k); then
+    --zdtm-shard keeps its part of what every other selection left."""
     from .items import ZdtmItem
 
     named = " ".join(config.args) + " " + (config.getoption("keyword") or "")
@@ -129,6 +147,17 @@ def pytest_collection_modifyitems(config, items):
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
+    shard.apply(config, items)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    """Properties known before the run, so skipped items carry them too."""
+    from .items import ZdtmItem
+    from .runner import criu_of
+
+    if isinstance(item, ZdtmItem):
+        item.user_properties.extend(properties.static_properties(item, criu_of(item.config)))
 
 
 # Outcomes of real-criu tests seen by this process (module state: hooks have no session).

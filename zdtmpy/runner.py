@@ -11,6 +11,7 @@ import pytest
 from . import isolation
 from .cycle import Run, RunOptions, cycle_function, prepare_workdir
 from .errors import CriuNotFound
+from .reporting.properties import run_properties
 
 CRIU_KEY = pytest.StashKey[object]()  # a Criu, or the CriuNotFound explaining its absence
 MODE_FEATURES_HINT = {
@@ -95,6 +96,7 @@ def run_item(item) -> None:
         problems = run.cleanup()
         isolation.reap_orphans()
         item.user_properties.append(("zdtm_timings", dict(run.timings)))
+        item.user_properties.extend(run_properties(run, passed))
         if not passed:
             for att in run.attachments:
                 item.add_report_section("call", att.title, att.read())

@@ -35,3 +35,17 @@ def pagemap_stats(pm):
             else:
                 s.lz4 += 1
     return s
+
+
+def image_bytes(path) -> tuple[int, int, bool] | None:
+    """(decoded bytes of present pages, stored payload bytes, compressed?) of one image set,
+    summed over its pagemaps; None when it cannot be read (the checks report why)."""
+    from ..errors import ZdtmError
+    from ..images import ImageSet
+
+    try:
+        iset = ImageSet(path)
+        stats = [pagemap_stats(pm) for pm in iset.pagemaps.values()]
+    except (ZdtmError, OSError):
+        return None
+    return sum(s.before for s in stats), sum(s.after for s in stats), bool(iset.compress)

@@ -87,6 +87,8 @@ class Run:
     _cleanups: list = field(default_factory=list)
     _stage: str = "setup"
     workload: object = None
+    failed_stage: str | None = None  # the innermost stage an exception left first
+    image_sizes: dict = field(default_factory=dict)  # image dir -> compress.stats.image_bytes
 
     # -- bookkeeping -------------------------------------------------------------------
     @contextmanager
@@ -96,15 +98,17 @@ class Run:
         start = time.monotonic()
         try:
             yield
-        except StageError:
+        except BaseException as exc:
+            self.failed_stage = self.failed_stage or name
+            if isinstance(exc, ZdtmError) and not isinstance(exc, StageError):
+                raise StageError(name, self.test, str(exc)) from exc
             raise
-        except ZdtmError as exc:
-            raise StageError(name, self.test, str(exc)) from exc
         finally:
             self.timings[name] = self.timings.get(name, 0.0) + time.monotonic() - start
             self._stage = prev
 
     def fail(self, message: str):
+        self.failed_stage = self.failed_stage or self._stage
         raise StageError(self._stage, self.test, message)
 
     def attach(self, title: str, path: Path | None = None, text: str | None = None,
@@ -231,6 +235,9 @@ class Run:
 
     def check_images(self, images: Path, manifest=None, layer_note: str = ""):
         """The page-content oracle: every manifest page, read back from the images."""
+        from ..compress.stats import image_bytes
+
+        self.image_sizes[str(images)] = image_bytes(images)  # every set checked, for reports
         if not self.options.oracle:
             return
         from .. import oracle
