@@ -24,6 +24,10 @@ CHECK_TIMEOUT = 60
 # Every criu log here carries this error; it is harmless (no CAP_SYS_RESOURCE).
 _HARMLESS = (re.compile(r"rlimit: Can't setup RLIMIT_NOFILE"),)
 _ERROR_LINE = re.compile(r"\bError\b|\bBUG\b|Failed|failed:")
+LOG_HEAD_CAP = 4 << 20  # bytes of a log scanned for error lines from its start
+LOG_TAIL_CAP = 256 << 10  # and from its end
+LINE_CAP = 500  # characters shown of one log line
+OUTPUT_CAP = 2000  # characters shown of criu's stdout/stderr
 
 
 def cache_dir() -> Path:
@@ -65,43 +69,48 @@ class Criu:
         return self._features[name]
 
     def run(self, action: str, args: list[str], *, log: Path, stage: str, timeout: float,
-            expect_fail: bool = False) -> CriuRun:
-        """Run `criu ACTION ARGS -o LOG -v4`.
+            expect_fail: bool = False, env: dict[str, str] | None = None) -> CriuRun:
+        """Run `criu ACTION ARGS -o LOG -v4` (with `env`, e.g. a marker.env()).
 
         Raises CriuFailure (non-zero exit, or any exit when it crashed by a signal),
         StageTimeout (criu killed after `timeout` seconds). With expect_fail, a clean
         non-zero exit is the expected outcome and success raises CriuFailure instead.
+        criu runs in its own session, so nothing but us ends it: on a timeout and on any
+        interruption (Ctrl-C, SIGTERM) its process group is killed before this returns.
         """
         cmd = [str(self.path), action, *args, "-o", str(log), "-v4"]
         start = time.monotonic()
         proc = subprocess.Popen(
             cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            close_fds=True, start_new_session=True,
+            close_fds=True, start_new_session=True, env=env,
         )
         try:
             out, _ = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
-            _kill_group(proc)
+            out = _kill_group(proc)
+            said = out.decode(errors="replace").strip()
             raise StageTimeout(
-                f"stage '{stage}': criu {action} did not finish within {timeout:.0f}s "
-                f"(killed); command: {' '.join(cmd)}\n{log_excerpt(log)}"
+                f"criu {action} did not finish within {timeout:.0f}s (killed); "
+                f"command: {' '.join(cmd)}\n{log_excerpt(log)}"
+                + (f"\n--- criu stdout/stderr ---\n{said[-OUTPUT_CAP:]}" if said else "")
             ) from None
+        except BaseException:
+            _kill_group(proc)
+            raise
         run = CriuRun(cmd, proc.returncode, time.monotonic() - start, log,
                       out.decode(errors="replace"))
         if run.returncode < 0:
             raise CriuFailure(
-                f"stage '{stage}': criu {action} crashed with signal "
-                f"{signal.Signals(-run.returncode).name}\n{run.excerpt()}"
+                f"criu {action} was killed by {signal_name(-run.returncode)}\n{run.excerpt()}"
             )
         if expect_fail and run.returncode == 0:
             raise CriuFailure(
-                f"stage '{stage}': criu {action} succeeded, but the test is marked crfail "
+                f"criu {action} succeeded, but the test is marked crfail "
                 "(criu was expected to fail cleanly)"
             )
         if not expect_fail and run.returncode != 0:
             raise CriuFailure(
-                f"stage '{stage}': criu {action} exited with status {run.returncode}\n"
-                f"{run.excerpt()}"
+                f"criu {action} exited with status {run.returncode}\n{run.excerpt()}"
             )
         return run
 
@@ -117,33 +126,76 @@ class CriuRun:
     def excerpt(self) -> str:
         text = log_excerpt(self.log)
         if self.output.strip():
-            text += "\n--- criu stdout/stderr ---\n" + self.output.strip()[-2000:]
+            text += "\n--- criu stdout/stderr ---\n" + self.output.strip()[-OUTPUT_CAP:]
         return f"command: {' '.join(self.cmd)}\n{text}"
 
 
-def log_excerpt(log: Path, tail: int = 15, max_errors: int = 20) -> str:
-    """The error lines of a criu log (minus known-harmless ones) and its last lines."""
+def signal_name(signo: int) -> str:
+    """SIGKILL for 9; "signal 77" for a number without a name."""
     try:
-        lines = Path(log).read_text(errors="replace").splitlines()
+        return signal.Signals(signo).name
+    except ValueError:
+        return f"signal {signo}"
+
+
+def returncode_text(rc: int) -> str:
+    """A Popen returncode as a user reads it: "exited with status 1", "was killed by SIGKILL"."""
+    return f"was killed by {signal_name(-rc)}" if rc < 0 else f"exited with status {rc}"
+
+
+def read_head_tail(path: Path, head: int = LOG_HEAD_CAP, tail: int = LOG_TAIL_CAP
+                   ) -> tuple[list[str], list[str], int]:
+    """(lines of the first `head` bytes, lines of the last `tail` bytes, bytes skipped between).
+
+    Bounded whatever the file's size: a runaway criu writes its log at ~13 MB/s."""
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size <= head + tail:
+            lines = f.read(head + tail).decode(errors="replace").splitlines()
+            return lines, [], 0
+        first = f.read(head)
+        f.seek(size - tail)
+        last = f.read(tail)
+    head_lines = first.decode(errors="replace").splitlines()[:-1]  # drop the cut line
+    tail_lines = last.decode(errors="replace").splitlines()[1:]
+    return head_lines, tail_lines, size - head - tail
+
+
+def log_excerpt(log: Path, tail: int = 15, max_errors: int = 20) -> str:
+    """The error lines of a criu log (minus known-harmless ones) and its last lines, reading
+    at most the log's first LOG_HEAD_CAP and last LOG_TAIL_CAP bytes."""
+    try:
+        first, last, skipped = read_head_tail(Path(log))
     except OSError:
         return f"(no criu log at {log})"
+    lines = first + last
     errors = [
-        ln for ln in lines
+        ln[:LINE_CAP] for ln in lines
         if _ERROR_LINE.search(ln) and not any(h.search(ln) for h in _HARMLESS)
     ]
     parts = [f"--- {log}: {len(errors)} error line(s) ---", *errors[:max_errors]]
     if len(errors) > max_errors:
         parts.append(f"... {len(errors) - max_errors} more")
-    parts += [f"--- last {min(tail, len(lines))} lines ---", *lines[-tail:]]
+    if skipped:
+        parts.append(f"({skipped} bytes in the middle of the log not read)")
+    parts += [f"--- last {min(tail, len(lines))} lines ---",
+              *(ln[:LINE_CAP] for ln in lines[-tail:])]
     return "\n".join(parts)
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
+def _kill_group(proc: subprocess.Popen) -> bytes:
+    """SIGKILL criu's process group; returns what criu wrote to its stdout/stderr pipe."""
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
-    proc.wait()
+    try:
+        out, _ = proc.communicate(timeout=10)
+    except (subprocess.TimeoutExpired, ValueError, OSError):
+        proc.kill()
+        proc.wait()
+        out = b""
+    return out or b""
 
 
 def probe(path: str | Path) -> Criu:

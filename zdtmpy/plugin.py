@@ -87,6 +87,42 @@ def pytest_configure(config):
     isolation.become_subreaper()
     _share_cores()
     _probe_criu(config)
+    _guard_start(config)
+
+
+def _guard_start(config):
+    """Kill what crashed sessions left (controller only), make SIGTERM unwind like Ctrl-C."""
+    from . import session_guard
+
+    session_guard.begin()
+    if not hasattr(config, "workerinput"):
+        config.stash[SWEPT_KEY] = session_guard.sweep_report()
+
+
+SWEPT_KEY = pytest.StashKey[list]()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    """An xdist worker ended (perhaps killed): its workloads and criu now have no owner."""
+    from . import session_guard
+
+    lines = session_guard.sweep_report()
+    tr = node.config.pluginmanager.get_plugin("terminalreporter")
+    if lines and tr:
+        tr.write_line("\n".join(lines), yellow=True)
+
+
+def pytest_unconfigure(config):
+    from . import session_guard
+
+    if config.getoption("help", False):
+        return
+    lines = session_guard.finish(controller=not hasattr(config, "workerinput"))
+    if lines:
+        import sys
+
+        print("\n".join(lines), file=sys.stderr)
 
 
 def _share_cores():
@@ -117,10 +153,11 @@ def pytest_report_header(config):
 
     found = criu_of(config)
     kernel = f"kernel {platform.release()} {platform.machine()}"
+    swept = config.stash.get(SWEPT_KEY, [])
     if hasattr(found, "path"):
         return [f"zdtmpy: criu {found.version_str} at {found.path}; {kernel}",
-                properties.header_line(found)]
-    return [f"zdtmpy: NO usable criu ({found}); {kernel}"]
+                properties.header_line(found), *swept]
+    return [f"zdtmpy: NO usable criu ({found}); {kernel}", *swept]
 
 
 def pytest_collect_file(file_path, parent):

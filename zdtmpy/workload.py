@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .build import build_workload, default_static_dir
+from .criu import signal_name
 from .errors import WorkloadError, WorkloadSkip
 from .isolation import alive, children, ns_pid, tree, wait_status
 
@@ -24,6 +25,7 @@ PIDFILE = "workload.pid"
 OUTFILE = "workload.out"
 MANIFEST = "manifest"
 
+OUTPUT_CAP = 1 << 20  # bytes of the outfile read for a verdict or a report
 _POLL = 0.005  # seconds between checks while waiting for a pidfile, manifest or exit
 
 
@@ -123,7 +125,7 @@ def _exit_text(status: int | None) -> str:
     if status is None:
         return "exit status unknown (not our child)"
     if os.WIFSIGNALED(status):
-        return f"killed by signal {os.WTERMSIG(status)}"
+        return f"killed by {signal_name(os.WTERMSIG(status))}"
     return f"exit status {os.waitstatus_to_exitcode(status)}"
 
 
@@ -135,12 +137,14 @@ class Workload:
     """
 
     def __init__(self, exe: os.PathLike, workdir: os.PathLike, args: Sequence[str] = (),
-                 start_timeout: float = 30, no_ns: bool = False, name: str | None = None):
+                 start_timeout: float = 30, no_ns: bool = False, name: str | None = None,
+                 env: dict[str, str] | None = None):
         self.exe = Path(exe).resolve()
         self.workdir = Path(workdir).resolve()
         self.args = tuple(str(a) for a in args)
         self.start_timeout = start_timeout
         self.no_ns = no_ns
+        self.env = env  # e.g. marker.env(tag): the tree and its restored copies carry it
         self.name = name or self.exe.name
         self.pidfile = self.workdir / PIDFILE
         self.outfile = self.workdir / OUTFILE
@@ -160,11 +164,17 @@ class Workload:
 
     # -- helpers ---------------------------------------------------------------------------
 
-    def output(self) -> str:
+    def output(self, limit: int = OUTPUT_CAP) -> str:
+        """The outfile's last `limit` bytes (a runaway workload must not cost our memory)."""
         try:
-            return self.outfile.read_text(errors="replace")
+            with open(self.outfile, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                f.seek(max(0, size - limit))
+                data = f.read(limit)
         except FileNotFoundError:
             return ""
+        text = data.decode(errors="replace")
+        return text if size <= limit else f"... ({size - limit} bytes cut)\n{text}"
 
     def _error(self, stage: str, what: str, status: int | None = None) -> WorkloadError:
         text = self.output().rstrip()
@@ -203,7 +213,7 @@ class Workload:
         out = os.open(self.outfile, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
         try:
             self._proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                                          close_fds=True, cwd=self.workdir)
+                                          close_fds=True, cwd=self.workdir, env=self.env)
         except OSError as e:
             raise WorkloadError(f"workload {self.name}: stage 'start': cannot run "
                                 f"{self.exe}: {e}") from None

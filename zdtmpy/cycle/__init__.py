@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .. import isolation, procstate
+from .. import isolation, marker, procstate
 from ..criu import Criu, CriuRun
-from ..errors import WorkloadError, ZdtmError
+from ..errors import StageTimeout, WorkloadError, ZdtmError
 
 
 @dataclass
@@ -34,6 +34,7 @@ class StageError(ZdtmError):
     """A failure tagged with the stage it happened in."""
 
     def __init__(self, stage: str, test: str, message: str):
+        message = message.removeprefix(f"stage '{stage}': ")  # said once is enough
         super().__init__(f"{test}: stage '{stage}': {message}")
         self.stage = stage
 
@@ -46,6 +47,7 @@ class Attachment:
     criu_log: bool = False  # show the error lines and the tail, not the whole log
 
     def read(self, limit: int = 20000) -> str:
+        """The text, bounded: never more than `limit` bytes of a file are read."""
         if self.text is not None:
             return self.text
         if self.criu_log:
@@ -53,12 +55,15 @@ class Attachment:
 
             return log_excerpt(self.path, tail=30) + f"\n(full log: {self.path})"
         try:
-            data = self.path.read_text(errors="replace")
+            with open(self.path, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                f.seek(max(0, size - limit))
+                data = f.read(limit).decode(errors="replace")
         except OSError as exc:
             return f"({self.path}: {exc.strerror})"
-        if len(data) <= limit:
+        if size <= limit:
             return data
-        return f"... ({len(data) - limit} bytes cut)\n" + data[-limit:]
+        return f"... ({size - limit} bytes cut)\n" + data
 
 
 @dataclass(frozen=True)
@@ -89,6 +94,9 @@ class Run:
     workload: object = None
     failed_stage: str | None = None  # the innermost stage an exception left first
     image_sizes: dict = field(default_factory=dict)  # image dir -> compress.stats.image_bytes
+    # Every process of this run carries marker.env(tag): cleanup kills them all by it, even
+    # ones only criu knew (a half-restored tree, a task in another session).
+    tag: str = field(default_factory=marker.new_tag)
 
     # -- bookkeeping -------------------------------------------------------------------
     @contextmanager
@@ -119,7 +127,8 @@ class Run:
         self._cleanups.append(fn)
 
     def cleanup(self) -> list[str]:
-        """Run cleanups newest first; return what went wrong (never raises)."""
+        """Run cleanups newest first, then kill whatever still carries this run's mark;
+        return what went wrong (never raises)."""
         problems = []
         while self._cleanups:
             fn = self._cleanups.pop()
@@ -127,7 +136,18 @@ class Run:
                 fn()
             except Exception as exc:  # cleanup must go on whatever happened
                 problems.append(f"cleanup {getattr(fn, '__name__', fn)}: {exc}")
+        try:  # e.g. a tree criu restored before an interrupt, never registered
+            self.kill_marked()
+        except Exception as exc:
+            problems.append(f"cleanup kill_marked: {exc}")
         return problems
+
+    def kill_marked(self) -> list[int]:
+        return marker.kill_tagged(self.tag)
+
+    def env(self) -> dict[str, str]:
+        """The environment of every process this run starts."""
+        return marker.env(self.tag)
 
     def path(self, name: str) -> Path:
         return self.workdir / name
@@ -144,7 +164,8 @@ class Run:
                           if (d / f"{self.desc.workload}.c").exists()), None)
             exe = build_workload(self.desc.workload, static_dir=where)
         with self.stage("start"):
-            wl = Workload(exe, self.workdir, args=self.desc.args, start_timeout=self.timeout())
+            wl = Workload(exe, self.workdir, args=self.desc.args, start_timeout=self.timeout(),
+                          env=self.env())
             self.workload = wl
             self.on_cleanup(wl.kill)
             self.attach("workload output", wl.outfile)
@@ -181,8 +202,12 @@ class Run:
                  expect_fail: bool = False) -> CriuRun:
         log = self.path(log_name)
         self.attach(f"criu {action} log ({log_name})", log, criu_log=True)
-        return self.criu.run(action, args, log=log, stage=stage, timeout=self.timeout(2),
-                             expect_fail=expect_fail)
+        try:
+            return self.criu.run(action, args, log=log, stage=stage, timeout=self.timeout(2),
+                                 expect_fail=expect_fail, env=self.env())
+        except StageTimeout:
+            self.kill_marked()  # criu's group is dead; restored tasks may live elsewhere
+            raise
 
     def dump(self, pid: int, images: Path, extra=(), *, log_name="dump.log", stage="dump",
              leave_running=False) -> CriuRun:

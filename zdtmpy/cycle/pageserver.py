@@ -14,7 +14,7 @@ import socket
 import subprocess
 from pathlib import Path
 
-from ..criu import log_excerpt
+from ..criu import log_excerpt, signal_name
 from ..errors import CriuFailure, StageTimeout
 from . import Run
 from .transforms import COMPRESS_FEATURE, link_copy, refuse_compressed, spec_of
@@ -42,7 +42,7 @@ class BackgroundCriu:
                 self.proc = subprocess.Popen(
                     [*self.cmd, "--status-fd", str(wfd)], stdin=subprocess.DEVNULL,
                     stdout=out, stderr=subprocess.STDOUT, pass_fds=(wfd,),
-                    start_new_session=True)
+                    start_new_session=True, env=self.r.env())
             self.r.on_cleanup(self.kill)
             os.close(wfd)
             wfd = -1
@@ -67,11 +67,11 @@ class BackgroundCriu:
             rc = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.kill()
-            raise StageTimeout(f"stage '{stage}': criu {self.action} did not exit within "
+            raise StageTimeout(f"criu {self.action} did not exit within "
                                f"{timeout:g}s (killed)\n{log_excerpt(self.log)}") from None
         if rc != 0:
-            how = f"signal {signal.Signals(-rc).name}" if rc < 0 else f"status {rc}"
-            raise CriuFailure(f"stage '{stage}': criu {self.action} exited with {how}; "
+            how = f"was killed by {signal_name(-rc)}" if rc < 0 else f"exited with status {rc}"
+            raise CriuFailure(f"criu {self.action} {how}; "
                               f"command: {' '.join(self.cmd)}\n{log_excerpt(self.log)}")
         return rc
 

@@ -19,6 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from ..criu import returncode_text
 from ..errors import ImageError, StageTimeout
 from ..isolation import tree_pids
 from ..transport.streamproto import CAPTURE_SOCKET, SERVE_SOCKET
@@ -84,15 +85,17 @@ class StreamerProcess:
                "--accept-timeout", str(r.timeout()), "--idle-timeout", str(r.timeout())]
         with open(self.log, "ab") as logf:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf,
-                                         stderr=logf, close_fds=True, start_new_session=True)
+                                         stderr=logf, close_fds=True, start_new_session=True,
+                                         env=r.env())
         r.on_cleanup(self.kill)
 
     def wait_ready(self):
         deadline = time.monotonic() + self.r.timeout()
         while not self.sock.exists():
             if self.proc.poll() is not None:
-                self.r.fail(f"zdtmpy stream {self.action} exited ({self.proc.returncode}) "
-                            f"before listening:\n{self.tail()}")
+                self.r.fail(f"zdtmpy stream {self.action} "
+                            f"{returncode_text(self.proc.returncode)} before listening:\n"
+                            f"{self.tail()}")
             if time.monotonic() > deadline:
                 raise StageTimeout(f"zdtmpy stream {self.action}: no socket {self.sock} after "
                                    f"{self.r.timeout():.0f}s")
@@ -106,13 +109,16 @@ class StreamerProcess:
             raise StageTimeout(f"zdtmpy stream {self.action} did not finish within "
                                f"{self.r.timeout():.0f}s after criu; log {self.log}") from None
         if rc != 0:
-            self.r.fail(f"zdtmpy stream {self.action} failed (exit {rc}):\n{self.tail()}")
+            self.r.fail(f"zdtmpy stream {self.action} {returncode_text(rc)}:\n{self.tail()}")
 
     def tail(self, lines=15):
+        from ..criu import read_head_tail
+
         try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+            first, last, _ = read_head_tail(self.log, head=0, tail=64 << 10)
         except OSError:
             return f"(no log at {self.log})"
+        return "\n".join((first + last)[-lines:])
 
     def kill(self):
         """SIGTERM first (the streamer removes its socket and partial files), then SIGKILL."""

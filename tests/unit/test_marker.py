@@ -1,0 +1,107 @@
+"""Process markers and the sweep, with real processes (no criu needed)."""
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+
+from zdtmpy import marker
+from zdtmpy.isolation import alive, wait_gone
+
+
+def _execed(pid: int) -> None:
+    """Wait until PID runs sleep (before exec, a forked child has its parent's environment)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            if f.read().startswith(b"sleep"):
+                return
+        time.sleep(0.005)
+    raise AssertionError(f"pid {pid} did not exec sleep")
+
+
+def _sleeper(env) -> subprocess.Popen:
+    p = subprocess.Popen(["sleep", "600"], env=env, stdin=subprocess.DEVNULL)
+    _execed(p.pid)
+    return p
+
+
+def _orphan_with_gone_owner() -> int:
+    """A `sleep` marked by a python process that has exited since: its owner is gone."""
+    code = textwrap.dedent("""
+        import subprocess, sys
+        from zdtmpy import marker
+        p = subprocess.Popen(["sleep", "600"], env=marker.env("crashed-run"),
+                             start_new_session=True, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+        print(p.pid, flush=True)
+        """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=30, check=True)
+    pid = int(out.stdout.split()[0])
+    _execed(pid)
+    return pid
+
+
+def test_mark_is_inherited_and_read_back():
+    p = _sleeper(marker.env("t1"))
+    try:
+        m = marker.read_mark(p.pid)
+        assert m is not None and m.tag == "t1"
+        assert m.owner == marker.me() and m.owner.alive()
+    finally:
+        p.kill()
+        p.wait()
+
+
+def test_kill_tagged_kills_only_that_tag():
+    mine = _sleeper(marker.env("victim"))
+    other = _sleeper(marker.env("bystander"))
+    plain = _sleeper(None)
+    try:
+        assert marker.kill_tagged("victim") == [mine.pid]
+        assert mine.wait(5) == -9
+        assert other.poll() is None and plain.poll() is None
+    finally:
+        for p in (mine, other, plain):
+            p.kill()
+            p.wait()
+
+
+def test_sweep_kills_orphans_of_gone_owners_and_spares_live_ones():
+    live = _sleeper(marker.env("live-session"))
+    orphan = _orphan_with_gone_owner()
+    try:
+        assert alive(orphan)
+        killed = marker.sweep()
+        assert orphan in [k.pid for k in killed]
+        assert wait_gone(orphan, 5)
+        assert live.poll() is None  # its owner (this process) is alive: never touched
+        assert "crashed-run" in marker.describe(killed)
+        assert "sleep 600" in marker.describe(killed)
+    finally:
+        live.kill()
+        live.wait()
+        if alive(orphan):
+            os.kill(orphan, 9)
+
+
+def test_recycled_owner_pid_counts_as_gone_and_foreign_namespace_is_not_judged():
+    me = marker.me()
+    recycled = marker.Mark(marker.Owner(me.pid, me.start + 1, me.pidns), "x")
+    foreign = marker.Mark(marker.Owner(1, 0, me.pidns + 1), "x")
+    assert marker.orphaned(recycled, me.pidns)
+    assert not marker.orphaned(foreign, me.pidns)
+    assert not marker.orphaned(marker.Mark(me, "x"), me.pidns)
+
+
+def test_malformed_marks_are_ignored():
+    for bad in ("", "v2:1:2:3:t", "v1:1:2:3:", "v1:a:2:3:t", "v1:1:2:3:t/../x"):
+        env = dict(os.environ, ZDTMPY_MARK=bad)
+        p = _sleeper(env)
+        try:
+            assert marker.read_mark(p.pid) is None
+        finally:
+            p.kill()
+            p.wait()
