@@ -33,7 +33,7 @@ def verify_dir(path, chain=False):
     def add(file, entry, what, layer=path):
         problems.append(Problem(str(layer), file, entry, what))
 
-    if (path / JOURNAL).exists():
+    if os.path.lexists(path / JOURNAL):
         add(JOURNAL, None, "an interrupted zdtmpy rewrite is pending (run compress or "
             "decompress on this directory to finish it)")
     try:

@@ -48,7 +48,7 @@ class ImageSet:
     @property
     def journal_pending(self):
         """True while an interrupted zdtmpy rewrite still has to be completed."""
-        return (self.path / JOURNAL).exists()
+        return os.path.lexists(self.path / JOURNAL)
 
     @property
     def parent_link(self):
