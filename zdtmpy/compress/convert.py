@@ -11,6 +11,7 @@ from ..errors import ImageError
 from ..images.framing import INVENTORY_MAGIC, write_image
 from ..images.imageset import INVENTORY, ImageSet, load_chain
 from ..images.pagemap import PAGE_SIZE, PE_PAYLOAD_ALIGNED
+from ..images.safeopen import open_regular
 from .codec import MODES, CompressionSpec
 from .install import discard_stage, install, new_stage, recover
 from .progress import Progress
@@ -89,7 +90,7 @@ def _rewrite(iset, pms, spec, inventory, backup, progress, label):
     names = []
     try:
         for pm in pms:
-            fd = os.open(pm.pages_path, os.O_RDONLY) if os.path.exists(pm.pages_path) else None
+            fd = open_regular(pm.pages_path) if os.path.lexists(pm.pages_path) else None
             try:
                 with PagemapWriter(stage, pm.name, pm.pages_id, spec,
                                    head_template=pm.head) as w:

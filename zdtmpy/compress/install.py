@@ -23,6 +23,7 @@ from typing import Union
 
 from ..errors import ImageError
 from ..images.imageset import JOURNAL, PARENT_LINK
+from ..images.safeopen import file_kind
 
 STAGE = ".zdtmpy-stage"
 JOURNAL_TMP = JOURNAL + ".tmp"
@@ -59,15 +60,6 @@ def plain_name_problem(name: object) -> str | None:
     return None
 
 
-def _kind(mode: int) -> str:
-    for test, what in ((stat.S_ISLNK, "a symlink"), (stat.S_ISDIR, "a directory"),
-                       (stat.S_ISREG, "a regular file"), (stat.S_ISFIFO, "a FIFO"),
-                       (stat.S_ISSOCK, "a socket")):
-        if test(mode):
-            return what
-    return "a device or special file"
-
-
 def _lstat(path: Path) -> os.stat_result | None:
     try:
         return os.lstat(path)
@@ -83,7 +75,7 @@ def _stage_present(dirpath: Path) -> bool:
     if st is None:
         return False
     if not stat.S_ISDIR(st.st_mode):
-        raise ImageError(f"{dirpath / STAGE}: leftover staging entry is {_kind(st.st_mode)}, "
+        raise ImageError(f"{dirpath / STAGE}: leftover staging entry is {file_kind(st.st_mode)}, "
                          "not a directory; refusing to touch it (remove it by hand); "
                          "nothing was changed")
     return True
@@ -177,7 +169,7 @@ def read_journal(dirpath: Path) -> tuple[list[str], bool]:
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise refuse(f"is {_kind(st.st_mode)}, not a regular file")
+            raise refuse(f"is {file_kind(st.st_mode)}, not a regular file")
         if st.st_size > JOURNAL_MAX:
             raise refuse(f"is {st.st_size} bytes, more than a journal can be ({JOURNAL_MAX})")
         raw = os.read(fd, JOURNAL_MAX + 1)
@@ -220,7 +212,7 @@ def _check_entries(dirpath: Path, files: list[str]) -> None:
         if src is not None:
             link_ok = name == PARENT_LINK and stat.S_ISLNK(src.st_mode)
             if not (stat.S_ISREG(src.st_mode) or link_ok):
-                raise refuse(f"staged {STAGE}/{name} is {_kind(src.st_mode)}")
+                raise refuse(f"staged {STAGE}/{name} is {file_kind(src.st_mode)}")
         dst = _lstat(dirpath / name)
         if dst is not None and stat.S_ISDIR(dst.st_mode):
             raise refuse(f"{name} in the image directory is a directory")

@@ -14,6 +14,7 @@ from ..images.framing import INVENTORY_MAGIC, write_image
 from ..images.imageset import INVENTORY, PARENT_LINK, ImageSet, load_chain
 from ..images.pagemap import PAGE_SIZE, PE_PARENT, PE_PRESENT
 from ..images.reader import PageReader
+from ..images.safeopen import open_regular
 from .chain import same_tree_problem
 from .codec import CompressionSpec
 from .convert import ConvertResult, _load_checked, _pages_bytes, _refusal
@@ -221,7 +222,7 @@ class _Runs:
 
 def _rebase_pagemap(pm, reader, stage, spec, stats):
     ppm = reader.layers[0].pagemaps.get(pm.key)
-    fd = os.open(pm.pages_path, os.O_RDONLY) if os.path.exists(pm.pages_path) else None
+    fd = open_regular(pm.pages_path) if os.path.lexists(pm.pages_path) else None
     try:
         with PagemapWriter(stage, pm.name, pm.pages_id, spec, head_template=pm.head) as w:
             for e in pm.entries:

@@ -5,8 +5,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ImageError
+from ..images.dirscan import directory_problems
 from ..images.imageset import INVENTORY, JOURNAL, ImageSet, load_chain
 from ..images.pagemap import MAX_REGION_BYTES, PAGE_SIZE, PE_PAYLOAD_ALIGNED
+from ..images.safeopen import open_regular
 from .codec import MODES
 from .source import entry_chunks
 
@@ -82,6 +84,10 @@ def _verify_layer(iset):
         pms = list(iset.pagemaps.values())
     except ImageError as exc:
         add(INVENTORY, None, f"cannot load pagemaps: {exc}")
+        pms = None
+    for name, text in directory_problems(iset.path, pms):
+        add(name, None, text)
+    if pms is None:
         return problems
     owners = {}
     for pm in pms:
@@ -113,9 +119,12 @@ def _verify_layer(iset):
 def _verify_payload(iset, pm):
     """Decode every stored block and check the alignment padding is zero."""
     problems = []
-    if not os.path.exists(pm.pages_path):
+    if not os.path.lexists(pm.pages_path):
         return problems
-    fd = os.open(pm.pages_path, os.O_RDONLY)
+    try:
+        fd = open_regular(pm.pages_path)
+    except ImageError as exc:
+        return [Problem(str(iset.path), pm.pages_name, None, str(exc))]
     try:
         pos = 0
         for e in pm.entries:

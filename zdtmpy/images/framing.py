@@ -4,6 +4,7 @@ import os
 import struct
 
 from ..errors import ImageError
+from .safeopen import read_regular
 
 COMMON_MAGIC = 0x54564319
 SERVICE_MAGIC = 0x55105940  # stats-dump / stats-restore use it instead of the common one
@@ -58,6 +59,9 @@ def parse_image(data, name, expect=None):
     if expect is not None and magic != expect:
         raise ImageError(f"{name}: magic {magic:#010x} is not the expected "
                          f"{MAGIC_NAMES.get(expect, '?')} magic {expect:#010x}")
+    if data[:pos - 4] != _prefix(magic):  # criu reads stats only after the service magic
+        raise ImageError(f"{name}: leading magic {first:#010x} does not belong to a "
+                         f"{MAGIC_NAMES.get(magic, hex(magic))} image")
     entries = []
     end = len(data)
     while pos < end:
@@ -75,12 +79,7 @@ def parse_image(data, name, expect=None):
 
 def read_image(path, expect=None):
     """Read an image file (never a pages file) into a RawImage."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as exc:
-        raise ImageError(f"{path}: cannot read image: {exc.strerror}") from None
-    return parse_image(data, str(path), expect)
+    return parse_image(read_regular(path), str(path), expect)
 
 
 def encode_image(magic, entries):

@@ -8,6 +8,7 @@ import re
 from ..errors import ImageError
 from . import messages
 from .framing import PAGEMAP_MAGIC, read_image
+from .safeopen import regular_size
 
 PAGE_SIZE = 4096
 PE_PARENT = 1
@@ -18,7 +19,9 @@ KNOWN_FLAGS = PE_PARENT | PE_LAZY | PE_PRESENT | PE_PAYLOAD_ALIGNED
 MAX_REGION_BYTES = 4 << 20
 U32_MAX = 0xFFFFFFFF
 
-_NAME = re.compile(r"pagemap-(?:(shmem)-)?(\d+)\.img")
+# the names criu writes: decimal without leading zeros (pagemap-03290.img is not pid 3290's)
+_NAME = re.compile(r"pagemap-(?:(shmem)-)?(0|[1-9]\d*)\.img")
+LOOSE_NAME = re.compile(r"pagemap-(?:shmem-)?\d+\.img")
 
 
 def pagemap_key(name):
@@ -191,14 +194,16 @@ class Pagemap:
     def payload_problem(self):
         """A text when the computed payload size differs from the pages file size, else None."""
         try:
-            st = os.stat(self.pages_path)
-        except OSError as exc:
+            size = regular_size(self.pages_path)
+        except ImageError as exc:
+            return str(exc).replace(f"{self.pages_path}: ", f"{self.pages_name}: ")
+        if size is None:
             if self.payload_size == 0:
                 return None  # nothing to read, a missing empty pages file is harmless
-            return f"{self.pages_name}: {exc.strerror}"
-        if st.st_size != self.payload_size:
+            return f"{self.pages_name}: No such file or directory"
+        if size != self.payload_size:
             return (f"entries describe {self.payload_size} payload bytes but "
-                    f"{self.pages_name} holds {st.st_size}")
+                    f"{self.pages_name} holds {size}")
         return None
 
 

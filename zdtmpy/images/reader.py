@@ -12,6 +12,7 @@ from ..errors import ImageError
 from .blocks import decode_block
 from .imageset import load_chain
 from .pagemap import PAGE_SIZE, PE_LAZY, PE_PARENT, PE_PRESENT, pagemap_name
+from .safeopen import open_regular
 
 VMA_FILE_SHARED = 1 << 7
 _BATCH_MIN_BLOCKS = 4   # from this many blocks a read goes through the batch decoder
@@ -142,10 +143,7 @@ class PageReader:
         k = (li, pm.key)
         fd = self._fds.get(k)
         if fd is None:
-            try:
-                fd = os.open(pm.pages_path, os.O_RDONLY | os.O_CLOEXEC)
-            except OSError as exc:
-                raise ImageError(f"{pm.pages_path}: {exc.strerror}") from None
+            fd = open_regular(pm.pages_path)
             self._fds[k] = fd
         return fd
 
