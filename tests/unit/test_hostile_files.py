@@ -12,7 +12,8 @@ import pytest
 from zdtmpy.cli import main
 from zdtmpy.compress import CompressionSpec, compress_dir, decompress_dir, verify_dir
 from zdtmpy.errors import ImageError
-from zdtmpy.images import SERVICE_MAGIC, PageReader
+from zdtmpy.images import SERVICE_MAGIC, PageReader, messages, read_image, write_image
+from zdtmpy.images.pagemap import entry_nr_pages, set_entry_nr_pages
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "criu-4.1.1"
 PAGE = CompressionSpec("page")
@@ -119,3 +120,26 @@ def test_pagemap_with_the_stats_magic(tmp_path):
     assert any("does not belong to a pagemap image" in p for p in problems), problems
     with pytest.raises(ImageError, match="does not belong"):
         PageReader(d).read(25828, 0x555ba8c40000, 1)
+
+
+def test_zero_region_bomb_is_bounded_by_the_vmas(tmp_path, capsys):
+    """A few KiB of pagemap announcing ~16 GiB of zero 4 MiB regions: refused at once."""
+    d = copy("plain", tmp_path)
+    compress_dir(d, CompressionSpec("region", 4 << 20), in_place=True)
+    path = d / "pagemap-25828.img"
+    raw = read_image(path)
+    msg = messages.PagemapEntry.FromString(raw.entries[-1])
+    extra = 4000  # zero blocks: one byte each in the pagemap, 4 MiB each decoded
+    msg.compressed_size.extend([0] * extra)
+    set_entry_nr_pages(msg, entry_nr_pages(msg) + extra * 1024)
+    raw.entries[-1] = msg.SerializeToString()
+    write_image(path, raw.magic, raw.entries)
+    assert path.stat().st_size < 16 << 10
+    before = snapshot(d)
+    problems = [str(p) for p in verify_dir(d)]
+    assert any("outside the VMAs of mm-25828.img" in p for p in problems), problems
+    with pytest.raises(ImageError, match="outside the VMAs"):
+        decompress_dir(d)
+    assert main(["decompress", str(d)]) == 1
+    assert "outside the VMAs" in capsys.readouterr().err
+    assert snapshot(d) == before

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ImageError
+from ..images.bounds import outside_vmas
 from ..images.framing import INVENTORY_MAGIC, write_image
 from ..images.imageset import INVENTORY, ImageSet, load_chain
 from ..images.pagemap import PAGE_SIZE, PE_PAYLOAD_ALIGNED
@@ -69,7 +70,7 @@ def _load_checked(iset, action):
         if pm.pages_id in owners:
             refuse(f"{pm.pages_name} is named by both {owners[pm.pages_id]} and {pm.name}")
         owners[pm.pages_id] = pm.name
-        for index, text in pm.problems():
+        for index, text in pm.problems() + outside_vmas(iset, pm):
             refuse(f"{pm.name} entry {index}: {text}")
         text = pm.payload_problem()
         if text:

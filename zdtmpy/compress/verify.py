@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ImageError
+from ..images.bounds import outside_vmas
 from ..images.dirscan import directory_problems
 from ..images.imageset import INVENTORY, JOURNAL, ImageSet, load_chain
 from ..images.pagemap import MAX_REGION_BYTES, PAGE_SIZE, PE_PAYLOAD_ALIGNED
@@ -96,6 +97,9 @@ def _verify_layer(iset):
         owners[pm.pages_id] = pm.name
         for index, text in pm.problems():
             add(pm.name, index, text)
+        outside = outside_vmas(iset, pm)
+        for index, text in outside:
+            add(pm.name, index, text)
         for e in pm.entries:
             if e.compressed or e.flags & PE_PAYLOAD_ALIGNED:
                 if version != 3:
@@ -111,7 +115,7 @@ def _verify_layer(iset):
         text = pm.payload_problem()
         if text:
             add(pm.name, None, text)
-        elif not pm.problems():
+        elif not pm.problems() and not outside:
             problems.extend(_verify_payload(iset, pm))
     return problems
 
