@@ -19,6 +19,12 @@ if command -v python3 >/dev/null; then
 else
 	need+=(python3-venv python3-dev)
 fi
+# CRIU's own ZDTM corpus (--zdtm-suite): building its tests with upstream's Makefiles, the
+# ns flavor's network lock (iptables), upstream hooks and zdtm.py for `zdtmpy bench corpus`.
+for p in libnl-route-3-dev libcap-dev libaio-dev pkg-config iptables iproute2 \
+	protobuf-compiler python3-yaml python3-protobuf python3-junit.xml; do
+	dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
+done
 if [ ${#need[@]} -gt 0 ]; then
 	echo "setup: installing ${need[*]}" >&2
 	as_root timeout 600 apt-get update -qq >&2

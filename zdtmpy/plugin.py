@@ -54,6 +54,17 @@ def pytest_addoption(parser):
                 help="run only part K of N disjoint parts of the selected items")
     g.addoption("--zdtm-shard-durations", action="append", default=None, metavar="REPORT",
                 help="balance --zdtm-shard by the durations in earlier --zdtm-report files")
+    g.addoption("--zdtm-suite", action="append", default=None, metavar="PATH",
+                help="also run CRIU's own ZDTM corpus from a criu source tree or its "
+                     "test/zdtm (repeatable); 'criu' = the tree the criu under test was "
+                     "built in")
+    g.addoption("--zdtm-flavor", action="append", default=None, metavar="FLAVOR",
+                help="upstream corpus flavors (repeatable): h, ns; default: both")
+    g.addoption("--zdtm-as-root", action="store_true",
+                help="run upstream tests not flagged suid as root instead of upstream's "
+                     "uid 18943 (needed where root lacks CAP_SYS_RESOURCE)")
+    parser.addini("zdtm_suites", type="args", default=[],
+                  help="upstream ZDTM corpora to run, as --zdtm-suite")
     parser.addini("zdtm_descs", type="args", default=["descs"],
                   help="directories holding test descriptors, relative to rootdir")
     parser.addini("zdtm_static", type="args", default=["tests/static"],
@@ -88,6 +99,9 @@ def pytest_configure(config):
     _share_cores()
     _probe_criu(config)
     _guard_start(config)
+    from .corpus import session as corpus_session
+
+    corpus_session.configure(config)
 
 
 def _guard_start(config):
@@ -177,7 +191,8 @@ def pytest_collection_modifyitems(config, items):
     named = " ".join(config.args) + " " + (config.getoption("keyword") or "")
     keep, drop = [], []
     for item in items:
-        if isinstance(item, ZdtmItem) and item.desc.has("noauto") and item.desc.name not in named:
+        if (isinstance(item, ZdtmItem) and item.desc.has("noauto")
+                and item.desc.name not in named and not getattr(item, "corpus", False)):
             drop.append(item)
         else:
             keep.append(item)

@@ -76,7 +76,7 @@ def run_item(item) -> None:
         desc=item.desc,
         variant=item.variant,
         criu=criu_of(config),
-        workdir=prepare_workdir(root, _dirname(item)),
+        workdir=prepare_workdir(getattr(item, "workdir_parent", None) or root, _dirname(item)),
         options=RunOptions(
             keep=config.getoption("zdtm_keep"),
             norst=config.getoption("zdtm_norst"),
@@ -85,6 +85,8 @@ def run_item(item) -> None:
             static_dirs=tuple(Path(config.rootpath, d) for d in config.getini("zdtm_static")),
         ),
         after_dump=lambda images: config.hook.pytest_zdtm_after_dump(item=item, images=images),
+        launch=getattr(item, "launch", None),  # the upstream corpus brings its own workloads
+        event=getattr(item, "event", None),
     )
     item.run_state = run
     passed = False

@@ -14,6 +14,7 @@ KINDS = {
     "compress": "compress",
     "page-server": "pageserver",
     "stream": "stream",
+    "corpus": "corpus",
 }
 
 

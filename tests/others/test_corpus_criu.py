@@ -1,0 +1,67 @@
+"""CRIU's own ZDTM corpus through the plugin, as a user runs it: real criu, real upstream
+tests built from the source tree the criu under test was built in."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+def tree_criu_or_skip():
+    from zdtmpy.criu import find_criu
+    from zdtmpy.errors import CriuNotFound
+
+    try:
+        criu = find_criu()
+    except CriuNotFound as exc:
+        pytest.skip(f"criu unavailable: {exc}")
+    if not (Path(criu.path).resolve().parents[1] / "test" / "zdtm" / "static").is_dir():
+        pytest.skip(f"criu {criu.path} was not built in a criu source tree "
+                    "(ci/provision-criu.sh --from-source)")
+    return criu
+
+
+def _ns_mounts() -> set[str]:
+    return {line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()
+            if "/zdtmpy-ns-" in line.split()[4]}
+
+
+def run(pytester, *args):
+    (pytester.path / "empty").mkdir(exist_ok=True)
+    return pytester.runpytest_subprocess("-p", "no:cacheprovider", "-rs", "--zdtm-mode", "plain",
+                                         "--zdtm-compress", "off", "--zdtm-suite", "criu",
+                                         "--zdtm-as-root", "empty", *args)
+
+
+@pytest.mark.criu
+def test_upstream_tests_pass_in_h_and_ns_without_leftovers(pytester, monkeypatch):
+    criu = tree_criu_or_skip()
+    # zdtmpy's ZDTM_CRIU must not reach upstream's ns.c (it would bind-mount that path).
+    monkeypatch.setenv("ZDTM_CRIU", str(criu.path))
+    before = _ns_mounts()
+    res = run(pytester, "-k", "zdtm/static/pipe00[ or zdtm/static/write_read00[")
+    res.assert_outcomes(passed=4)
+    text = res.stdout.str()
+    assert "flavor h mode plain: 2 passed, 0 failed, 0 skipped" in text
+    assert "flavor ns mode plain: 2 passed, 0 failed, 0 skipped" in text
+    assert _ns_mounts() == before
+    assert not any((pytester.path / "zdtm-results").glob("zdtm-static-*"))
+
+
+@pytest.mark.criu
+def test_upstream_exclusions_are_skips_with_their_reason(pytester):
+    tree_criu_or_skip()
+    res = run(pytester, "-k", "zdtm/static/route_rules[ or zdtm/static/conntracks[")
+    res.assert_outcomes(skipped=4)
+    text = res.stdout.str()
+    assert "excluded: excluded by upstream's zdtm.desc" in text
+    assert "statefile (start/stop protocol)" in text
+    assert "flavor h mode plain: 0 passed, 0 failed, 2 skipped (2 excluded)" in text
+
+
+def test_suite_option_refuses_a_directory_without_tests(pytester):
+    res = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--zdtm-suite",
+                                        str(pytester.path))
+    assert res.ret == 4  # usage error
+    assert "not a criu source tree or its test/zdtm directory" in res.stderr.str()

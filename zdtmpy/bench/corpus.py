@@ -1,0 +1,177 @@
+"""The same upstream ZDTM tests, plain mode, through upstream `zdtm.py -p N` and through
+`zdtmpy -n N`, in one run, on the same criu: both wall and CPU times and the ratio.
+
+Both sides get the same tests, prebuilt before timing starts. Where root lacks
+CAP_SYS_RESOURCE, both keep the tests as root (zdtmpy: --zdtm-as-root; zdtm.py: a copy of
+zdtm.py written next to it, `test/.zdtmpy-zdtm.py`, with upstream's uid switch turned off):
+otherwise every non-suid test fails to dump on both sides. The load average is printed with
+the figures: this machine is shared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from . import BenchError, parse_junit
+
+HELP = "upstream ZDTM corpus: zdtm.py -p N vs zdtmpy -n N, plain mode"
+# A slice over the corpus' areas: files, sockets, pipes, signals, timers, mm, ipc, process.
+SLICE = ("pipe00 pipe01 fifo write_read00 unlink_fstat00 file_locks00 cwd00 sockets00 "
+         "socket_listen sk-unix-unconn socket-tcp-local packet_sock sigaltstack sigpending "
+         "posix_timers timerfd itimer maps00 maps01 mprotect00 cow01 mem-touch shm msgque sem "
+         "zombie00 pthread00 session00 pid00 env00 umask00 uptime_grow futex eventfs00")
+UID_SWITCH = "        if not test_flag(self.__desc, 'suid'):\n"
+UID_KEEP = "        if False:  # zdtmpy bench: tests kept as root (no CAP_SYS_RESOURCE)\n"
+ZDTM_TIMEOUT = 3600
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--suite", default="criu",
+                   help="criu source tree or its test/zdtm ('criu' = the tree of the criu "
+                        "under test; default)")
+    p.add_argument("--criu-bin", default=None, help="criu to test (default: as zdtmpy finds)")
+    p.add_argument("--flavor", default="h", choices=("h", "ns"))
+    p.add_argument("--jobs", type=int, default=2, help="zdtm.py -p N and zdtmpy -n N")
+    p.add_argument("--tests", default=SLICE,
+                   help="space-separated short names (default: a representative slice)")
+    p.add_argument("--all", action="store_true",
+                   help="every test of the suite that is not excluded upstream")
+    p.add_argument("--work", default=None, help="directory for logs (default: a temp dir)")
+
+
+def _children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def _timed(cmd: list[str], cwd: Path, env: dict, out: Path) -> tuple[float, float, int]:
+    cpu0, t0 = _children_cpu(), time.monotonic()
+    with open(out, "wb") as fh:
+        try:
+            proc = subprocess.run(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=fh,
+                                  stderr=subprocess.STDOUT, timeout=ZDTM_TIMEOUT, check=False)
+            rc = proc.returncode
+        except subprocess.TimeoutExpired:
+            rc = -1
+    return time.monotonic() - t0, _children_cpu() - cpu0, rc
+
+
+def _upstream_script(suite, as_root: bool) -> Path:
+    src = suite.test_dir / "zdtm.py"
+    text = src.read_text()
+    if as_root:
+        if UID_SWITCH not in text:
+            raise BenchError(f"{src}: upstream's uid switch line not found; cannot keep "
+                             "tests as root")
+        text = text.replace(UID_SWITCH, UID_KEEP, 1)
+    dst = suite.test_dir / ".zdtmpy-zdtm.py"
+    dst.write_text(text)
+    return dst
+
+
+def _tap_counts(report: Path) -> dict[str, int]:
+    counts = {"passed": 0, "failed": 0, "skipped": 0}
+    for tap in report.glob("*.tap"):
+        for line in tap.read_text(errors="replace").splitlines():
+            if re.match(r"^(not )?ok \d+", line):
+                key = ("skipped" if "# SKIP" in line else
+                       "failed" if line.startswith("not ok") else "passed")
+                counts[key] += 1
+    return counts
+
+
+def _prepare_upstream(suite) -> None:
+    """pycriu modules, umount2 and zdtm_ct: what zdtm.py needs besides the tests."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ZDTM_")}
+    for args in (["-C", str(suite.tree), "lib"],
+                 ["-C", str(suite.test_dir), "umount2", "zdtm_ct"]):
+        r = subprocess.run(["make", *args], env=env, capture_output=True, text=True,
+                           timeout=1800, check=False)
+        if r.returncode:
+            raise BenchError(f"make {' '.join(args)} failed:\n{r.stdout[-2000:]}"
+                             f"{r.stderr[-2000:]}")
+
+
+def run(args) -> int:
+    from ..corpus import build, updesc
+    from ..corpus import suite as suite_mod
+    from ..corpus.flavor import lacks_cap_sys_resource
+    from ..criu import find_criu
+
+    criu = find_criu(args.criu_bin)
+    suite = suite_mod.resolve(args.suite, criu.path)
+    everything = {t.short: t for t in suite.tests() if not t.excluded}
+    names = sorted(everything) if args.all else args.tests.split()
+    chosen = []
+    for n in names:
+        t = everything.get(n)
+        if t is None:
+            raise BenchError(f"no upstream test named {n!r} in {suite.zdtm}")
+        try:
+            d = updesc.load(t.file(suite, ".desc"), t.name)
+        except updesc.DescriptorError:
+            continue
+        if args.flavor in d.flavor and not d.has("noauto"):
+            chosen.append(t)
+    if not chosen:
+        raise BenchError("none of the selected tests runs in flavor " + args.flavor)
+    as_root = lacks_cap_sys_resource()
+    work = Path(args.work or tempfile.mkdtemp(prefix="zdtmpy-bench-corpus-"))
+    work.mkdir(parents=True, exist_ok=True)
+    print(f"bench corpus: {len(chosen)} tests, flavor {args.flavor}, -p/-n {args.jobs}, "
+          f"criu {criu.version_str} ({criu.path}), suite {suite.zdtm}; building...",
+          file=sys.stderr, flush=True)
+    build.ensure_built(suite, chosen)
+    _prepare_upstream(suite)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ZDTM_")}
+    env["PATH"] = "/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+    script = _upstream_script(suite, as_root)
+    report = work / "upstream-report"
+    up_cmd = ["/usr/bin/python3", script.name, "run", "--keep-going", "-p", str(args.jobs),
+              "-f", args.flavor, "--criu-bin", str(criu.path), "--report", str(report)]
+    for t in chosen:
+        up_cmd += ["-t", t.name]
+    load0 = os.getloadavg()
+    up_wall, up_cpu, up_rc = _timed(up_cmd, suite.test_dir, env, work / "upstream.out")
+    up = _tap_counts(report)
+
+    junit = work / "zdtmpy.xml"
+    expr = " or ".join(f"{t.name}[" for t in chosen)
+    py_cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-n",
+              str(args.jobs), "--rootdir", str(work), "-c", os.devnull,
+              "--zdtm-suite", str(suite.zdtm), "--zdtm-flavor", args.flavor,
+              "--zdtm-mode", "plain", "--zdtm-compress", "off", "--criu-bin", str(criu.path),
+              "--zdtm-results", str(work / "zdtmpy-results"), "--junitxml", str(junit),
+              "-k", expr, *(["--zdtm-as-root"] if as_root else []), str(work / "none")]
+    (work / "none").mkdir(exist_ok=True)
+    py_wall, py_cpu, py_rc = _timed(py_cmd, work, env, work / "zdtmpy.out")
+    load1 = os.getloadavg()
+    cases = parse_junit(junit) if junit.exists() else []
+    ours = {"passed": 0, "failed": 0, "skipped": 0}
+    for c in cases:
+        ours[{"error": "failed"}.get(c.outcome, c.outcome)] += 1
+
+    print(f"tests: {len(chosen)} upstream tests, flavor {args.flavor}, plain mode, "
+          f"jobs {args.jobs}, criu {criu.version_str}"
+          + (", kept as root (no CAP_SYS_RESOURCE)" if as_root else ""))
+    print(f"zdtm.py -p {args.jobs}: wall {up_wall:8.1f} s  cpu {up_cpu:8.1f} s  "
+          f"passed {up['passed']} failed {up['failed']} skipped {up['skipped']} "
+          f"(exit {up_rc})")
+    print(f"zdtmpy -n {args.jobs}:  wall {py_wall:8.1f} s  cpu {py_cpu:8.1f} s  "
+          f"passed {ours['passed']} failed {ours['failed']} skipped {ours['skipped']} "
+          f"(exit {py_rc})")
+    ratio = py_wall / up_wall if up_wall > 0 else float("nan")
+    print(f"ratio zdtmpy/zdtm.py: wall {ratio:.2f}x  cpu "
+          f"{(py_cpu / up_cpu if up_cpu > 0 else float('nan')):.2f}x  (target wall <= 0.5x)")
+    print(f"load average before {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f}, after "
+          f"{load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f}; logs in {work}")
+    return 0

@@ -1,0 +1,218 @@
+"""The h and ns flavors: the environment an upstream test gets, and the ns flavor's root.
+
+An upstream test gets exactly what upstream's runner gives it: a fixed PATH, TMPDIR, and the
+`ZDTM_*` variables of its flavor -- never the caller's environment (zdtmpy's own `ZDTM_CRIU`
+means something else to upstream's ns.c, which bind-mounts it into the test root).
+
+Flavor `ns`: the test library creates new PID, mount, net, IPC and UTS namespaces and
+pivot_roots into `$ZDTM_ROOT`, with `$ZDTM_DEV` (a tmpfs with a few device nodes) as /dev.
+As upstream does, the root is a directory holding the test's binary and working directory and
+copies of the libraries it needs; each xdist worker bind-mounts it privately at a mount point
+of its own, set up at its first ns test and removed at the end of its session.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import re
+import shutil
+import stat
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import ZdtmError
+
+STD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# Upstream's unprivileged ids for tests not flagged suid (criu's tests use the same numbers).
+UPSTREAM_UID, UPSTREAM_GID, UPSTREAM_GROUPS = "18943", "58467", "27495 48244"
+ROOT_DIRS = ("bin", "sbin", "etc", "lib", "lib64", "dev", "tmp", "usr", "proc", "run")
+CMD_TIMEOUT = 30
+_LDD_LINE = re.compile(r"^\s*(?:\S+\s+=>\s+)?(/\S+)\s+\(0x[0-9a-f]+\)\s*$")
+
+
+def base_env(tmpdir: str) -> dict[str, str]:
+    return {"PATH": STD_PATH, "TMPDIR": tmpdir, "HOME": "/root", "LANG": "C"}
+
+
+def uid_env(as_root: bool, suid: bool) -> dict[str, str]:
+    """Upstream runs a test not flagged suid as an unprivileged user, unless told otherwise."""
+    if suid or as_root:
+        return {}
+    return {"ZDTM_UID": UPSTREAM_UID, "ZDTM_GID": UPSTREAM_GID, "ZDTM_GROUPS": UPSTREAM_GROUPS}
+
+
+def lacks_cap_sys_resource() -> bool:
+    """Root here may lack CAP_SYS_RESOURCE: criu then cannot dump a task of another uid."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("CapEff:"):
+                return not (int(line.split()[1], 16) >> 24) & 1
+    except (OSError, ValueError):
+        pass
+    return False
+
+
+def _run(cmd: list[str]) -> None:
+    try:
+        r = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                           timeout=CMD_TIMEOUT)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ZdtmError(f"ns flavor setup: {' '.join(cmd)}: {exc}") from None
+    if r.returncode:
+        raise ZdtmError(f"ns flavor setup: {' '.join(cmd)} exited {r.returncode}: "
+                        f"{(r.stderr or r.stdout).strip()[-500:]}")
+
+
+@dataclass
+class NsRoot:
+    """The ns flavor's root directory (shared) and this worker's mounts of it."""
+
+    directory: Path  # <results>/corpus-ns-root: test work dirs live under work/
+    mount_base: Path  # /tmp/zdtmpy-ns-<pid>: root/ (bind of directory) and dev/ (tmpfs)
+    _ready: bool = False
+    _copied: set = field(default_factory=set)
+
+    @classmethod
+    def for_worker(cls, results: Path) -> NsRoot:
+        base = Path(tempfile.gettempdir()) / f"zdtmpy-ns-{os.getpid()}"
+        return cls(results.resolve() / "corpus-ns-root", base)
+
+    @property
+    def root(self) -> Path:
+        return self.mount_base / "root"
+
+    @property
+    def dev(self) -> Path:
+        return self.mount_base / "dev"
+
+    @property
+    def workdirs(self) -> Path:
+        return self.directory / "work"
+
+    def env(self) -> dict[str, str]:
+        return {"ZDTM_NEWNS": "1", "ZDTM_ROOT": str(self.root), "ZDTM_DEV": str(self.dev),
+                "PATH": STD_PATH}
+
+    def criu_opts(self) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+        """(opts, dopts, ropts) upstream adds for this flavor."""
+        return (("--root", str(self.root)), ("--external", "mnt[/dev]:ZDTM_DEV"),
+                ("--external", f"mnt[ZDTM_DEV]:{self.dev}"))
+
+    def setup(self) -> None:
+        if self._ready:
+            return
+        self._construct()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.dev.mkdir(parents=True, exist_ok=True)
+        try:
+            _run(["mount", "--bind", str(self.directory), str(self.root)])
+            _run(["mount", "--make-private", str(self.root)])
+            _run(["mount", "-t", "tmpfs", "-o", "mode=0755", "zdtmpy-test-dev", str(self.dev)])
+            self._ready = True
+            self._make_dev()
+        except BaseException:
+            self.teardown()
+            raise
+
+    def _construct(self) -> None:
+        """The shared directory tree (once, under a lock: workers build it together)."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.directory / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if (self.directory / ".constructed").exists():
+                return
+            for d in ROOT_DIRS:
+                (self.directory / d).mkdir(exist_ok=True)
+                os.chmod(self.directory / d, 0o777)
+            for d in ("bin", "sbin", "lib", "lib64"):
+                link = self.directory / "usr" / d
+                if not link.is_symlink():
+                    link.symlink_to(f"../{d}")
+            self.workdirs.mkdir(exist_ok=True)
+            os.chmod(self.directory, 0o755)
+            (self.directory / ".constructed").touch()
+        finally:
+            os.close(fd)
+
+    def _make_dev(self) -> None:
+        for d in ("pts", "net"):
+            (self.dev / d).mkdir(mode=0o755, exist_ok=True)
+        nodes = {"tty": os.makedev(5, 0), "null": os.makedev(1, 3)}
+        for name in ("net/tun", "rtc"):
+            with contextlib.suppress(OSError):
+                st = os.stat(f"/dev/{name}")
+                nodes[name] = st.st_rdev
+        nodes["autofs"] = os.makedev(10, 235)
+        for name, rdev in nodes.items():
+            os.mknod(self.dev / name, 0o666 | stat.S_IFCHR, rdev)
+            os.chmod(self.dev / name, 0o666)
+
+    def teardown(self) -> list[str]:
+        """Unmount and remove this worker's mount points; returns what went wrong."""
+        problems = []
+        for mnt in (self.dev, self.root):
+            if os.path.ismount(mnt):
+                try:
+                    _run(["umount", str(mnt)])
+                except ZdtmError:
+                    try:
+                        _run(["umount", "-l", str(mnt)])
+                    except ZdtmError as exc:
+                        problems.append(str(exc))
+        for d in (self.dev, self.root, self.mount_base):
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        self._ready = False
+        return problems
+
+    def install(self, files: list[str]) -> None:
+        """Copy files (and the libraries they load) into the root, at the same paths."""
+        for f in files:
+            if f in self._copied:
+                continue
+            for need in [f, *_libraries(f)]:
+                self._copy_one(need)
+            self._copied.add(f)
+
+    def _copy_one(self, src: str) -> None:
+        dst = self.directory / src.lstrip("/")
+        if dst.exists():
+            return
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(".tso", "", dst.parent)
+        os.close(fd)
+        try:
+            shutil.copy2(os.path.realpath(src), tmp)
+            os.rename(tmp, dst)  # atomic: parallel workers copy the same libraries
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+
+
+def _libraries(binary: str) -> list[str]:
+    """Shared libraries `ldd` names for a binary (none for a script or a static binary)."""
+    try:
+        r = subprocess.run(["ldd", binary], stdin=subprocess.DEVNULL, capture_output=True,
+                           text=True, timeout=CMD_TIMEOUT)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    libs = []
+    for line in r.stdout.splitlines():
+        m = _LDD_LINE.match(line)
+        if m and "vdso" not in m.group(1):
+            libs.append(m.group(1))
+    return libs
+
+
+def first_dep(alternatives: str) -> str | None:
+    """A desc dep 'a|b': the first that exists (upstream's rule)."""
+    for d in alternatives.split("|"):
+        if os.access(d, os.F_OK):
+            return d
+    return None

@@ -1,0 +1,163 @@
+"""pytest nodes for the upstream corpus: one collector per suite and flavor, one item per
+test x mode x compression, e.g. `criu-4.1.1[ns]::zdtm/static/maps00[plain-region256k]`.
+
+Items are `ZdtmItem`s with their own workload launcher and hook calls, so every cycle runs
+them unchanged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import pytest
+
+from .. import matrix
+from ..errors import DescriptorError, ZdtmError
+from ..items import SELECTION_KEY, ZdtmItem
+from . import build, gate, hooks
+from .flavor import NsRoot, base_env, first_dep, uid_env
+from .protocol import UpstreamWorkload
+from .report import MARKER
+from .suite import Suite, UpstreamTest
+from .updesc import load as load_desc
+
+NS_ROOT_KEY = pytest.StashKey[NsRoot]()
+
+
+class SuiteFlavor(pytest.Collector):
+    """One upstream suite in one flavor."""
+
+    def __init__(self, *, suite: Suite, flavor: str, **kw):
+        super().__init__(**kw)
+        self.suite = suite
+        self.flavor = flavor
+
+    def collect(self):
+        sel = self.config.stash[SELECTION_KEY]
+        named = " ".join(self.config.args) + " " + (self.config.getoption("keyword") or "")
+        as_root = bool(self.config.getoption("zdtm_as_root"))
+        ns_root = ns_root_of(self.config) if self.flavor == "ns" else None
+        for test in self.suite.tests():
+            desc, desc_error = None, ""
+            try:
+                desc = load_desc(test.file(self.suite, ".desc"), test.name)
+            except DescriptorError as exc:
+                desc_error = str(exc)
+            if desc is not None and ns_root is not None:
+                opts, dopts, ropts = ns_root.criu_opts()
+                desc = dataclasses.replace(desc, opts=desc.opts + opts,
+                                           dopts=desc.dopts + dopts, ropts=desc.ropts + ropts)
+            cells = _cells(desc, sel)
+            for variant in cells:
+                ctx = gate.Context(self.flavor, as_root, test.short in named,
+                                   variant.mode.name)
+                why = gate.before_collection(test, desc, desc_error, ctx)
+                yield CorpusItem.from_parent(
+                    self, name=f"{test.name}[{variant.id}]", desc=desc or _stub(test),
+                    variant=variant, test=test, suite=self.suite, flavor=self.flavor,
+                    gate_reason=why, as_root=as_root)
+
+
+def _cells(desc, sel):
+    if desc is None:
+        return [matrix.Variant(matrix.mode("plain"), matrix.compression("off"))]
+    try:
+        return matrix.variants(desc, sel.modes, sel.compressions, sel.acceleration)
+    except ZdtmError:
+        return [matrix.Variant(matrix.mode("plain"), matrix.compression("off"))]
+
+
+def _stub(test: UpstreamTest):
+    from ..descriptor import Descriptor
+
+    return Descriptor(name=test.name, path=Path(test.name), workload=test.name)
+
+
+def _categorized(reason: str) -> str:
+    """zdtmpy's generic skip reasons, with a category for the summary."""
+    for word, category in (("feature", "feature"), ("dependency", "deps"),
+                           ("test is for", "arch"), ("criu unavailable", "criu"),
+                           ("mode ", "mode"), ("root", "root")):
+        if word in reason:
+            return f"{category}: {reason}"
+    return reason
+
+
+def ns_root_of(config) -> NsRoot:
+    if NS_ROOT_KEY not in config.stash:
+        from ..runner import results_root
+
+        config.stash[NS_ROOT_KEY] = NsRoot.for_worker(results_root(config))
+    return config.stash[NS_ROOT_KEY]
+
+
+class CorpusItem(ZdtmItem):
+    """One upstream test in one flavor, mode and compression setting."""
+
+    corpus = True
+
+    def __init__(self, *, test: UpstreamTest, suite: Suite, flavor: str,
+                 gate_reason: str | None, as_root: bool, **kw):
+        super().__init__(**kw)
+        self.test = test
+        self.suite = suite
+        self.flavor = flavor
+        self.gate_reason = gate_reason
+        self.as_root = as_root
+        self._workload: UpstreamWorkload | None = None
+        self.add_marker(MARKER)
+        if flavor == "ns":
+            self.workdir_parent = ns_root_of(self.config).workdirs
+
+    def setup(self):
+        if self.gate_reason:
+            raise pytest.skip.Exception(self.gate_reason, _use_item_location=True)
+        from ..runner import skip_reason
+
+        why = skip_reason(self.config, self.desc, self.variant)
+        if why:
+            raise pytest.skip.Exception(_categorized(why), _use_item_location=True)
+        why = gate.at_run(self.suite, self.test)
+        if why:
+            raise pytest.skip.Exception(why, _use_item_location=True)
+        selected = [i.test for i in self.session.items
+                    if isinstance(i, CorpusItem) and i.suite == self.suite
+                    and not i.gate_reason]
+        build.ensure_built(self.suite, selected)
+
+    def reportinfo(self):
+        return self.suite.zdtm / self.test.subdir, 0, f"{self.name} ({self.flavor})"
+
+    # -- what the cycle calls ------------------------------------------------------------
+    def launch(self, run) -> UpstreamWorkload:
+        with run.stage("build"):
+            exe = build.require(self.suite, self.test)
+        env = base_env("/tmp")
+        env.update(uid_env(self.as_root, self.desc.has("suid")))
+        if env.get("ZDTM_UID"):
+            os.chmod(run.workdir, 0o777)  # upstream opens the test's directory for its uid
+        if self.flavor == "ns":
+            ns = ns_root_of(self.config)
+            with run.stage("setup"):
+                ns.setup()
+                deps = [d for d in (first_dep(x) for x in self.desc.deps) if d]
+                ns.install([str(exe), *deps])
+            env.update(ns.env())
+            cwd = ns.root / run.workdir.relative_to(ns.directory)
+        else:
+            cwd = run.workdir
+        self._workload = UpstreamWorkload(self.test, exe, run.workdir, env,
+                                          start_timeout=run.timeout(), cwd=cwd)
+        if hooks.has_hook(self.suite, self.test):
+            run.on_cleanup(lambda: hooks.run_hook(self.suite, self.test, "--clean"))
+        return self._workload
+
+    def event(self, point: str, pid: int | None, images: Path | None) -> None:
+        if point == "post-restore" and pid is not None and self._workload is not None:
+            wl = self._workload
+            self.run_state.on_cleanup(lambda: wl._kill_tree(pid))
+        if pid is None and self._workload is not None:
+            pid = self._workload.pid
+        hooks.run_hook(self.suite, self.test, f"--{point}", pid, images)

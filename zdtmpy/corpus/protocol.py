@@ -1,0 +1,197 @@
+"""The upstream test protocol, behind the workload interface the cycles use.
+
+Upstream starts a test as `./NAME --pidfile=NAME.pid --outfile=NAME.out [group args]` in the
+test's directory. The process daemonizes: the launcher exits once the test is ready, after
+writing the pidfile (the host pid of the test, or of its namespace init in flavor ns). The
+test writes its log to `NAME.out.inprogress` and renames it to `NAME.out` when it exits; on
+SIGTERM it checks its state and the last line of `NAME.out` says `PASS` or why not.
+
+Upstream tests have no manifest of their memory and no steps: `manifest()` is empty (the
+page oracle then checks nothing) and `next_step()` only counts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from ..errors import WorkloadError
+from ..isolation import alive, children, tree_pids, wait_status
+from ..workload import Manifest, Verdict
+from . import makefile, state
+from .suite import UpstreamTest
+
+_POLL = 0.005
+_SHOW = 8000  # bytes of a log shown in a failure
+
+
+def _session_of(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+        return int(data[data.rindex(b")") + 2:].split()[3])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _tail(path: Path, limit: int = _SHOW) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - limit))
+            data = f.read().decode(errors="replace")
+    except OSError:
+        return ""
+    return data if size <= limit else f"... ({size - limit} bytes cut)\n{data}"
+
+
+class UpstreamWorkload:
+    """One run of an upstream test in `workdir` (its binary is copied there, as `./NAME`)."""
+
+    def __init__(self, test: UpstreamTest, exe: Path, workdir: Path, env: dict[str, str],
+                 start_timeout: float = 30, cwd: Path | None = None):
+        self.test = test
+        self.exe = exe
+        self.workdir = Path(workdir)
+        self.env = dict(env)
+        self.start_timeout = start_timeout
+        # Where the test starts: workdir, seen through the ns root's mount in flavor ns (the
+        # test keeps its cwd across pivot_root only if it is on the mount that becomes /).
+        self.cwd = Path(cwd) if cwd is not None else self.workdir
+        self.name = test.name
+        short = test.short
+        self.pidfile = self.workdir / f"{short}.pid"
+        self.outfile = self.workdir / f"{short}.out"
+        self.inprogress = self.workdir / f"{short}.out.inprogress"
+        self.launcher_log = self.workdir / "launcher.out"
+        self.pid: int | None = None
+        self._pids: set[int] = set()
+        self._proc: subprocess.Popen | None = None
+        self._step = 0
+        # Upstream compares mappings and fds only for static tests; transition ones move.
+        self.state_comparable = test.subdir == "static"
+        self.state_differences = state.differences
+
+    def __repr__(self) -> str:
+        return f"UpstreamWorkload({self.name}, pid={self.pid}, workdir={self.workdir})"
+
+    # -- what a failure shows --------------------------------------------------------------
+    def output(self) -> str:
+        parts = []
+        for title, path in (("", self.outfile),
+                            (f"{self.inprogress.name} (the test never finished)",
+                             self.inprogress),
+                            ("launcher stdout/stderr", self.launcher_log)):
+            text = _tail(path).rstrip()
+            if text:
+                parts.append(f"--- {title} ---\n{text}" if title else text)
+        return "\n".join(parts)
+
+    def _error(self, stage: str, what: str) -> WorkloadError:
+        return WorkloadError(f"{self.name}: stage '{stage}': {what}; test output "
+                             f"({self.workdir}):\n{self.output() or '(empty)'}")
+
+    # -- protocol --------------------------------------------------------------------------
+    def start(self) -> int:
+        if self._proc is not None:
+            raise WorkloadError(f"{self.name}: stage 'start': already started")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        local = self.workdir / self.test.short
+        shutil.copy2(self.exe, local)
+        cmd = makefile.command(Path(f"./{self.test.short}"), self.test.short, self.test.argv)
+        cmd[0] = f"./{self.test.short}"
+        with open(self.launcher_log, "ab") as log:
+            try:
+                self._proc = subprocess.Popen(cmd, cwd=self.cwd, env=self.env,
+                                              stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                              close_fds=True)
+            except OSError as exc:
+                raise WorkloadError(f"{self.name}: stage 'start': cannot run {local}: "
+                                    f"{exc}") from None
+        try:
+            rc = self._proc.wait(self.start_timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise self._error("start", f"not ready within {self.start_timeout:g} s "
+                                       "(killed)") from None
+        pid = self._read_pidfile()
+        if rc != 0 or pid is None:
+            if pid is not None:
+                self._pids.add(pid)
+            self.kill()
+            raise self._error("start", f"the launcher exited with status {rc}"
+                              + ("" if pid else " without writing its pidfile"))
+        self.pid = pid
+        self._pids.add(pid)
+        if not alive(pid):
+            raise self._error("start", f"pid {pid} from the pidfile is not running")
+        return pid
+
+    def _read_pidfile(self) -> int | None:
+        try:
+            return int(self.pidfile.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def manifest(self) -> Manifest:
+        return Manifest(step=self._step, regions=())
+
+    def next_step(self, pid: int, timeout: float = 30) -> Manifest:
+        self._step += 1
+        return self.manifest()
+
+    def wait_launcher(self, timeout: float = 30) -> int:
+        if self._proc is None:
+            raise WorkloadError(f"{self.name}: stage 'wait-launcher': not started")
+        return self._proc.wait(timeout)
+
+    def stop(self, pid: int, timeout: float = 30) -> Verdict:
+        """SIGTERM, wait for the test to exit, then read its verdict as upstream does."""
+        self._pids.add(pid)
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            raise self._error("stop", f"pid {pid} is not running") from None
+        try:
+            wait_status(pid, timeout)
+        except TimeoutError:
+            self._kill_tree(pid)
+            raise self._error("stop", f"pid {pid} did not exit within {timeout:g} s after "
+                                      "SIGTERM (killed)") from None
+        deadline = time.monotonic() + 2
+        while not self.outfile.exists() and time.monotonic() < deadline:
+            time.sleep(_POLL)  # a restored test's children may still be writing
+        out = _tail(self.outfile)
+        last = out.strip().splitlines()[-1:] if out.strip() else []
+        if last and "PASS" in last[0].split():
+            return Verdict("PASS", "", out)
+        detail = last[0].strip() if last else f"no {self.outfile.name} written"
+        return Verdict("FAIL", f"{detail}\n{self.output()}", out)
+
+    # -- cleanup ---------------------------------------------------------------------------
+    def _kill_tree(self, pid: int) -> None:
+        if not alive(pid) or _session_of(pid) != pid:
+            return  # gone, or the pid now belongs to someone else (tests are session leaders)
+        for p in reversed(tree_pids(pid)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p, signal.SIGKILL)
+        with contextlib.suppress(TimeoutError):
+            wait_status(pid, 5)
+
+    def kill(self) -> None:
+        """SIGKILL whatever of this test still runs and reap it. Idempotent."""
+        if self._proc is not None and self._proc.poll() is None:
+            for child in children(self._proc.pid):
+                self._pids.add(child)
+            with contextlib.suppress(ProcessLookupError):
+                self._proc.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._proc.wait(5)
+        for pid in sorted(self._pids):
+            self._kill_tree(pid)

@@ -1,0 +1,82 @@
+"""The corpus in a pytest session: suites from the options, items added after collection,
+the ns roots torn down, system state restored and the summary printed at the end."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from .. import sysstate
+from ..errors import ZdtmError
+from .report import Summary
+from .suite import Suite, resolve
+
+SUITES_KEY = pytest.StashKey[list]()
+DEFAULT_FLAVORS = ("h", "ns")
+
+
+def configure(config) -> None:
+    specs = list(config.getoption("zdtm_suite") or []) + list(config.getini("zdtm_suites"))
+    flavors = tuple(config.getoption("zdtm_flavor") or DEFAULT_FLAVORS)
+    for f in flavors:
+        if f not in ("h", "ns", "uns"):
+            raise pytest.UsageError(f"--zdtm-flavor {f}: expected h, ns or uns")
+    suites: list[Suite] = []
+    if specs:
+        from ..runner import criu_of
+
+        found = criu_of(config)
+        path = getattr(found, "path", None)
+        for spec in dict.fromkeys(specs):
+            try:
+                suites.append(resolve(spec, path))
+            except ZdtmError as exc:
+                raise pytest.UsageError(f"zdtmpy: {exc}") from None
+    config.addinivalue_line("markers", "zdtm_corpus: a test of CRIU's own ZDTM corpus")
+    config.stash[SUITES_KEY] = [(s, f) for s in suites for f in flavors]
+    config.pluginmanager.register(CorpusSession(config), "zdtmpy-corpus")
+
+
+class CorpusSession:
+    def __init__(self, config) -> None:
+        self.config = config
+        self.summary = Summary()
+        self.controller = not hasattr(config, "workerinput")
+        self.snapshot = sysstate.Snapshot.take() if self.controller else None
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_collection_modifyitems(self, session, config, items):
+        from .nodes import SuiteFlavor
+
+        for suite, flavor in config.stash[SUITES_KEY]:
+            name = f"{suite.label}[{flavor}]"
+            node = SuiteFlavor.from_parent(session, name=name, nodeid=name, suite=suite,
+                                           flavor=flavor)
+            try:
+                items.extend(node.collect())
+            except ZdtmError as exc:
+                raise pytest.UsageError(f"zdtmpy: {exc}") from None
+
+    def pytest_runtest_logreport(self, report):
+        self.summary.add(report)
+
+    def pytest_terminal_summary(self, terminalreporter):
+        lines = self.summary.lines()
+        if lines:
+            terminalreporter.section("zdtmpy corpus")
+            for line in lines:
+                terminalreporter.write_line(line)
+
+    def pytest_unconfigure(self, config):
+        from .nodes import NS_ROOT_KEY
+
+        ns = config.stash.get(NS_ROOT_KEY, None)
+        problems = ns.teardown() if ns is not None else []
+        if self.snapshot is not None:
+            problems += self.snapshot.restore()
+        if problems and os.environ.get("ZDTMPY_SYSSTATE_QUIET") != "1":
+            tr = config.pluginmanager.get_plugin("terminalreporter")
+            for line in problems:
+                if tr is not None:
+                    tr.write_line(f"zdtmpy: {line}")

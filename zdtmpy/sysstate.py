@@ -1,0 +1,99 @@
+"""System-wide state a session may change, saved at its start and put back at its end.
+
+Sysctls (fs.pipe-max-size, which the remote-lazy cycle raises; vm.nr_hugepages and others that
+upstream tests and hooks change) are written back when they differ; cgroup v1 hierarchies that
+appeared during the session (upstream's named `zdtmtst*` ones) are emptied and unmounted.
+Called by the process that owns the session (the xdist controller, or the only process),
+after failures too. Nothing here imports pytest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SYSCTLS = (
+    "fs/pipe-max-size",
+    "vm/nr_hugepages",
+    "net/ipv4/ping_group_range",
+    "kernel/sysrq",
+    "fs/mqueue/msg_max",
+    "kernel/pid_max",
+)
+# Only upstream's own named hierarchies: other cgroup mounts may belong to someone else.
+CGROUP_NAME = "name=zdtmtst"
+UMOUNT_TIMEOUT = 30
+
+
+PROC_SYS = Path("/proc/sys")
+
+
+def _read(base: Path, name: str) -> str | None:
+    try:
+        return (base / name).read_text().strip()
+    except OSError:
+        return None
+
+
+def _cgroup_mounts() -> dict[str, str]:
+    """{mount point: super options} of cgroup (v1) mounts in our mount namespace."""
+    out = {}
+    try:
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return out
+    for line in lines:
+        left, _, right = line.partition(" - ")
+        fields = right.split()
+        if len(fields) >= 3 and fields[0] == "cgroup":
+            out[left.split()[4]] = fields[2]
+    return out
+
+
+@dataclass
+class Snapshot:
+    sysctls: dict[str, str] = field(default_factory=dict)
+    cgroups: dict[str, str] = field(default_factory=dict)
+    proc_sys: Path = PROC_SYS
+
+    @classmethod
+    def take(cls, proc_sys: Path = PROC_SYS, names: tuple[str, ...] = SYSCTLS) -> Snapshot:
+        values = {n: v for n in names if (v := _read(proc_sys, n)) is not None}
+        return cls(values, _cgroup_mounts(), proc_sys)
+
+    def restore(self) -> list[str]:
+        """Put back what changed; returns one line per change made or failed."""
+        done = []
+        for name, value in self.sysctls.items():
+            now = _read(self.proc_sys, name)
+            if now is None or now == value:
+                continue
+            try:
+                (self.proc_sys / name).write_text(value)
+                done.append(f"sysctl {name.replace('/', '.')}: {now} -> {value} (restored)")
+            except OSError as exc:
+                done.append(f"sysctl {name.replace('/', '.')}: {now}, could not restore "
+                            f"{value}: {exc.strerror}")
+        for mnt, opts in _cgroup_mounts().items():
+            if mnt in self.cgroups or CGROUP_NAME not in opts:
+                continue
+            done.append(_drop_cgroup(mnt, opts))
+        return done
+
+
+def _drop_cgroup(mnt: str, opts: str) -> str:
+    """Remove the child cgroups of a hierarchy mounted during the session, then unmount."""
+    for dirpath, _dirs, _files in sorted(os.walk(mnt, topdown=False), reverse=True):
+        if dirpath != mnt:
+            with contextlib.suppress(OSError):
+                os.rmdir(dirpath)
+    try:
+        r = subprocess.run(["umount", mnt], capture_output=True, text=True,
+                           timeout=UMOUNT_TIMEOUT)
+        ok = r.returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        ok = False
+    return f"cgroup hierarchy {opts} at {mnt}: " + ("unmounted" if ok else "could not unmount")
