@@ -27,6 +27,12 @@ class Summary:
             if report.outcome == "skipped":
                 self.skips[key][_category(report)] += 1
 
+    def totals(self) -> tuple[int, int]:
+        """(items counted, items that passed or failed)."""
+        total = sum(sum(c.values()) for c in self.counts.values())
+        ran = sum(c["passed"] + c["failed"] for c in self.counts.values())
+        return total, ran
+
     def lines(self) -> list[str]:
         out = []
         for key in sorted(self.counts):

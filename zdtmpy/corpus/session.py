@@ -61,6 +61,18 @@ class CorpusSession:
     def pytest_runtest_logreport(self, report):
         self.summary.add(report)
 
+    def pytest_sessionfinish(self, session, exitstatus):
+        """With --zdtm-require-criu, a corpus whose items all skipped fails the run."""
+        if not self.controller or not session.config.getoption("zdtm_require_criu"):
+            return
+        total, ran = self.summary.totals()
+        if total and not ran:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+            tr = session.config.pluginmanager.get_plugin("terminalreporter")
+            if tr is not None:
+                tr.write_line(f"zdtmpy: all {total} upstream corpus tests were skipped "
+                              "(--zdtm-require-criu): failing the run", red=True)
+
     def pytest_terminal_summary(self, terminalreporter):
         lines = self.summary.lines()
         if lines:
