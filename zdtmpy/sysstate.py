@@ -64,7 +64,7 @@ class Snapshot:
         values = {n: v for n in names if (v := _read(proc_sys, n)) is not None}
         return cls(values, _cgroup_mounts(), proc_sys)
 
-    def restore(self) -> list[str]:
+    def restore(self, cgroups: bool = True) -> list[str]:
         """Put back what changed; returns one line per change made or failed."""
         done = []
         for name, value in self.sysctls.items():
@@ -77,7 +77,7 @@ class Snapshot:
             except OSError as exc:
                 done.append(f"sysctl {name.replace('/', '.')}: {now}, could not restore "
                             f"{value}: {exc.strerror}")
-        for mnt, opts in _cgroup_mounts().items():
+        for mnt, opts in _cgroup_mounts().items() if cgroups else ():
             if mnt in self.cgroups or CGROUP_NAME not in opts:
                 continue
             done.append(_drop_cgroup(mnt, opts))

@@ -156,7 +156,7 @@ class NsRoot:
         """Unmount and remove this worker's mount points; returns what went wrong."""
         problems = []
         for mnt in (self.dev, self.root):
-            if os.path.ismount(mnt):
+            if _mounted(mnt):
                 try:
                     _run(["umount", str(mnt)])
                 except ZdtmError:
@@ -193,6 +193,16 @@ class NsRoot:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
+
+
+def _mounted(path: Path) -> bool:
+    """A mount point in our namespace (os.path.ismount misses a bind of the same fs)."""
+    try:
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return False
+    target = str(path)
+    return any(line.split()[4] == target for line in lines if len(line.split()) > 4)
 
 
 def _libraries(binary: str) -> list[str]:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from .. import matrix
+from .. import marker, matrix
 from ..errors import DescriptorError, ZdtmError
 from ..items import SELECTION_KEY, ZdtmItem
 from . import build, gate, hooks
@@ -136,6 +136,9 @@ class CorpusItem(ZdtmItem):
             exe = build.require(self.suite, self.test)
         env = base_env("/tmp")
         env.update(uid_env(self.as_root, self.desc.has("suid")))
+        # The session's process marker (not read by upstream): cleanup and sweeps find the
+        # test's processes by it, restored ones included.
+        env[marker.VAR] = run.env()[marker.VAR]
         if env.get("ZDTM_UID"):
             os.chmod(run.workdir, 0o777)  # upstream opens the test's directory for its uid
         if self.flavor == "ns":

@@ -114,12 +114,7 @@ class UpstreamWorkload:
             except OSError as exc:
                 raise WorkloadError(f"{self.name}: stage 'start': cannot run {local}: "
                                     f"{exc}") from None
-        try:
-            rc = self._proc.wait(self.start_timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise self._error("start", f"not ready within {self.start_timeout:g} s "
-                                       "(killed)") from None
+        rc = self._wait_launcher_exit()
         pid = self._read_pidfile()
         if rc != 0 or pid is None:
             if pid is not None:
@@ -132,6 +127,30 @@ class UpstreamWorkload:
         if not alive(pid):
             raise self._error("start", f"pid {pid} from the pidfile is not running")
         return pid
+
+    def _wait_launcher_exit(self) -> int:
+        """The launcher exits once the test is ready. If the test dies first, upstream's
+        launcher waits forever on a futex: notice that instead of waiting for the timeout."""
+        assert self._proc is not None
+        deadline = time.monotonic() + self.start_timeout
+        orphaned_since = None
+        while (rc := self._proc.poll()) is None:
+            now = time.monotonic()
+            if now >= deadline:
+                self.kill()
+                raise self._error("start", f"not ready within {self.start_timeout:g} s "
+                                           "(killed)")
+            kids = children(self._proc.pid)
+            if kids and not any(alive(k) for k in kids):
+                orphaned_since = orphaned_since or now
+                if now - orphaned_since > 0.5:
+                    self.kill()
+                    raise self._error("start", "the test process exited before it was ready "
+                                               "(its launcher waits forever; killed)")
+            else:
+                orphaned_since = None
+            time.sleep(_POLL)
+        return rc
 
     def _read_pidfile(self) -> int | None:
         try:

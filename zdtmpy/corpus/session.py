@@ -44,6 +44,14 @@ class CorpusSession:
         self.summary = Summary()
         self.controller = not hasattr(config, "workerinput")
         self.snapshot = sysstate.Snapshot.take() if self.controller else None
+        self.corpus = bool(config.stash[SUITES_KEY])
+        self.ran_criu = False  # only a session that ran real criu puts system state back
+        self.prepared = None
+        if self.controller and self.corpus and os.geteuid() == 0:
+            from .sysprep import Prepared
+
+            self.prepared = Prepared()
+            self.prepared.setup()
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_collection_modifyitems(self, session, config, items):
@@ -60,6 +68,8 @@ class CorpusSession:
 
     def pytest_runtest_logreport(self, report):
         self.summary.add(report)
+        if report.when == "call" and "criu" in report.keywords:
+            self.ran_criu = True
 
     def pytest_sessionfinish(self, session, exitstatus):
         """With --zdtm-require-criu, a corpus whose items all skipped fails the run."""
@@ -85,8 +95,12 @@ class CorpusSession:
 
         ns = config.stash.get(NS_ROOT_KEY, None)
         problems = ns.teardown() if ns is not None else []
-        if self.snapshot is not None:
-            problems += self.snapshot.restore()
+        if self.prepared is not None:
+            problems += self.prepared.undo()
+        if self.snapshot is not None and (self.ran_criu or self.prepared is not None):
+            # cgroup hierarchies only after upstream tests ran here: another session on this
+            # machine may own one that appeared meanwhile.
+            problems += self.snapshot.restore(cgroups=self.corpus)
         if problems and os.environ.get("ZDTMPY_SYSSTATE_QUIET") != "1":
             tr = config.pluginmanager.get_plugin("terminalreporter")
             for line in problems:
