@@ -205,6 +205,25 @@ def _mounted(path: Path) -> bool:
     return any(line.split()[4] == target for line in lines if len(line.split()) > 4)
 
 
+def unmount_below(path: Path) -> list[str]:
+    """Lazily unmount whatever a test mounted under its own directory (flavor h tests mount
+    cgroups there and unmount them only when they exit normally)."""
+    prefix = str(path).rstrip("/") + "/"
+    try:
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return []
+    points = sorted({ln.split()[4] for ln in lines if len(ln.split()) > 4
+                     and ln.split()[4].startswith(prefix)}, key=len, reverse=True)
+    problems = []
+    for p in points:
+        try:
+            _run(["umount", "-l", p])
+        except ZdtmError as exc:
+            problems.append(str(exc))
+    return problems
+
+
 def _libraries(binary: str) -> list[str]:
     """Shared libraries `ldd` names for a binary (none for a script or a static binary)."""
     try:

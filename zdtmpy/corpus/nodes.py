@@ -17,7 +17,7 @@ from .. import marker, matrix
 from ..errors import DescriptorError, ZdtmError
 from ..items import SELECTION_KEY, ZdtmItem
 from . import build, gate, hooks
-from .flavor import NsRoot, base_env, first_dep, uid_env
+from .flavor import NsRoot, base_env, first_dep, uid_env, unmount_below
 from .protocol import UpstreamWorkload
 from .report import MARKER
 from .suite import Suite, UpstreamTest
@@ -139,6 +139,7 @@ class CorpusItem(ZdtmItem):
         # The session's process marker (not read by upstream): cleanup and sweeps find the
         # test's processes by it, restored ones included.
         env[marker.VAR] = run.env()[marker.VAR]
+        run.on_cleanup(lambda: unmount_below(run.workdir))
         if env.get("ZDTM_UID"):
             os.chmod(run.workdir, 0o777)  # upstream opens the test's directory for its uid
         if self.flavor == "ns":
