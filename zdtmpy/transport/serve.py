@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 
 from ..errors import StageTimeout, ZdtmError
+from ..images.safeopen import IMAGE_MAX
+from .streamcheck import PAGEMAP, PAGES, pagemap_summary
 from .streamformat import check_name, index_stream, iter_file
 from .streamproto import SERVE_SOCKET, Control, Listener, StreamerError, prepare_pipe
 
@@ -63,6 +65,7 @@ class Serve:
             path = self._spool.name
         self.index = index_stream(path, verify=self.verify)
         self.path = Path(path)
+        check_pages_sizes(self.path, self.index)
 
     def listen(self):
         if not hasattr(self, "index"):
@@ -140,5 +143,38 @@ class Serve:
         except (ZdtmError, OSError) as exc:
             self.errors.append(f"{name}: {exc}")
             self.log(f"serve: {name}: error: {exc}")
+        except BaseException as exc:  # a dying feeder must fail serve, never pass silently
+            self.errors.append(f"{name}: internal error after {sent} bytes: {exc!r}")
+            self.log(f"serve: {name}: internal error: {exc!r}")
         finally:
             os.close(fd)
+
+
+def check_pages_sizes(path, index):
+    """Before criu sees anything: every pages file carries exactly the pages its pagemap
+    describes (a stream that passes its CRCs can still announce other sizes)."""
+    problems = []
+    named = set()
+    for name, fi in sorted(index.files.items()):
+        if not PAGEMAP.fullmatch(name):
+            continue
+        if fi.size > IMAGE_MAX:
+            problems.append(f"{name}: {fi.size} bytes, more than a pagemap may hold")
+            continue
+        with open(path, "rb") as f:
+            data = b"".join(bytes(p) for p in iter_file(f, fi, str(path)))
+        pages_id, present = pagemap_summary(data, f"{path}: {name}")
+        pages = f"pages-{pages_id}.img"
+        named.add(pages)
+        size = index.files[pages].size if pages in index.files else None
+        if size is None and present:
+            problems.append(f"{name} names {pages}, which the stream does not carry")
+        elif size is not None and size != present * 4096:
+            problems.append(f"{pages}: {size} bytes in the stream, but {name} describes "
+                            f"{present} pages ({present * 4096} bytes)")
+    for name in sorted(index.files):
+        if PAGES.fullmatch(name) and name not in named:
+            problems.append(f"{name}: no pagemap in the stream names it")
+    if problems:
+        raise StreamerError(f"serve: {path}: refusing to serve, nothing was sent to criu: "
+                            + "; ".join(problems))

@@ -35,6 +35,9 @@ OPEN, DATA, CLOSE, END, BLOCKS = 1, 2, 3, 4, 5
 TYPE_NAMES = {OPEN: "open", DATA: "data", CLOSE: "close", END: "end", BLOCKS: "blocks"}
 _BLK = struct.Struct("<IIQ")  # block bytes, number of blocks, decoded length
 MAX_PAYLOAD = 16 << 20   # a bigger length field is corruption, never an allocation
+# capture writes at most one chunk (1 MiB) or one 4 MiB region per BLOCKS record: a record
+# announcing more decoded bytes is refused before anything is decoded or allocated
+MAX_DECODED = 16 << 20
 MAX_NAME = 255
 MAX_OPEN_FILES = 4096
 MODES = {0: "off", 1: "page", 2: "region"}
@@ -189,6 +192,9 @@ def blocks_header(payload, length, where):
             or not (n - 1) * bb < total <= n * bb or length < _BLK.size + 4 * n):
         raise StreamError(f"{where}: corrupt blocks header (block {bb} bytes, {n} blocks, "
                           f"{total} bytes)")
+    if total > MAX_DECODED:
+        raise StreamError(f"{where}: blocks record announces {total} decoded bytes, more "
+                          f"than a record may carry ({MAX_DECODED}); refusing to decode it")
     return bb, n, total
 
 
@@ -372,6 +378,8 @@ def index_stream(path, verify=True):
             elif rec.type in (DATA, BLOCKS):
                 fi = by_id[rec.file_id]
                 fi.chunks.append(rec.pos)
+                if verify and rec.type == BLOCKS:
+                    rec.data(str(path))  # a CRC-valid record can still hold a bad block
         for fi in by_id.values():
             fi.size = reader.closed[fi.name]
         return StreamIndex(path, reader.header, files, reader.pos)

@@ -1,0 +1,93 @@
+"""Crafted streams: decoded sizes are bounded and checked before anything reaches criu or
+the disk; a stream that passes its checksums but lies about sizes is refused up front."""
+
+import os
+
+import pytest
+
+from zdtmpy.compress.synth import make_layer
+from zdtmpy.images import PE_PRESENT
+from zdtmpy.transport import streamformat as sf
+from zdtmpy.transport.serve import Serve
+from zdtmpy.transport.streamproto import StreamerError
+
+PS = 4096
+
+
+def zero_bomb(path, nblocks, block=4 << 20):
+    """A CRC-valid stream: one pages file whose single BLOCKS record is nblocks zero
+    blocks (a few bytes each in the stream, `block` bytes each decoded)."""
+    with open(path, "wb") as f:
+        w = sf.StreamWriter(f, "region", block)
+        fid = w.open("pages-1.img")
+        w.blocks(fid, block, nblocks * block, [0] * nblocks, b"")
+        w.close(fid)
+        w.end()
+    return path
+
+
+def test_blocks_record_of_a_gigabyte_is_refused_before_decoding(tmp_path):
+    src = zero_bomb(tmp_path / "s", 256)          # ~1 KiB announcing 1 GiB
+    assert src.stat().st_size < 2048
+    with open(src, "rb") as f, pytest.raises(sf.StreamError, match="announces 1073741824"):
+        sf.extract(f, tmp_path / "out", "s")
+    assert os.listdir(tmp_path / "out") == []
+    with pytest.raises(sf.StreamError, match="announces"):
+        sf.index_stream(src)
+    (tmp_path / "rst").mkdir()
+    with pytest.raises(sf.StreamError, match="announces"):
+        Serve(tmp_path / "rst", src).listen()
+    assert os.listdir(tmp_path / "rst") == []
+
+
+def plain_stream(tmp_path, files):
+    with open(tmp_path / "s", "wb") as f:
+        w = sf.StreamWriter(f)
+        for name, data in files:
+            fid = w.open(name)
+            w.write(fid, data)
+            w.close(fid)
+        w.end()
+    return tmp_path / "s"
+
+
+@pytest.fixture
+def layer(tmp_path):
+    return make_layer(tmp_path / "src", {7: [(0x100000, 4, PE_PRESENT, bytes(range(256)) * 64)]})
+
+
+def files(layer, pages=None):
+    out = [(n, (layer / n).read_bytes()) for n in ("pagemap-7.img", "pages-1.img",
+                                                   "pstree.img", "inventory.img")]
+    if pages is not None:
+        out[1] = ("pages-1.img", pages)
+    return out
+
+
+@pytest.mark.parametrize("pages, match", [
+    (b"", r"pages-1.img: 0 bytes in the stream, but pagemap-7.img describes 4 pages"),
+    (bytes(3 * PS), r"3 \* 4096|12288 bytes in the stream"),
+    (bytes(5 * PS), r"20480 bytes in the stream"),
+])
+def test_serve_refuses_pages_that_do_not_match_the_pagemap(tmp_path, layer, pages, match):
+    src = plain_stream(tmp_path, files(layer, pages))
+    (tmp_path / "rst").mkdir()
+    with pytest.raises(StreamerError, match=match):
+        Serve(tmp_path / "rst", src).listen()
+    assert os.listdir(tmp_path / "rst") == []
+
+
+def test_serve_refuses_an_orphan_pages_file(tmp_path, layer):
+    src = plain_stream(tmp_path, files(layer) + [("pages-9.img", bytes(PS))])
+    (tmp_path / "rst").mkdir()
+    with pytest.raises(StreamerError, match="pages-9.img: no pagemap in the stream names it"):
+        Serve(tmp_path / "rst", src).listen()
+
+
+def test_a_good_stream_still_passes_the_pre_serve_check(tmp_path, layer):
+    src = plain_stream(tmp_path, files(layer))
+    (tmp_path / "rst").mkdir()
+    srv = Serve(tmp_path / "rst", src)
+    srv.prepare()
+    assert set(srv.index.files) == {"pagemap-7.img", "pages-1.img", "pstree.img",
+                                    "inventory.img"}
