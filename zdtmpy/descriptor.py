@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from .codec.spec import size_label
 from .errors import DescriptorError
 
 # ZDTM flags and what they mean here (see plugin.py for how each maps to pytest).
@@ -266,9 +267,7 @@ def _compression_opts(words: tuple, path: Path, key: str) -> tuple[tuple, dict]:
         if flag == "--compress":
             wanted.setdefault("compress", "page")
         elif flag == "--compress-region":
-            size = int(value)
-            label = f"{size >> 20}m" if size % (1 << 20) == 0 else f"{size >> 10}k"
-            wanted["compress"] = f"region{label}"
+            wanted["compress"] = f"region{size_label(int(value))}"
         else:
             wanted["acceleration"] = int(value)
         i += 1

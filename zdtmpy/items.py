@@ -94,10 +94,9 @@ class Selection:
     def __init__(self, modes, compressions, acceleration):
         for m in modes:
             matrix.mode(m)
-        for c in compressions:
-            matrix.compression(c)
         self.modes = tuple(modes)
-        self.compressions = tuple(compressions)
+        # parsed once here: the values travel unchanged to the inventory
+        self.compressions = tuple(matrix.compression(c) for c in compressions)
         self.acceleration = acceleration
 
 

@@ -1,60 +1,20 @@
-"""The test matrix: modes and compression settings as values, and which pairs are valid.
+"""The test matrix: test modes and compression settings as values, and which pairs are valid.
 
-Adding a mode is one entry in MODES plus one cycle function (named by `Mode.cycle`).
+Adding a mode is one entry in MODES plus one cycle function (named by `Mode.cycle`). A
+compression setting is a `codec.Compression` (its *layout* is not a test mode).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Union
 
+from .codec import Compression, parse_setting
 from .errors import ZdtmError
 
-PAGE_SIZE = 4096
-
-
-@dataclass(frozen=True)
-class Compression:
-    """How page images are compressed in a cycle: off, per page, or in regions of N bytes."""
-
-    name: str
-    mode: str  # "off" | "page" | "region"
-    region_size: int = 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.mode != "off"
-
-
-def parse_size(text: str) -> int:
-    """'64K', '4M', '262144' -> bytes."""
-    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
-    t = text.strip().lower().rstrip("b")
-    mult = units.get(t[-1:], 1)
-    digits = t[:-1] if t[-1:] in units else t
-    if not digits.isdigit():
-        raise ValueError(f"not a size: {text!r} (expected bytes or a number with K/M/G)")
-    return int(digits) * mult
-
-
-def compression(name: str) -> Compression:
-    """'off', 'page', 'region' (256K), 'region64k', 'region4m', ... -> Compression."""
-    key = name.strip().lower()
-    if key in ("off", "none", "no"):
-        return Compression("off", "off")
-    if key in ("page", "per-page", "lz4"):
-        return Compression("page", "page")
-    if key.startswith("region"):
-        size = parse_size(key[len("region"):].lstrip("-") or "256k")
-        if size % PAGE_SIZE or not 0 < size <= 4 << 20:
-            raise ZdtmError(
-                f"compression {name!r}: region size must be a multiple of {PAGE_SIZE} "
-                "bytes, at most 4M"
-            )
-        label = f"{size >> 20}m" if size % (1 << 20) == 0 else f"{size >> 10}k"
-        return Compression(f"region{label}", "region", size)
-    raise ZdtmError(f"unknown compression {name!r} "
-                    "(expected off, page, or region[SIZE], e.g. region64k)")
-
+# The compression axis uses the codec's one value and one parser of setting names.
+compression = parse_setting
 
 ALL_COMPRESSIONS = ("off", "page", "region64k", "region256k", "region4m")
 
@@ -128,9 +88,12 @@ class Variant:
     """One cell of the matrix: a mode and a compression setting."""
 
     mode: Mode
-    compression: Compression  # for a chain: the top layer's
-    acceleration: int = 1
+    compression: Compression  # for a chain: the top layer's (with the acceleration)
     layers: tuple[Compression, ...] = ()  # chains only: bottom layer first
+
+    @property
+    def acceleration(self) -> int:
+        return self.compression.acceleration
 
     @property
     def id(self) -> str:
@@ -139,34 +102,44 @@ class Variant:
         return f"{self.mode.name}-{self.compression.name}"
 
 
-def chain_layouts(compressions) -> list[tuple[str, ...]]:
-    kinds = [c for c in CHAIN_KINDS if c in compressions]
+def chain_layouts(compressions: Iterable[str]) -> list[tuple[str, ...]]:
+    names = set(compressions)
+    kinds = [c for c in CHAIN_KINDS if c in names]
     pairs = [(a, b) for a in kinds for b in kinds]
-    triples = [t for t in CHAIN_TRIPLES if all(c in compressions for c in t)]
+    triples = [t for t in CHAIN_TRIPLES if all(c in names for c in t)]
     return pairs + triples
 
 
-def variants(desc, modes, compressions, acceleration=None):
+Setting = Union[str, Compression]
+
+
+def variants(desc, modes: Sequence[str], compressions: Sequence[Setting],
+             acceleration: int | None = None) -> list[Variant]:
     """The valid (mode, compression) cells for one descriptor.
 
     A descriptor narrows the run's selection with `modes` / `compress`; `nolazy` drops
-    lazy modes.
+    lazy modes; its `compress_acceleration` wins over the run's.
     """
-    chosen_modes = [m for m in modes if not desc.modes or m in desc.modes]
-    chosen_comps = [c for c in compressions if not desc.compress or c in desc.compress]
     accel = desc.compress_acceleration or acceleration or 1
+    wanted = {compression(c).name for c in desc.compress}
+    chosen = {}
+    for c in compressions:
+        value = c if isinstance(c, Compression) else compression(c)
+        if not wanted or value.name in wanted:
+            chosen[value.name] = value.with_acceleration(accel)
+    chosen_modes = [m for m in modes if not desc.modes or m in desc.modes]
     out = []
     for mname in chosen_modes:
         m = mode(mname)
         if m.lazy and desc.has("nolazy"):
             continue
         if m.layered:
-            for layout in chain_layouts(chosen_comps):
-                layers = tuple(compression(c) for c in layout)
-                out.append(Variant(m, layers[-1], accel, layers))
+            for layout in chain_layouts(chosen):
+                layers = tuple(compression(c, accel) for c in layout)
+                out.append(Variant(m, layers[-1], layers))
             continue
-        for cname in chosen_comps:
-            if m.only_off and cname != "off":
+        for value in chosen.values():
+            if m.only_off and value.enabled:
                 continue
-            out.append(Variant(m, compression(cname), accel))
+            out.append(Variant(m, value))
     return out

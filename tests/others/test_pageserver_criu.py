@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from zdtmpy.compress import CompressionSpec, decompress_dir, verify_dir
+from zdtmpy.compress import Compression, decompress_dir, verify_dir
 from zdtmpy.cycle.pageserver import free_port
 from zdtmpy.images import ImageSet, Pagemap
 from zdtmpy.transport.pageserver import PageServer, header_size_for, stamp_inventory
@@ -20,8 +20,8 @@ from zdtmpy.transport.pageserver import PageServer, header_size_for, stamp_inven
 CACHE = Path("/root/.cache/zdtmpy/criu")
 CRIUS = {v: CACHE / v / "criu" / "criu" for v in ("4.1.1", "4.2.1")}
 BIGMIX = Path(__file__).resolve().parents[2] / "zdtmpy" / "bench" / "bigmix.c"
-SPECS = {"off": CompressionSpec("off"), "page": CompressionSpec("page"),
-         "region64k": CompressionSpec("region", 64 << 10)}
+SPECS = {"off": Compression("off"), "page": Compression("page"),
+         "region64k": Compression("region", 64 << 10)}
 
 pytestmark = [
     pytest.mark.criu,
@@ -140,9 +140,9 @@ def test_zdtmpy_server_matches_criu_server(version, spec_name, process, tmp_path
 
     assert result.files and verify_dir(ours) == []
     iset = ImageSet(ours)
-    assert (iset.img_version, iset.compress) == ((3, spec.inventory_mode) if spec.mode != "off"
+    assert (iset.img_version, iset.compress) == ((3, spec.layout_id) if spec.enabled
                                                  else (ImageSet(theirs).img_version, 0))
-    if spec.mode != "off":
+    if spec.enabled:
         assert any(e.compressed for pm in iset.pagemaps.values() for e in pm.entries)
         decompress_dir(ours, in_place=True)
 
@@ -162,7 +162,7 @@ def test_images_from_zdtmpy_server_restore(version, process, tmp_path):
     vtuple = tuple(int(x) for x in version.split("."))
     images = tmp_path / "img"
     images.mkdir()
-    dump_via_zdtmpy(criu, vtuple, process.pid, images, CompressionSpec("region", 256 << 10),
+    dump_via_zdtmpy(criu, vtuple, process.pid, images, Compression("region", 256 << 10),
                     tmp_path / "ps.log")
     process.kill()  # restore needs its pid free
     process.wait(10)

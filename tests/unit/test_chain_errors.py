@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import zdtmpy.compress.rebase as rebase_mod
-from zdtmpy.compress import CompressionSpec, decompress_dir, recover, verify_dir
+from zdtmpy.compress import Compression, decompress_dir, recover, verify_dir
 from zdtmpy.compress.chain import chain_problems, same_content, verify_chain
 from zdtmpy.compress.install import install
 from zdtmpy.compress.rebase import rebase_dir
@@ -52,7 +52,7 @@ def child(path, parent, pid=1, spec=None):
     """A layer: pages 0-3 in the parent, 4-7 here."""
     return make_layer(path, {pid: [(A, 4, PE_PARENT, None),
                                    (A + 4 * PS, 4, P, page_text(4, b"top"))]},
-                      parent=parent, spec=spec or CompressionSpec("page"))
+                      parent=parent, spec=spec or Compression("page"))
 
 
 def all_entry_points(top):
@@ -230,7 +230,7 @@ def test_broken_parent_found_while_reading_changes_nothing(tmp_path):
     d = base(tmp_path / "2")
     before = snapshot(d)
     with pytest.raises(ImageError, match="rebase onto .* failed, nothing was changed: .*PE_PARENT"):
-        rebase_dir(d, tmp_path / "1", CompressionSpec("region", 8 * PS))
+        rebase_dir(d, tmp_path / "1", Compression("region", 8 * PS))
     assert snapshot(d) == before
 
 
@@ -241,7 +241,7 @@ def test_interrupted_rebase_is_rolled_forward(tmp_path, monkeypatch):
     os.system(f"cp -a {two} {full}")
     # crash after the journal and two of the five files (pages, pagemap, inventory, link)
     monkeypatch.setattr(rebase_mod, "install", functools.partial(install, crash_after=2))
-    rebase_dir(two, one, CompressionSpec("page"), in_place=True)
+    rebase_dir(two, one, Compression("page"), in_place=True)
     assert ImageSet(two).journal_pending
     assert any("interrupted" in p.what for p in verify_dir(two))
     with pytest.raises(ImageError, match="interrupted zdtmpy rewrite is pending"):

@@ -5,16 +5,10 @@ import random
 import lz4.block
 import pytest
 
-from zdtmpy.compress.codec import (
-    CompressionSpec,
-    decode_chunk,
-    encode_block,
-    encode_chunk,
-    parse_size,
-    raw_limit,
-)
+from zdtmpy.codec import Compression, parse_size
+from zdtmpy.codec.blocks import raw_limit
+from zdtmpy.codec.coding import decode_block, decode_chunk, encode_block, encode_chunk
 from zdtmpy.errors import ImageError
-from zdtmpy.images.blocks import decode_block
 
 PS = 4096
 
@@ -113,18 +107,19 @@ def test_acceleration_changes_nothing_for_decoding():
         assert decode_chunk(payload, sizes, PS, len(data)) == data
 
 
-@pytest.mark.parametrize("kwargs", [{"mode": "zstd"}, {"acceleration": 0},
+@pytest.mark.parametrize("kwargs", [{"layout": "zstd"}, {"algorithm": "zstd"},
+                                    {"acceleration": 0},
                                     {"acceleration": 65538}, {"region_size": 1000},
                                     {"region_size": 8 << 20}, {"region_size": 0}])
 def test_bad_specs_are_refused(kwargs):
     with pytest.raises(ImageError):
-        CompressionSpec(**kwargs)
+        Compression(**kwargs)
 
 
 def test_spec_block_pages():
-    assert CompressionSpec("page").block_pages == 1
-    assert CompressionSpec("region", 64 * 1024).block_pages == 16
-    assert CompressionSpec("region", 4 << 20).block_pages == 1024
+    assert Compression("page").block_pages == 1
+    assert Compression("region", 64 * 1024).block_pages == 16
+    assert Compression("region", 4 << 20).block_pages == 1024
 
 
 def test_parse_size():
@@ -154,20 +149,20 @@ def test_lz4_block_decoding_to_wrong_length_is_an_error():
 def test_native_encoders_match_lz4_block():
     """encode_into (lz4batch.c when it could be built, and the per-block ctypes loop) gives
     the sizes and bytes of encode_parts, which uses lz4.block itself."""
-    from zdtmpy.compress import codec
+    from zdtmpy.codec import coding, lz4batch, lz4native
 
-    nat = codec.native()
+    nat = lz4native.helper()
     if nat is None:
         pytest.skip("python-lz4's LZ4 library is not usable through ctypes here")
     data = b"".join([text_page(1), rand(PS, 2), bytes(PS), rand(PS // 2, 3) + bytes(PS // 2)]
                     * 40) + text_page(2)[:1234]
     for block in (PS, 8 * PS, 256 << 10):
-        want_sizes, want_parts = codec.encode_parts(data, block)
+        want_sizes, want_parts = coding.encode_parts(data, block)
         src = bytearray(data)
-        results = [codec._encode_loop(nat, src, memoryview(src), len(data),
+        results = [lz4native.encode_loop(nat, src, len(data),
                                       bytearray(2 * len(data)), block, 1)]
         if nat.batch is not None:
-            results.append(codec._encode_batch(nat, bytearray(data), len(data),
+            results.append(lz4batch.encode(nat, bytearray(data), len(data),
                                                bytearray(2 * len(data)), block, 1))
         for sizes, parts in results:
             assert sizes == want_sizes
@@ -178,8 +173,8 @@ def test_batch_encoder_is_built_where_a_compiler_exists():
     import shutil
 
     from zdtmpy.build import compiler_command
-    from zdtmpy.compress import codec
+    from zdtmpy.codec import lz4native
 
-    if codec.native() is None or not shutil.which(compiler_command()[0]):
+    if lz4native.helper() is None or not shutil.which(compiler_command()[0]):
         pytest.skip("no native LZ4 path or no C compiler")
-    assert codec.native().batch is not None, codec.batch_unavailable
+    assert lz4native.helper().batch is not None, lz4native.batch_problem()

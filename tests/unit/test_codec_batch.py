@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from zdtmpy.compress import CompressionSpec, codec, compress_dir, decompress_dir
+from zdtmpy.codec import Compression, coding, lz4batch, lz4native
+from zdtmpy.compress import compress_dir, decompress_dir
 from zdtmpy.compress.synth import make_layer
 from zdtmpy.errors import ImageError
 from zdtmpy.images import PE_PRESENT, ImageSet, PageReader
@@ -46,14 +47,14 @@ def mixed(npages, seed=3):
 
 
 def batch():
-    nat = codec.native()
+    nat = lz4native.helper()
     if nat is None or nat.batch_decode is None:
-        pytest.skip(f"lz4batch.c is not in use here ({codec.batch_unavailable})")
+        pytest.skip(f"lz4batch.c is not in use here ({lz4native.batch_problem()})")
     return nat
 
 
 def merged(pieces):
-    return codec._merge_pieces(pieces)
+    return lz4batch.merge_pieces(pieces)
 
 
 @pytest.mark.parametrize("block", [PS, 4 * PS, 64 << 10, 256 << 10])
@@ -61,30 +62,30 @@ def test_batch_decoder_gives_the_pieces_of_decode_parts(block):
     nat = batch()
     data = mixed(300) + text(1)[:PS]   # the last block is short in region modes
     data = data[:len(data) - 1000]
-    sizes, payload = codec.encode_chunk(data, block)
-    want = merged(codec.decode_parts(payload, sizes, block, len(data)))
+    sizes, payload = coding.encode_chunk(data, block)
+    want = merged(coding.decode_parts(payload, sizes, block, len(data)))
     out = bytearray(len(data))
-    got = codec._decode_batch(nat, bytearray(payload), len(payload), sizes, block, len(data),
-                              out, False)
+    got = lz4batch.decode(nat, bytearray(payload), len(payload), sizes, block, len(data),
+                              out)
     assert merged(got) == want
     # decode_into (the decompress path), decode_chunk and a zero-filled decode agree
     buf = bytearray(payload) + bytearray(100)
-    assert merged(codec.decode_into(buf, len(payload), sizes, block, len(data),
+    assert merged(coding.decode_into(buf, len(payload), sizes, block, len(data),
                                     bytearray(len(data)))) == want
-    assert codec.decode_chunk(payload, sizes, block, len(data)) == data
-    assert codec.decode_chunk(memoryview(payload), sizes, block, len(data)) == data
+    assert coding.decode_chunk(payload, sizes, block, len(data)) == data
+    assert coding.decode_chunk(memoryview(payload), sizes, block, len(data)) == data
     dirty = bytearray(b"\xaa") * (len(data) + 10)
-    codec._decode_batch(nat, payload, len(payload), sizes, block, len(data), dirty, True, 5)
+    lz4batch.decode(nat, payload, len(payload), sizes, block, len(data), dirty, 5, True)
     assert dirty[5:5 + len(data)] == data and dirty[:5] == b"\xaa" * 5
 
 
 def test_batch_decoder_all_zero_and_all_raw():
     nat = batch()
     for data in (bytes(64 * PS), rand(64)):
-        sizes, payload = codec.encode_chunk(data, PS)
-        got = codec._decode_batch(nat, bytearray(payload), len(payload), sizes, PS,
-                                  len(data), bytearray(len(data)), False)
-        assert merged(got) == merged(codec.decode_parts(payload, sizes, PS, len(data)))
+        sizes, payload = coding.encode_chunk(data, PS)
+        got = lz4batch.decode(nat, bytearray(payload), len(payload), sizes, PS,
+                                  len(data), bytearray(len(data)))
+        assert merged(got) == merged(coding.decode_parts(payload, sizes, PS, len(data)))
         assert len(got) == 1
 
 
@@ -92,7 +93,7 @@ def test_batch_decoder_all_zero_and_all_raw():
 def test_bad_blocks_give_the_python_errors(damage, monkeypatch):
     batch()
     data = text(8) + rand(4) + text(8, b"u")
-    sizes, payload = codec.encode_chunk(data, PS)
+    sizes, payload = coding.encode_chunk(data, PS)
     payload = bytearray(payload)
     if damage == "garbage":
         at = sum(sizes[:13])   # block 13 is an LZ4 one (text), placed after raw ones
@@ -105,13 +106,13 @@ def test_bad_blocks_give_the_python_errors(damage, monkeypatch):
     errors = []
     for off in (False, True):
         if off:
-            monkeypatch.setattr(codec, "_native", False)
+            monkeypatch.setattr(lz4native.HELPER, "native", False)
         with pytest.raises(ImageError) as exc:
-            codec.decode_into(payload, len(payload), sizes, PS, len(data),
+            coding.decode_into(payload, len(payload), sizes, PS, len(data),
                               bytearray(len(data)), 100)
         errors.append(str(exc.value))
         with pytest.raises(ImageError):
-            codec.decode_chunk(bytes(payload), sizes, PS, len(data))
+            coding.decode_chunk(bytes(payload), sizes, PS, len(data))
     assert errors[0] == errors[1]
     assert "block 1" in errors[0]
 
@@ -154,13 +155,13 @@ def roundtrip(root, spec):
     return comp, files(d), reads
 
 
-@pytest.mark.parametrize("spec", [CompressionSpec("page"),
-                                  CompressionSpec("region", 8 * PS),
-                                  CompressionSpec("region", 256 << 10)],
+@pytest.mark.parametrize("spec", [Compression("page"),
+                                  Compression("region", 8 * PS),
+                                  Compression("region", 256 << 10)],
                          ids=["page", "region32k", "region256k"])
 def test_native_and_fallback_paths_write_and_read_the_same(tmp_path, monkeypatch, spec):
     results = [roundtrip(tmp_path / "native", spec)]
-    nat = codec.native()
+    nat = lz4native.helper()
     if nat is not None:
         # the per-block ctypes loops (no lz4batch.c)
         monkeypatch.setattr(nat, "batch", None)
@@ -168,8 +169,8 @@ def test_native_and_fallback_paths_write_and_read_the_same(tmp_path, monkeypatch
         results.append(roundtrip(tmp_path / "ctypes", spec))
         monkeypatch.undo()
     # no native path at all: lz4.block only
-    monkeypatch.setattr(codec, "_native", False)
-    assert codec.native() is None
+    monkeypatch.setattr(lz4native.HELPER, "native", False)
+    assert lz4native.helper() is None
     results.append(roundtrip(tmp_path / "python", spec))
     for other in results[1:]:
         assert other == results[0]
@@ -177,7 +178,7 @@ def test_native_and_fallback_paths_write_and_read_the_same(tmp_path, monkeypatch
 
 def test_reader_reports_a_bad_block_inside_a_long_read(tmp_path):
     data = text(40)
-    make_layer(tmp_path, {1: [(A, 40, PE_PRESENT, data)]}, spec=CompressionSpec("page"))
+    make_layer(tmp_path, {1: [(A, 40, PE_PRESENT, data)]}, spec=Compression("page"))
     e = ImageSet(tmp_path).pagemaps[1].entries[0]
     pages = tmp_path / "pages-1.img"
     blob = bytearray(pages.read_bytes())
@@ -194,7 +195,7 @@ def test_reader_reports_a_bad_block_inside_a_long_read(tmp_path):
 
 def test_decompressed_zero_blocks_are_holes(tmp_path):
     d, entries = layer(tmp_path / "d")
-    compress_dir(d, CompressionSpec("page"), in_place=True)
+    compress_dir(d, Compression("page"), in_place=True)
     decompress_dir(d, in_place=True)
     st = os.stat(d / "pages-1.img")
     assert st.st_blocks * 512 < st.st_size   # zero runs were not written
@@ -207,17 +208,17 @@ def test_without_a_c_compiler_the_ctypes_loop_decodes(tmp_path):
     import sys
 
     code = (
-        "from zdtmpy.compress import codec\n"
-        "nat = codec.native()\n"
+        "from zdtmpy.codec import coding, lz4native\n"
+        "nat = lz4native.helper()\n"
         "assert nat is None or nat.batch_decode is None, 'built without a compiler?'\n"
-        "assert nat is None or codec.batch_unavailable, 'no reason given'\n"
+        "assert nat is None or lz4native.batch_problem(), 'no reason given'\n"
         "import random\n"
         "rng = random.Random(5)\n"
         "data = b''.join(bytes(4096) if i % 3 == 0 else rng.randbytes(4096) if i % 3 == 1\n"
         "                else (b'word %d ' % i * 600)[:4096] for i in range(50))\n"
-        "sizes, payload = codec.encode_chunk(data, 4096)\n"
-        "assert codec.decode_chunk(payload, sizes, 4096, len(data)) == data\n"
-        "pieces = codec.decode_into(bytearray(payload), len(payload), sizes, 4096,\n"
+        "sizes, payload = coding.encode_chunk(data, 4096)\n"
+        "assert coding.decode_chunk(payload, sizes, 4096, len(data)) == data\n"
+        "pieces = coding.decode_into(bytearray(payload), len(payload), sizes, 4096,\n"
         "                           len(data), bytearray(len(data)))\n"
         "assert b''.join(bytes(p) for p in pieces) == data   # ints: zero runs\n"
     )

@@ -6,7 +6,7 @@ import random
 import lz4.block
 import pytest
 
-from zdtmpy.compress.codec import CompressionSpec
+from zdtmpy.codec import Compression
 from zdtmpy.compress.writer import PagemapWriter
 from zdtmpy.errors import ImageError
 from zdtmpy.images import (
@@ -48,7 +48,7 @@ def test_first_stored_block_raw_pads_and_flags(tmp_path):
     first = text(1)                              # LZ4: leaves the payload unaligned
     second = bytes(PS) + rand(PS) + text(2)      # zero, then raw first stored block
     pm, pages = write(tmp_path, [(0x10000, 1, P, first), (0x20000, 4, P, second)],
-                      CompressionSpec("page"))
+                      Compression("page"))
     e0, e1 = pm.entries
     assert not e0.flags & PE_PAYLOAD_ALIGNED
     assert e1.flags & PE_PAYLOAD_ALIGNED
@@ -60,7 +60,7 @@ def test_first_stored_block_raw_pads_and_flags(tmp_path):
 
 def test_all_raw_entry_is_plain_but_aligned(tmp_path):
     pm, pages = write(tmp_path, [(0x10000, 1, P, text(1)), (0x20000, 3, P, rand(3 * PS))],
-                      CompressionSpec("page"))
+                      Compression("page"))
     e = pm.entries[1]
     assert not e.compressed
     assert not e.msg.compressed_size and not e.msg.HasField("total_compressed_size")
@@ -70,7 +70,7 @@ def test_all_raw_entry_is_plain_but_aligned(tmp_path):
 
 def test_all_zero_entry_keeps_metadata_without_padding(tmp_path):
     pm, _pages = write(tmp_path, [(0x10000, 1, P, text(1)), (0x20000, 3, P, bytes(3 * PS)),
-                                 (0x30000, 1, P, text(1, 5))], CompressionSpec("page"))
+                                 (0x30000, 1, P, text(1, 5))], Compression("page"))
     e = pm.entries[1]
     assert e.compressed and list(e.sizes) == [0, 0, 0]
     assert e.msg.HasField("total_compressed_size") and e.total == 0
@@ -80,7 +80,7 @@ def test_all_zero_entry_keeps_metadata_without_padding(tmp_path):
 
 def test_region_mode_metadata_and_short_last_region(tmp_path):
     data = text(10)
-    pm, pages = write(tmp_path, [(0x100000, 10, P, data)], CompressionSpec("region", 4 * PS))
+    pm, pages = write(tmp_path, [(0x100000, 10, P, data)], Compression("region", 4 * PS))
     e = pm.entries[0]
     assert e.msg.region_pages == 4 and len(e.sizes) == 3
     third = lz4.block.decompress(pages[sum(e.sizes[:2]):], uncompressed_size=2 * PS)
@@ -90,7 +90,7 @@ def test_region_mode_metadata_and_short_last_region(tmp_path):
 def test_off_mode_is_plain(tmp_path):
     data = rand(2 * PS) + bytes(PS)
     pm, pages = write(tmp_path, [(0x1000, 3, P, data), (0x8000, 2, PE_PARENT, b""),
-                                 (0xa000, 1, PE_LAZY, b"")], CompressionSpec("off"))
+                                 (0xa000, 1, PE_LAZY, b"")], Compression("off"))
     assert pages == data
     assert [e.flags for e in pm.entries] == [P, PE_PARENT, PE_LAZY]
     assert not any(e.compressed for e in pm.entries)
@@ -99,7 +99,7 @@ def test_off_mode_is_plain(tmp_path):
 def test_data_as_pieces_streams(tmp_path):
     data = text(300) + rand(100 * PS)
     pieces = [data[i:i + 5000] for i in range(0, len(data), 5000)]   # odd piece sizes
-    pm, _pages = write(tmp_path, [(0x100000, 400, P, iter(pieces))], CompressionSpec("page"))
+    pm, _pages = write(tmp_path, [(0x100000, 400, P, iter(pieces))], Compression("page"))
     assert pm.entries[0].compressed
     inv = messages.InventoryEntry(img_version=3, compress=1)
     write_image(tmp_path / "inventory.img", INVENTORY_MAGIC, [inv])
@@ -109,7 +109,7 @@ def test_data_as_pieces_streams(tmp_path):
 def test_add_compressed_keeps_given_blocks(tmp_path):
     lz = lz4.block.compress(text(1), store_size=False)
     raw = rand(PS)
-    with PagemapWriter(tmp_path, "pagemap-1.img", 1, CompressionSpec("page")) as w:
+    with PagemapWriter(tmp_path, "pagemap-1.img", 1, Compression("page")) as w:
         w.add_compressed(0x1000, 3, P, [len(lz), 0, PS], lz + raw)
     pm = Pagemap.load(tmp_path / "pagemap-1.img")
     assert list(pm.entries[0].sizes) == [len(lz), 0, PS]
@@ -117,7 +117,7 @@ def test_add_compressed_keeps_given_blocks(tmp_path):
 
 
 def test_add_compressed_rejects_garbage(tmp_path):
-    w = PagemapWriter(tmp_path, "pagemap-1.img", 1, CompressionSpec("page"))
+    w = PagemapWriter(tmp_path, "pagemap-1.img", 1, Compression("page"))
     with pytest.raises(ImageError, match="page 0"):
         w.add_compressed(0x1000, 1, P, [100], b"\xff" * 100)
     w.abort()
@@ -126,7 +126,7 @@ def test_add_compressed_rejects_garbage(tmp_path):
 
 def test_add_compressed_into_region_writer_recompresses(tmp_path):
     lz = lz4.block.compress(text(1), store_size=False)
-    with PagemapWriter(tmp_path, "pagemap-1.img", 1, CompressionSpec("region", 8 * PS)) as w:
+    with PagemapWriter(tmp_path, "pagemap-1.img", 1, Compression("region", 8 * PS)) as w:
         w.add_compressed(0x1000, 2, P, [len(lz), 0], lz)
     e = Pagemap.load(tmp_path / "pagemap-1.img").entries[0]
     assert e.msg.region_pages == 8 and len(e.sizes) == 1
@@ -140,7 +140,7 @@ def test_add_compressed_into_region_writer_recompresses(tmp_path):
     ((0x1000, 1, PE_PARENT, bytes(PS)), "without PE_PRESENT"),
 ])
 def test_bad_entries(tmp_path, entry, what):
-    w = PagemapWriter(tmp_path, "pagemap-1.img", 1, CompressionSpec("page"))
+    w = PagemapWriter(tmp_path, "pagemap-1.img", 1, Compression("page"))
     with pytest.raises(ImageError, match=what):
         w.add(*entry)
     w.abort()
@@ -170,8 +170,8 @@ def _mixed_entries():
     ]
 
 
-@pytest.mark.parametrize("spec", [CompressionSpec("off"), CompressionSpec("page"),
-                                  CompressionSpec("region", 16 * PS)],
+@pytest.mark.parametrize("spec", [Compression("off"), Compression("page"),
+                                  Compression("region", 16 * PS)],
                          ids=["off", "page", "region64k"])
 def test_fed_entries_are_byte_identical_to_added_ones(tmp_path, spec):
     added, fed = tmp_path / "added", tmp_path / "fed"
@@ -194,7 +194,7 @@ def test_fed_entries_are_byte_identical_to_added_ones(tmp_path, spec):
 
 
 def test_feeding_errors_leave_nothing(tmp_path):
-    w = PagemapWriter(tmp_path, "pagemap-1.img", 1, CompressionSpec("region", 4 * PS))
+    w = PagemapWriter(tmp_path, "pagemap-1.img", 1, Compression("region", 4 * PS))
     with pytest.raises(ImageError, match="without a begun"):
         w.feed(bytearray(PS), PS)
     w.begin(0x1000, 8, P)

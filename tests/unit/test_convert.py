@@ -7,7 +7,7 @@ from pathlib import Path
 import lz4
 import pytest
 
-from zdtmpy.compress import CompressionSpec, compress_dir, decompress_dir, recover, verify_dir
+from zdtmpy.compress import Compression, compress_dir, decompress_dir, recover, verify_dir
 from zdtmpy.compress.install import STAGE, install, new_stage
 from zdtmpy.compress.source import entry_chunks
 from zdtmpy.compress.synth import make_layer
@@ -27,7 +27,7 @@ from zdtmpy.images import (
 DATA = Path(__file__).resolve().parent.parent / "data" / "criu-4.1.1"
 PS = 4096
 P = PE_PRESENT
-PAGE = CompressionSpec("page")
+PAGE = Compression("page")
 
 
 def copy(src, dst):
@@ -94,7 +94,7 @@ def test_decompress_fixture_gives_plain(tmp_path):
 
 def test_compress_fixture_gives_upstream_result(tmp_path):
     d = copy(DATA / "plain", tmp_path / "d")
-    compress_dir(d, CompressionSpec("page", acceleration=1), in_place=True)
+    compress_dir(d, Compression("page", acceleration=1), in_place=True)
     for name in ("inventory.img", "pagemap-25828.img", "pagemap-25829.img"):
         assert parsed(d / name) == parsed(DATA / "compressed" / name)
     same_lz4 = lz4.library_version_string() == "1.9.4"
@@ -119,7 +119,7 @@ def test_compress_keeps_backups_and_never_overwrites_bak(tmp_path):
 def test_already_compressed_and_already_decompressed_are_noops(tmp_path):
     d = copy(DATA / "compressed", tmp_path / "c")
     before = snapshot(d)
-    res = compress_dir(d, CompressionSpec("region"))
+    res = compress_dir(d, Compression("region"))
     assert not res.changed and "already compressed" in res.message
     assert snapshot(d) == before
     p = copy(DATA / "plain", tmp_path / "p")
@@ -131,7 +131,7 @@ def test_already_compressed_and_already_decompressed_are_noops(tmp_path):
 
 def test_region_roundtrip(tmp_path):
     d = copy(DATA / "plain", tmp_path / "d")
-    compress_dir(d, CompressionSpec("region", 64 * 1024, acceleration=3), in_place=True)
+    compress_dir(d, Compression("region", 64 * 1024, acceleration=3), in_place=True)
     iset = ImageSet(d)
     assert (iset.img_version, iset.compress, iset.compress_region_size) == (3, 2, 65536)
     assert all(e.msg.region_pages == 16 for pm in iset.pagemaps.values()
@@ -167,7 +167,7 @@ def decompress(d):
 
 
 @pytest.mark.parametrize("src,fields,match", [
-    ("compressed", {"compress": 7}, "unknown compression mode 7"),
+    ("compressed", {"compress": 7}, "unknown compression layout 7"),
     ("plain", {"img_version": 1}, "img_version 1"),
     ("plain", {"img_version": 4}, "img_version 4"),
     ("compressed", {"img_version": 1}, "img_version 1"),
@@ -217,7 +217,7 @@ def test_short_read_is_an_error(tmp_path):
 
 def test_unknown_mode_spec_refused_before_anything(tmp_path):
     d = copy(DATA / "plain", tmp_path / "d")
-    refused(d, lambda d: compress_dir(d, CompressionSpec("off")), "decompress")
+    refused(d, lambda d: compress_dir(d, Compression("off")), "decompress")
 
 
 def rewrite_entry(path, index, fn):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from zdtmpy.compress import CompressionSpec, compress_dir, decompress_dir, verify_dir
+from zdtmpy.compress import Compression, compress_dir, decompress_dir, verify_dir
 from zdtmpy.images import ImageSet, PageReader
 
 CRIU = Path("/root/.cache/zdtmpy/criu/4.1.1/criu/criu")
@@ -83,7 +83,7 @@ def test_v3_refused_then_decompressed_restores(dumped):
              for e in before.layers[0].pagemaps[pid].entries if e.present}
     before.close()
 
-    res = compress_dir(img, CompressionSpec("page"))
+    res = compress_dir(img, Compression("page"))
     assert res.changed and ImageSet(img).img_version == 3
     assert verify_dir(img) == []
     assert (img / (pagemap + ".bak")).exists()

@@ -9,16 +9,16 @@ from zdtmpy.descriptor import from_mapping
 from zdtmpy.errors import ZdtmError
 
 
-@pytest.mark.parametrize("name, mode, size, label", [
-    ("off", "off", 0, "off"),
-    ("page", "page", 0, "page"),
+@pytest.mark.parametrize("name, layout, size, label", [
+    ("off", "off", 256 << 10, "off"),
+    ("page", "page", 256 << 10, "page"),
     ("region", "region", 256 << 10, "region256k"),
     ("region64k", "region", 64 << 10, "region64k"),
     ("region-4M", "region", 4 << 20, "region4m"),
 ])
-def test_compression_names(name, mode, size, label):
+def test_compression_names(name, layout, size, label):
     c = matrix.compression(name)
-    assert (c.mode, c.region_size, c.name) == (mode, size, label)
+    assert (c.layout, c.region_size, c.name) == (layout, size, label)
 
 
 @pytest.mark.parametrize("bad", ["region5000", "region8m", "zstd", "region0k"])

@@ -10,8 +10,8 @@ import struct
 import lz4.block
 import pytest
 
+from zdtmpy.codec import Compression
 from zdtmpy.compress import verify_dir
-from zdtmpy.compress.codec import CompressionSpec
 from zdtmpy.compress.synth import make_layer
 from zdtmpy.images import PE_LAZY, PE_PARENT, PE_PRESENT, Pagemap, PageReader
 from zdtmpy.transport import pageserver as ps
@@ -34,7 +34,7 @@ def rand(n, seed=1):
 class Client:
     def __init__(self, port, header_size):
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
-        self.layout = ps.Layout(header_size)
+        self.layout = ps.HeaderLayout(header_size)
 
     def send(self, command, flags=0, nr=0, vaddr=0, dst=DST, payload=b""):
         self.sock.sendall(self.layout.pack(command, flags, nr, vaddr, dst) + payload)
@@ -72,7 +72,7 @@ def server(tmp_path, header_size):
     images = tmp_path / "img"
     images.mkdir()
     srv = ps.PageServer(images, header_size=header_size, timeout=0.5,
-                        log_path=tmp_path / "ps.log", spec=CompressionSpec("page"))
+                        log_path=tmp_path / "ps.log", spec=Compression("page"))
     srv.start()
     yield srv
     srv.stop()
@@ -97,8 +97,8 @@ def installed(srv):
 
 # -- good sessions -----------------------------------------------------------------------
 
-@pytest.mark.parametrize("spec", [CompressionSpec("off"), CompressionSpec("page"),
-                                  CompressionSpec("region", 16 * PS)],
+@pytest.mark.parametrize("spec", [Compression("off"), Compression("page"),
+                                  Compression("region", 16 * PS)],
                          ids=["off", "page", "region64k"])
 def test_dump_session_writes_pages_in_the_asked_mode(tmp_path, header_size, spec):
     images = tmp_path / "img"
@@ -114,7 +114,7 @@ def test_dump_session_writes_pages_in_the_asked_mode(tmp_path, header_size, spec
     assert pm.pages_id == 65537
     assert [(e.vaddr, e.nr_pages, e.flags & ~8) for e in pm.entries] == \
         [(A, 5, PE_PRESENT | PE_LAZY), (A + 0x10000, 2, PE_LAZY)]
-    assert pm.entries[0].compressed == (spec.mode != "off")
+    assert pm.entries[0].compressed == (spec.enabled)
     assert pm.entries[0].msg.HasField("nr_pages") == (header_size == 32)
     with PageReader(images) as r:
         assert r.read(PID, A, 5) == data
@@ -150,9 +150,9 @@ def test_add_f_compressed_is_stored_as_sent_in_page_mode(tmp_path, header_size):
     blocks = [lz4.block.compress(pages[0], store_size=False), b"", pages[2]]
     payload = b"".join(struct.pack("=I", len(b)) + b for b in blocks)
     make_layer(images, {}, pids=[PID])
-    ps.stamp_inventory(images, CompressionSpec("page"))
+    ps.stamp_inventory(images, Compression("page"))
     with ps.PageServer(images, header_size=header_size, timeout=2,
-                       spec=CompressionSpec("page")) as srv:
+                       spec=Compression("page")) as srv:
         c = Client(srv.port, header_size)
         c.open2()
         c.send(ps.ADD_F_COMPRESSED, PE_PRESENT, 3, A, payload=payload)
@@ -169,16 +169,16 @@ def test_lazy_get_from_compressed_images_with_parent(tmp_path, header_size):
     old, new = text(8, b"old"), rand(2)
     make_layer(base, {PID: [(A, 8, PE_PRESENT, old)]})
     make_layer(top, {PID: [(A, 6, PE_PARENT, None), (A + 6 * PS, 2, PE_PRESENT | PE_LAZY, new)]},
-               parent="../1", spec=CompressionSpec("region", 4 * PS))
+               parent="../1", spec=Compression("region", 4 * PS))
     with ps.PageServer(top, header_size=header_size, lazy=True, timeout=2) as srv:
         c = Client(srv.port, header_size)
         c.send(ps.GET, nr=8, vaddr=A + 4 * PS, dst=PID)  # bare pid; runs past the end
-        hdr = ps.Layout(header_size).unpack(c.recv(header_size))
+        hdr = ps.HeaderLayout(header_size).unpack(c.recv(header_size))
         assert (hdr.command, hdr.flags, hdr.nr_pages, hdr.vaddr, hdr.dst_id) == \
             (ps.ADD_F, PE_PRESENT, 4, A + 4 * PS, PID)
         assert c.recv(4 * PS) == old[4 * PS:6 * PS] + new
         c.send(ps.GET, nr=1, vaddr=A + 64 * PS, dst=PID)  # nothing dumped there
-        assert ps.Layout(header_size).unpack(c.recv(header_size)).nr_pages == 0
+        assert ps.HeaderLayout(header_size).unpack(c.recv(header_size)).nr_pages == 0
         assert c.close() == struct.pack("=i", 0)
         assert srv.wait(5).payload_bytes == 4 * PS
 
@@ -297,7 +297,7 @@ def test_listen_error_names_the_address(tmp_path):
 
 def test_stamp_inventory_is_atomic_and_idempotent(tmp_path):
     make_layer(tmp_path, {}, pids=[1])
-    spec = CompressionSpec("region", 64 << 10)
+    spec = Compression("region", 64 << 10)
     assert ps.stamp_inventory(tmp_path, spec)
     from zdtmpy.images import ImageSet
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from zdtmpy.compress.codec import CompressionSpec
+from zdtmpy.codec import Compression
 from zdtmpy.compress.synth import make_layer
 from zdtmpy.errors import ImageError
 from zdtmpy.images import PE_LAZY, PE_PARENT, PE_PRESENT, ImageSet, PageReader
@@ -34,11 +34,11 @@ def chain(tmp_path):
     make_layer(tmp_path / "1", {1: [(A, 8, P, l1a), (B, 4, P, l1b)]})
     make_layer(tmp_path / "2", {1: [(A, 4, PE_PARENT, None), (A + 4 * PS, 4, P, l2a),
                                     (B, 4, PE_PARENT, None)]},
-               parent="../1", spec=CompressionSpec("page"))
+               parent="../1", spec=Compression("page"))
     make_layer(tmp_path / "3", {1: [(A, 2, P, l3a), (A + 2 * PS, 6, PE_PARENT, None),
                                     (B, 2, PE_PARENT, None), (B + 2 * PS, 2, P, l3b),
                                     (0x300000, 1, PE_LAZY, None)]},
-               parent="../2", spec=CompressionSpec("region", 2 * PS))
+               parent="../2", spec=Compression("region", 2 * PS))
     expect_a = l3a + l1a[2 * PS:4 * PS] + l2a
     expect_b = l1b[:2 * PS] + l3b
     return tmp_path, expect_a, expect_b
@@ -90,7 +90,7 @@ def test_parent_flag_without_parent_link(tmp_path):
 
 def test_reads_only_needed_blocks(tmp_path):
     data = text(6, b"x")
-    make_layer(tmp_path, {1: [(A, 6, P, data)]}, spec=CompressionSpec("page"))
+    make_layer(tmp_path, {1: [(A, 6, P, data)]}, spec=Compression("page"))
     e = ImageSet(tmp_path).pagemaps[1].entries[0]
     pages = tmp_path / "pages-1.img"
     blob = bytearray(pages.read_bytes())
@@ -105,7 +105,7 @@ def test_reads_only_needed_blocks(tmp_path):
 
 
 def test_truncated_pages_file(tmp_path):
-    make_layer(tmp_path, {1: [(A, 3, P, text(3, b"t"))]}, spec=CompressionSpec("page"))
+    make_layer(tmp_path, {1: [(A, 3, P, text(3, b"t"))]}, spec=Compression("page"))
     pages = tmp_path / "pages-1.img"
     os.truncate(pages, pages.stat().st_size - 1)
     with pytest.raises(ImageError, match="payload bytes but pages-1.img holds"):

@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from zdtmpy.cli import main
-from zdtmpy.compress import CompressionSpec, decompress_dir, verify_dir
+from zdtmpy.compress import decompress_dir, verify_dir
 from zdtmpy.compress.chain import same_content, verify_chain
 from zdtmpy.compress.rebase import rebase_dir
 from zdtmpy.compress.synth import make_layer
@@ -22,8 +22,7 @@ NA, NB = 200, 40  # pages; 200 is not a multiple of the 16-page (64K) region
 
 
 def spec(name):
-    c = compression(name)
-    return CompressionSpec(c.mode, c.region_size or 256 * 1024)
+    return compression(name)
 
 
 def text(n, tag):
@@ -100,7 +99,7 @@ def check_chain(root, kinds, fulls):
         inv = ImageSet(layer)
         want_v3 = any(k != "off" for k in kinds[:i + 1])
         assert inv.img_version == (3 if want_v3 else 2), (i, kinds)
-        assert inv.compress == spec(kinds[i]).inventory_mode
+        assert inv.compress == spec(kinds[i]).layout_id
         if i:
             assert os.readlink(layer / "parent") == f"../{i}"
             assert parent_pages(layer) > NA // 2  # most pages now live below

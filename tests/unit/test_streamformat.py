@@ -11,7 +11,7 @@ import zlib
 
 import pytest
 
-from zdtmpy.compress import CompressionSpec, verify_dir
+from zdtmpy.compress import Compression, verify_dir
 from zdtmpy.compress.synth import make_layer
 from zdtmpy.errors import ImageError, StageTimeout
 from zdtmpy.images import PE_LAZY, PE_PARENT, PE_PRESENT, ImageSet, PageReader
@@ -161,14 +161,14 @@ def capture(tmp_path, files, spec, **kw):
     return bg, out
 
 
-SPECS = [CompressionSpec("off"), CompressionSpec("page"),
-         CompressionSpec("region", region_size=64 << 10),
-         CompressionSpec("region", region_size=8 << 10)]
+SPECS = [Compression("off"), Compression("page"),
+         Compression("region", region_size=64 << 10),
+         Compression("region", region_size=8 << 10)]
 
 
 # -- capture / extract / serve round trips ---------------------------------------------------
 
-@pytest.mark.parametrize("spec", SPECS, ids=lambda s: f"{s.mode}{s.region_size}")
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: f"{s.name}")
 @pytest.mark.parametrize("pages_first", [True, False])
 def test_capture_extract_serve_roundtrip(tmp_path, dump_dir, spec, pages_first):
     files = files_of(dump_dir)
@@ -182,7 +182,7 @@ def test_capture_extract_serve_roundtrip(tmp_path, dump_dir, spec, pages_first):
         sf.extract(f, ext, str(out))
     assert verify_dir(ext) == []
     iset = ImageSet(ext)
-    assert iset.compress == {"off": 0, "page": 1, "region": 2}[spec.mode]
+    assert iset.compress == {"off": 0, "page": 1, "region": 2}[spec.layout]
     with PageReader(ext) as rd:
         assert rd.read(1, 0x300000, 70) == mixed(70)
         assert rd.read(1, 0x100000, 3) == text(3)
@@ -207,7 +207,7 @@ def test_capture_extract_serve_roundtrip(tmp_path, dump_dir, spec, pages_first):
 
 
 def test_request_for_a_missing_file_is_answered_no(tmp_path, dump_dir):
-    bg, out = capture(tmp_path, files_of(dump_dir), CompressionSpec("page"))
+    bg, out = capture(tmp_path, files_of(dump_dir), Compression("page"))
     bg.join()
     (tmp_path / "rst").mkdir()
     srv = Serve(tmp_path / "rst", out, accept_timeout=10, idle_timeout=10)
@@ -223,7 +223,7 @@ def test_request_for_a_missing_file_is_answered_no(tmp_path, dump_dir):
 
 def test_criu_vanishing_mid_file_is_an_error_and_leaves_nothing(tmp_path, dump_dir):
     files = files_of(dump_dir)
-    bg, out = capture(tmp_path, files, CompressionSpec("off"), cut=("pstree.img", 15))
+    bg, out = capture(tmp_path, files, Compression("off"), cut=("pstree.img", 15))
     with pytest.raises(StreamerError, match=r"pstree.img: criu closed the pipe inside entry"):
         bg.join()
     assert not out.exists()
@@ -231,7 +231,7 @@ def test_criu_vanishing_mid_file_is_an_error_and_leaves_nothing(tmp_path, dump_d
 
 
 def test_pages_cut_short_is_an_error(tmp_path, dump_dir):
-    bg, out = capture(tmp_path, files_of(dump_dir), CompressionSpec("page"),
+    bg, out = capture(tmp_path, files_of(dump_dir), Compression("page"),
                       cut=("pages-2.img", 20 * PS))  # make_layer: pid 1 -> pages-2
     with pytest.raises(StreamerError, match=r"pages-2.img: 81920 bytes, 217088 bytes short "
                                             r"of the 73 pages pagemap-1.img describes"):
@@ -241,7 +241,7 @@ def test_pages_cut_short_is_an_error(tmp_path, dump_dir):
 
 def test_dump_without_inventory_is_incomplete(tmp_path, dump_dir):
     files = [f for f in files_of(dump_dir) if f[0] != "inventory.img"]
-    bg, out = capture(tmp_path, files, CompressionSpec("off"))
+    bg, out = capture(tmp_path, files, Compression("off"))
     with pytest.raises(StreamerError, match="no inventory.img"):
         bg.join()
     assert not out.exists()
@@ -257,7 +257,7 @@ def test_bad_names_are_refused(name):
 def test_capture_refuses_a_path_from_criu(tmp_path, dump_dir):
     files = [("../escape.img", b"x" * 10), *files_of(dump_dir)]
     with pytest.raises((StreamerError, sf.StreamError, ConnectionError, OSError)):
-        bg, out = capture(tmp_path, files, CompressionSpec("off"))
+        bg, out = capture(tmp_path, files, Compression("off"))
         bg.join()
     assert not (tmp_path / "escape.img").exists()
     assert not (tmp_path / "s.zstream").exists()
@@ -274,7 +274,7 @@ def test_capture_times_out_without_criu(tmp_path):
 
 def small_stream(tmp_path):
     with open(tmp_path / "s", "wb") as f:
-        w = sf.StreamWriter(f, "off", chunk=100)
+        w = sf.StreamWriter(f, chunk=100)
         a = w.open("a.img")
         b = w.open("b.img")
         w.write(a, b"A" * 250)
@@ -329,7 +329,7 @@ def test_missing_record_is_detected(tmp_path):
 def test_corrupted_page_block_with_valid_checksum_fails_serve(tmp_path, dump_dir):
     """A capture bug or a forged stream: the record checks pass, the LZ4 block does not.
     serve refuses before it listens: criu never receives part of a file."""
-    bg, out = capture(tmp_path, files_of(dump_dir), CompressionSpec("page"))
+    bg, out = capture(tmp_path, files_of(dump_dir), Compression("page"))
     bg.join()
     data = bytearray(out.read_bytes())
     idx = sf.index_stream(out)
@@ -350,7 +350,7 @@ def test_corrupted_page_block_with_valid_checksum_fails_serve(tmp_path, dump_dir
 
 
 def test_serve_refuses_a_truncated_stream_before_listening(tmp_path, dump_dir):
-    bg, out = capture(tmp_path, files_of(dump_dir), CompressionSpec("page"))
+    bg, out = capture(tmp_path, files_of(dump_dir), Compression("page"))
     bg.join()
     out.write_bytes(out.read_bytes()[:-10])
     (tmp_path / "rst").mkdir()
@@ -362,7 +362,7 @@ def test_serve_refuses_a_truncated_stream_before_listening(tmp_path, dump_dir):
 def test_header_checks(tmp_path):
     with pytest.raises(sf.StreamError, match="not a zdtmpy stream"):
         sf.decode_header(b"X" * 20, "s")
-    good = sf.encode_header("page", 0)
+    good = sf.encode_header(Compression("page"))
     with pytest.raises(sf.StreamError, match="header checksum"):
         sf.decode_header(good[:9] + b"\x09" + good[10:], "s")
     assert isinstance(ImageError("x"), Exception)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from zdtmpy.cli import main
-from zdtmpy.compress import CompressionSpec, compress_dir, verify_dir
+from zdtmpy.compress import Compression, compress_dir, verify_dir
 from zdtmpy.compress.synth import make_layer
 from zdtmpy.images import (
     PE_LAZY,
@@ -141,7 +141,7 @@ def test_cli_errors_are_messages_not_tracebacks(tmp_path, capsys):
 def test_synthetic_region_layer_verifies(tmp_path):
     data = bytes(PS) * 3 + os.urandom(PS) + b"x" * PS
     make_layer(tmp_path, {1: [(0x10000, 5, PE_PRESENT, data)]},
-               spec=CompressionSpec("region", 2 * PS))
+               spec=Compression("region", 2 * PS))
     assert verify_dir(tmp_path) == []
-    compress_dir(tmp_path, CompressionSpec("page"))     # already compressed: no-op
+    compress_dir(tmp_path, Compression("page"))     # already compressed: no-op
     assert verify_dir(tmp_path) == []

@@ -73,11 +73,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 # -- sizes and output -------------------------------------------------------------------
 
 def parse_bytes(text: str) -> int:
-    m = re.fullmatch(r"\s*(\d+)\s*([kKmMgG]?)(i?[bB])?\s*", str(text))
-    if not m:
-        raise BenchError(f"bad size {text!r}: use bytes or a number with K, M or G")
-    n = int(m.group(1)) << {"": 0, "k": 10, "m": 20, "g": 30}[m.group(2).lower()]
-    return n
+    """The codec's one size grammar, failing as a BenchError."""
+    from ..codec import parse_size
+    from ..errors import ImageError
+
+    try:
+        return parse_size(text)
+    except ImageError as exc:
+        raise BenchError(str(exc)) from None
 
 
 def _mbps(nbytes, seconds):
@@ -254,14 +257,15 @@ def _child_env():
 
 def child_main(argv) -> int:
     """In the child: one conversion, timed; prints a JSON line."""
-    from ..compress import CompressionSpec, compress_dir, decompress_dir
+    from ..codec import Compression
+    from ..compress import compress_dir, decompress_dir
 
     action, path, mode, region = argv
     ru0 = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.perf_counter()
     # the CLI's default: originals kept as .bak (the caller removes them, untimed)
     if action == "compress":
-        spec = CompressionSpec(mode, region_size=int(region))
+        spec = Compression(mode, region_size=int(region))
         r = compress_dir(path, spec, progress=False)
     else:
         r = decompress_dir(path, progress=False)
@@ -383,9 +387,9 @@ def _tmp_base(explicit):
 
 def measure(size, patterns, modes, region, tmpdir, tool="lz4", repeat=1, log=print):
     """Run the benchmark; returns the JSON-able result dict."""
-    from ..compress.codec import CompressionSpec
+    from ..codec import Compression
 
-    CompressionSpec("region", region_size=region)  # validates the region size
+    Compression("region", region_size=region)  # validates the region size
     size -= size % PAGE
     if size <= 0:
         raise BenchError("--size must be at least one page")
@@ -574,7 +578,7 @@ def run(args) -> int:
     size = parse_bytes(args.size)
     patterns = _list(args.patterns, PATTERNS, "patterns")
     modes = _list(args.modes, MODES, "modes")
-    from ..compress.codec import parse_size
+    from ..codec import parse_size
     from ..errors import ImageError
     try:
         region = parse_size(args.region_size)

@@ -134,15 +134,14 @@ def dump_zdtmpy_server(criu, pid, images: Path, spec, timeout: float) -> dict:
 
 
 def run(args) -> int:
-    from ..compress import CompressionSpec, parse_size
+    from ..codec import Compression, parse_size
     from ..criu import find_criu
 
     criu = find_criu(args.criu_bin)
     targets = {
         "criu page-server (off)": None,
-        "zdtmpy page": CompressionSpec("page"),
-        f"zdtmpy region{args.region.lower()}": CompressionSpec("region",
-                                                                parse_size(args.region)),
+        "zdtmpy page": Compression("page"),
+        f"zdtmpy region{args.region.lower()}": Compression("region", parse_size(args.region)),
     }
     base = Path(args.dir) if args.dir else None
     work = Path(tempfile.mkdtemp(prefix="zdtmpy-bench-ps-", dir=base))

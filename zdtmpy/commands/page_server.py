@@ -5,7 +5,7 @@ import signal
 import sys
 import threading
 
-from ..compress import CompressionSpec, parse_size
+from ..codec.options import add_options, spec_from_args
 from ..transport.pageserver import PageServer, header_size_for
 
 
@@ -16,11 +16,7 @@ def register(subparsers):
     p.add_argument("--address", default="127.0.0.1",
                    help="address to listen on (default: loopback only)")
     p.add_argument("--port", type=int, default=0, help="TCP port (default 0: any free port)")
-    p.add_argument("--compress", action="store_true", help="compress pages (per-page mode "
-                   "unless --region)")
-    p.add_argument("--region", metavar="SIZE", help="region mode, blocks of SIZE (e.g. 256K)")
-    p.add_argument("--acceleration", type=int, default=1, metavar="N",
-                   help="LZ4 acceleration 1..65537 (default 1)")
+    add_options(p, default="off", what="the pages received")
     p.add_argument("--lazy", action="store_true", help="serve lazy pages from DIR")
     p.add_argument("--criu-version", metavar="X.Y",
                    help="peer criu version, picks the header layout (default: the version of "
@@ -47,12 +43,7 @@ def _peer_version(text):
 
 
 def run(args):
-    if args.region is not None:
-        spec = CompressionSpec("region", parse_size(args.region), args.acceleration)
-    elif args.compress:
-        spec = CompressionSpec("page", acceleration=args.acceleration)
-    else:
-        spec = CompressionSpec("off")
+    spec = spec_from_args(args)
     header = args.header_size or header_size_for(_peer_version(args.criu_version))
     server = PageServer(args.images_dir, spec=spec, header_size=header, address=args.address,
                         port=args.port, lazy=args.lazy, timeout=args.timeout,

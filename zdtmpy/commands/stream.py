@@ -11,6 +11,7 @@ import signal
 import sys
 import time
 
+from ..codec.options import add_options
 from ..errors import ZdtmError
 
 
@@ -28,11 +29,7 @@ def register(subparsers):
     c.add_argument("--images-dir", required=True, metavar="DIR",
                    help="criu's -D directory (the socket is created there)")
     c.add_argument("--stream-file", required=True, metavar="FILE", help="output; - = stdout")
-    c.add_argument("--compress", nargs="?", const="page", default=None,
-                   choices=("off", "page", "region"),
-                   help="compress pages: page (default when given) or region")
-    c.add_argument("--region", metavar="SIZE", help="region size (implies --compress region)")
-    c.add_argument("--acceleration", type=int, default=1, help="LZ4 acceleration (1..65537)")
+    add_options(c, default="off", what="the pages in the stream")
     c.add_argument("--fsync", action="store_true",
                    help="fsync the stream file before renaming it into place")
     _timeouts(c)
@@ -97,7 +94,7 @@ def run(args):
         _log("ready")
         res = cap.run()
         print(f"zdtmpy stream capture: {res.files} files, {res.pages_in} pages, "
-              f"{res.image_bytes} -> {res.stream_bytes} bytes ({res.mode}) in "
+              f"{res.image_bytes} -> {res.stream_bytes} bytes ({res.layout}) in "
               f"{res.seconds:.2f}s", file=sys.stderr)
         return 0
     if args.stream_command == "serve":
@@ -122,18 +119,12 @@ def run(args):
             raise ZdtmError(f"{args.stream_file}: cannot open stream: {exc.strerror}") from None
         with src:
             res = extract(src, args.images_dir, args.stream_file, args.decompress)
-    how = f"{res.mode}, compressed" if res.compressed else "plain"
+    how = f"{res.layout}, compressed" if res.compressed else "plain"
     print(f"{args.images_dir}: {len(res.files)} files extracted ({how})")
     return 0
 
 
 def _spec(args):
-    from ..compress import CompressionSpec, parse_size
+    from ..codec.options import spec_from_args
 
-    mode = args.compress or "off"
-    if args.region:
-        mode = "region"
-    kwargs = {"mode": mode, "acceleration": args.acceleration}
-    if args.region:
-        kwargs["region_size"] = parse_size(args.region)
-    return CompressionSpec(**kwargs)
+    return spec_from_args(args)

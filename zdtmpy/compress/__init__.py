@@ -3,19 +3,23 @@
 A library: nothing here knows about criu processes or pytest.
 """
 
+from ..codec import Compression, parse_setting, parse_size
 from .chain import chain_problems, same_content, verify_chain
-from .codec import CompressionSpec, parse_size
 from .convert import ConvertResult, compress_dir, decompress_dir
 from .install import recover
 from .rebase import rebase_dir
 from .verify import Problem, verify_dir
 
+CompressionSpec = Compression  # the value's earlier name, for library users
+
 __all__ = [
+           "Compression",
            "CompressionSpec",
            "ConvertResult",
            "Problem",
            "compress_dir",
            "decompress_dir",
+           "parse_setting",
            "parse_size",
            "recover",
            "verify_dir",

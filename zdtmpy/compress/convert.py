@@ -7,20 +7,17 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..codec import LAYOUT_BY_ID, OFF
 from ..errors import ImageError
-from ..images.bounds import outside_vmas
 from ..images.framing import INVENTORY_MAGIC, write_image
 from ..images.imageset import INVENTORY, ImageSet, load_chain
 from ..images.pagemap import PAGE_SIZE, PE_PAYLOAD_ALIGNED
 from ..images.safeopen import open_regular
-from .codec import MODES, CompressionSpec
 from .install import discard_stage, install, new_stage, recover
+from .layercheck import load_checked, pages_bytes, refusal
 from .progress import Progress
 from .source import entry_source
 from .writer import PagemapWriter
-
-MODE_NAMES = {v: k for k, v in MODES.items()}
-SUPPORTED_VERSIONS = (2, 3)
 
 
 @dataclass
@@ -31,55 +28,6 @@ class ConvertResult:
     bytes_before: int = 0
     bytes_after: int = 0
     layers: list = field(default_factory=list)  # layer dirs rewritten
-
-
-def _refusal(iset):
-    """Why this layer must not be converted, or None."""
-    inv = iset.inventory
-    if iset.img_version not in SUPPORTED_VERSIONS:
-        return f"img_version {iset.img_version} is not supported (only 2 and 3)"
-    if inv.compress not in MODE_NAMES:
-        return f"unknown compression mode {inv.compress} in {INVENTORY}"
-    if iset.img_version == 2 and (inv.HasField("compress") or
-                                  inv.HasField("compress_region_size")):
-        return f"{INVENTORY} has compression fields but img_version 2"
-    return None
-
-
-def _load_checked(iset, action):
-    """The layer's pagemaps, refusing (ImageError) anything a rewrite could make worse."""
-    def refuse(why):
-        raise ImageError(f"{iset.path}: refusing to {action}: {why}; nothing was changed")
-
-    why = _refusal(iset)
-    if why:
-        refuse(why)
-    if os.path.islink(iset.path / INVENTORY):
-        refuse(f"{INVENTORY} is a symlink")
-    for name in iset.pagemap_names():
-        if os.path.islink(iset.path / name):
-            refuse(f"{name} is a symlink")
-    try:
-        pms = list(iset.pagemaps.values())
-    except ImageError as exc:
-        refuse(str(exc))
-    owners = {}
-    for pm in pms:
-        if os.path.islink(pm.pages_path):
-            refuse(f"{pm.pages_name} is a symlink")
-        if pm.pages_id in owners:
-            refuse(f"{pm.pages_name} is named by both {owners[pm.pages_id]} and {pm.name}")
-        owners[pm.pages_id] = pm.name
-        for index, text in pm.problems() + outside_vmas(iset, pm):
-            refuse(f"{pm.name} entry {index}: {text}")
-        text = pm.payload_problem()
-        if text:
-            refuse(f"{pm.name}: {text}")
-    return pms
-
-
-def _pages_bytes(pms):
-    return sum(os.path.getsize(pm.pages_path) for pm in pms if os.path.exists(pm.pages_path))
 
 
 def _rewrite(iset, pms, spec, inventory, backup, progress, label):
@@ -118,24 +66,24 @@ def _rewrite(iset, pms, spec, inventory, backup, progress, label):
 def compress_dir(path, spec, in_place=False, progress=None):
     """Compress one layer (its parents are left alone). Returns a ConvertResult."""
     path = Path(path)
-    if spec.mode == "off":
-        raise ImageError(f"{path}: compression mode 'off' means decompress; "
+    if not spec.enabled:
+        raise ImageError(f"{path}: compression layout 'off' means decompress; "
                          "use decompress_dir")
     recover(path)
     iset = ImageSet(path)
-    why = _refusal(iset)
+    why = refusal(iset)
     if why:
         raise ImageError(f"{path}: refusing to compress: {why}; nothing was changed")
     if iset.compress:
         return ConvertResult(str(path), False, f"{path}: already compressed "
-                             f"({MODE_NAMES[iset.compress]} mode); nothing changed")
-    pms = _load_checked(iset, "compress")
+                             f"({LAYOUT_BY_ID[iset.compress]} layout); nothing changed")
+    pms = load_checked(iset, "compress")
     inv = type(iset.inventory)()
     inv.CopyFrom(iset.inventory)  # keeps every field we do not name
     spec.stamp(inv)
-    before = _pages_bytes(pms)
+    before = pages_bytes(pms)
     after = _rewrite(iset, pms, spec, inv, not in_place, progress, "compress")
-    what = "per-page" if spec.mode == "page" else f"region {spec.region_size >> 10} KiB"
+    what = spec.describe()
     return ConvertResult(str(path), True,
                          f"{path}: compressed {len(pms)} pagemap(s), {what}: {before} -> "
                          f"{after} bytes", before, after, [str(path)])
@@ -159,7 +107,7 @@ def decompress_dir(path, in_place=False, chain=False, progress=None):
         layers = load_chain(path)
     plans = []
     for layer in layers:  # check every layer before touching any
-        pms = _load_checked(layer, "decompress")
+        pms = load_checked(layer, "decompress")
         inv = type(layer.inventory)()
         inv.CopyFrom(layer.inventory)
         inv.ClearField("compress")
@@ -171,11 +119,11 @@ def decompress_dir(path, in_place=False, chain=False, progress=None):
             plans.append((layer, todo, inv))
     if not plans:
         return ConvertResult(str(path), False, f"{path}: already decompressed; nothing changed")
-    spec = CompressionSpec("off")
+    spec = OFF
     before = after = 0
     lines = []
     for layer, todo, inv in plans:
-        b = _pages_bytes(todo)
+        b = pages_bytes(todo)
         a = _rewrite(layer, todo, spec, inv, not in_place, progress, "decompress")
         before, after = before + b, after + a
         lines.append(f"{layer.path}: decompressed {len(todo)} pagemap(s): {b} -> {a} bytes, "

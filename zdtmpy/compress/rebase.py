@@ -9,6 +9,7 @@ refusal check: a refused directory is left byte-identical.
 import os
 from pathlib import Path
 
+from ..codec import Compression
 from ..errors import ImageError
 from ..images.framing import INVENTORY_MAGIC, write_image
 from ..images.imageset import INVENTORY, PARENT_LINK, ImageSet, load_chain
@@ -16,9 +17,9 @@ from ..images.pagemap import PAGE_SIZE, PE_PARENT, PE_PRESENT
 from ..images.reader import PageReader
 from ..images.safeopen import open_regular
 from .chain import same_tree_problem
-from .codec import CompressionSpec
-from .convert import ConvertResult, _load_checked, _pages_bytes, _refusal
+from .convert import ConvertResult
 from .install import discard_stage, install, new_stage, recover
+from .layercheck import load_checked, pages_bytes, refusal
 from .source import entry_chunks
 from .writer import PagemapWriter
 
@@ -29,10 +30,8 @@ _ONE, _ZERO = b"\x01", b"\x00"
 
 
 def layer_spec(iset):
-    """The CompressionSpec a layer is stored in now (to keep its representation)."""
-    if iset.compress == 2 and iset.compress_region_size:
-        return CompressionSpec("region", iset.compress_region_size)
-    return CompressionSpec("page" if iset.compress == 1 else "off")
+    """The Compression a layer is stored in now (to keep its representation)."""
+    return Compression.from_ids(iset.compress or 0, iset.compress_region_size or 0)
 
 
 def rebase_dir(path, parent, spec=None, in_place=False, progress=None):
@@ -45,23 +44,23 @@ def rebase_dir(path, parent, spec=None, in_place=False, progress=None):
     path, parent = Path(path), Path(parent)
     iset, chain = _check(path, parent)
     spec = spec or layer_spec(iset)
-    pms = _load_checked(iset, "rebase")
+    pms = load_checked(iset, "rebase")
     inv = type(iset.inventory)()
     inv.CopyFrom(iset.inventory)  # keeps every field we do not name
-    compressed = spec.mode != "off"
+    compressed = spec.enabled
     # version rule: a compressed layer, or any layer above a version-3 one, is version 3
     inv.img_version = 3 if compressed or any(p.img_version == 3 for p in chain) else 2
     if compressed:
-        inv.compress = spec.inventory_mode
+        inv.compress = spec.layout_id
     else:
         inv.ClearField("compress")
-    if spec.mode == "region":
+    if spec.is_region:
         inv.compress_region_size = spec.region_size
     else:
         inv.ClearField("compress_region_size")
     link = os.path.relpath(os.path.realpath(parent), os.path.realpath(path))
 
-    before = _pages_bytes(pms)
+    before = pages_bytes(pms)
     stage = new_stage(path)
     names, stats = [], [0, 0]  # pages seen, pages moved to the parent
     try:
@@ -82,8 +81,7 @@ def rebase_dir(path, parent, spec=None, in_place=False, progress=None):
         raise
     install(path, names, not in_place)
     seen, moved = stats
-    what = "plain" if spec.mode == "off" else (
-        "per-page" if spec.mode == "page" else f"region {spec.region_size >> 10} KiB")
+    what = spec.describe()
     msg = (f"{path}: rebased onto {link}: {moved} of {seen} pages unchanged (now in the "
            f"parent), {seen - moved} kept; {what}, img_version {inv.img_version}; pages "
            f"{before} -> {after} bytes")
@@ -120,7 +118,7 @@ def _check(path, parent):
                    "or one of its ancestors)")
         if layer.journal_pending:
             refuse(f"{layer.path} has an interrupted zdtmpy rewrite pending")
-        why = _refusal(layer)
+        why = refusal(layer)
         if why:
             refuse(f"parent layer {layer.path}: {why}")
     why = same_tree_problem(iset, chain[0])

@@ -8,9 +8,9 @@ copies through the main thread).
 
 import os
 
+from ..codec.coding import decode_chunk, decode_parts
 from ..errors import ImageError
 from ..images.pagemap import PAGE_SIZE
-from .codec import decode_chunk, decode_parts
 from .pipeline import CHUNK_BYTES, ordered_map
 
 
@@ -78,7 +78,7 @@ class EntrySource:
 
     A task covers a run of whole stored blocks of about `chunk` decoded bytes. run(task,
     pool) reads it into a buffer from `pool` and returns (buffer, pieces): the decoded
-    bytes as in codec.decode_parts (an int = that many zero bytes; bytes-like otherwise,
+    bytes as in codec decode_parts (an int = that many zero bytes; bytes-like otherwise,
     possibly views into the buffer, which goes back to the pool once they are written).
     """
 
@@ -127,7 +127,7 @@ class EntrySource:
         return buf, view
 
     def decode(self, task, stored):
-        """The decoded pieces of a task from its stored bytes (see codec.decode_parts)."""
+        """The decoded pieces of a task from its stored bytes (see codec decode_parts)."""
         _, n, _, _, b0, b1 = task
         e = self.e
         if not e.compressed:

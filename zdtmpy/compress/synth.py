@@ -7,29 +7,26 @@ the parent link. They are not restorable by criu.
 import os
 from pathlib import Path
 
+from ..codec import OFF
 from ..images import messages
 from ..images.framing import INVENTORY_MAGIC, PSTREE_MAGIC, write_image
 from ..images.pagemap import pagemap_name
-from .codec import CompressionSpec
 from .writer import PagemapWriter
 
 
 def make_layer(path, pagemaps, img_version=2, parent=None, pids=None, spec=None):
     """pagemaps: {key: [(vaddr, nr_pages, flags, data), ...]}; key a pid or ("shmem", id).
 
-    spec: CompressionSpec for the pages (default off); a compressed spec sets img_version 3
+    spec: Compression for the pages (default off); a compressed spec sets img_version 3
     and the inventory's compress fields. parent: text of the `parent` symlink (e.g. "../1").
     pids: pstree pids (default: the int keys). Returns the Path.
     """
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    spec = spec or CompressionSpec("off")
+    spec = spec or OFF
     inv = messages.InventoryEntry(img_version=img_version)
-    if spec.mode != "off":
-        inv.img_version = 3
-        inv.compress = spec.inventory_mode
-        if spec.mode == "region":
-            inv.compress_region_size = spec.region_size
+    if spec.enabled:
+        spec.stamp(inv)
     write_image(path / "inventory.img", INVENTORY_MAGIC, [inv])
     if pids is None:
         pids = sorted(k for k in pagemaps if isinstance(k, int))

@@ -4,13 +4,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..codec import LAYOUT_BY_ID
 from ..errors import ImageError
 from ..images.bounds import outside_vmas
 from ..images.dirscan import directory_problems
 from ..images.imageset import INVENTORY, JOURNAL, ImageSet, load_chain
 from ..images.pagemap import MAX_REGION_BYTES, PAGE_SIZE, PE_PAYLOAD_ALIGNED
 from ..images.safeopen import open_regular
-from .codec import MODES
 from .source import entry_chunks
 
 
@@ -68,8 +68,8 @@ def _verify_layer(iset):
     region_size = iset.compress_region_size
     if version not in (2, 3):
         add(INVENTORY, None, f"img_version {version} is not supported (2 or 3 expected)")
-    if mode not in MODES.values():
-        add(INVENTORY, None, f"unknown compression mode {mode}")
+    if mode not in LAYOUT_BY_ID:
+        add(INVENTORY, None, f"unknown compression layout {mode}")
     if version != 3 and (inv.HasField("compress") or region_size is not None):
         add(INVENTORY, None, f"compression fields set but img_version is {version}")
     if mode == 2:

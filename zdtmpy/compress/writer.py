@@ -18,9 +18,11 @@ import os
 import sys
 from pathlib import Path
 
+from ..codec import OFF, Compression
+from ..codec.blocks import zeros
+from ..codec.coding import codec_for, decode_block
 from ..errors import ImageError
 from ..images import messages
-from ..images.blocks import decode_block, zeros
 from ..images.framing import PAGEMAP_MAGIC, encode_entry, encode_image
 from ..images.pagemap import (
     PAGE_SIZE,
@@ -31,7 +33,6 @@ from ..images.pagemap import (
     entry_flags,
     set_entry_nr_pages,
 )
-from .codec import CompressionSpec, decode_into, encode_into, encode_parts
 from .install import fsync_dir
 from .pipeline import (
     chunk_size,
@@ -104,7 +105,8 @@ class PagemapWriter:
     def __init__(self, dirpath, pagemap_name="pagemap-42.img", pages_id=1, spec=None,
                  head_template=None):
         self.dir = Path(dirpath)
-        self.spec = spec or CompressionSpec("off")
+        self.spec: Compression = spec or OFF
+        self.codec = codec_for(self.spec)
         self.pagemap_name = pagemap_name
         self.pages_name = f"pages-{pages_id}.img"
         self._tmp_pm = self.dir / f".{pagemap_name}.part"
@@ -160,11 +162,11 @@ class PagemapWriter:
             return self._finish(msg, flags, template)
         total = nr_pages * PAGE_SIZE
         if isinstance(data, EntrySource) and len(data) == total:
-            if self.spec.mode == "off":
+            if not self.spec.enabled:
                 return self._copy_source(msg, flags, data, template)
             if not data.compressed:
                 return self._encode_source(msg, flags, nr_pages, data, template)
-        if self.spec.mode == "off":
+        if not self.spec.enabled:
             zero = None
             for chunk in rechunk(data, chunk_size(PAGE_SIZE), total, where):
                 if zero is None or len(zero) != len(chunk):
@@ -177,7 +179,8 @@ class PagemapWriter:
         block_bytes = self.spec.block_pages * PAGE_SIZE
         acc = self.spec.acceleration
         chunks = rechunk(data, chunk_size(block_bytes), total, where)
-        encoded = ordered_map(lambda c: (*encode_parts(c, block_bytes, acc), None), chunks)
+        encode = self.codec.encode_parts
+        encoded = ordered_map(lambda c: (*encode(c, block_bytes, acc), None), chunks)
         return self._store_blocks(msg, flags, nr_pages, encoded, template)
 
     def add_compressed(self, vaddr, nr_pages, flags, sizes, blob):
@@ -203,7 +206,7 @@ class PagemapWriter:
             except ImageError as exc:
                 raise ImageError(f"{where}: page {i}: {exc}") from None
             pos += size
-        if self.spec.mode != "page":
+        if self.spec.layout != "page":
             return self.add(vaddr, nr_pages, flags, pages)
         msg = self._begin(vaddr, nr_pages, flags, None)
         return self._store_blocks(msg, flags & ~PE_PAYLOAD_ALIGNED, nr_pages,
@@ -344,8 +347,8 @@ class PagemapWriter:
                     if len(out) < n:
                         out = bytearray(n)
                     try:
-                        pieces = decode_into(buf, slen, e.sizes[b0:b1], block_bytes, n, out,
-                                             b0)
+                        pieces = self.codec.decode_into(buf, slen, e.sizes[b0:b1],
+                                                        block_bytes, n, out, b0)
                     except ImageError as exc:
                         raise ImageError(f"{src.pm.path}: entry {e.index} {exc}") from None
                 pos, end, run = base + start, 0, []
@@ -390,7 +393,7 @@ class PagemapWriter:
         def work(task):
             buf, stored = src.read(task, pool)
             out = outpool.get()
-            sizes, parts = encode_into(buf, len(stored), out, block_bytes, acc)
+            sizes, parts = self.codec.encode_into(buf, len(stored), out, block_bytes, acc)
 
             def done():
                 pool.put(buf)
@@ -431,11 +434,11 @@ class PagemapWriter:
     def _end_entry(self, ent):
         """Every chunk of `ent` is written: its pagemap entry follows."""
         msg, total = ent.msg, sum(ent.sizes)
-        if ent.flags & PE_PRESENT and self.spec.mode != "off" and \
+        if ent.flags & PE_PRESENT and self.spec.enabled and \
                 total != ent.nr_pages * PAGE_SIZE:  # all-raw entries keep the plain layout
             msg.compressed_size.extend(ent.sizes)
             msg.total_compressed_size = total
-            if self.spec.mode == "region":
+            if self.spec.is_region:
                 msg.region_pages = self.spec.block_pages
         self._finish(msg, ent.flags, ent.template)
 
@@ -475,7 +478,7 @@ class PagemapWriter:
             raise ImageError(f"{ent.where}: fed {n} bytes at {ent.fed} of {total}: expected "
                              f"whole blocks of {block_bytes} bytes up to the entry's end")
         ent.fed += n
-        if self.spec.mode == "off":
+        if not self.spec.enabled:
             view = memoryview(buf)[:n]
             task = _Ready((None, [n] if zeros(n).startswith(view) else [view], None))
         elif workers() == 1:
@@ -502,7 +505,7 @@ class PagemapWriter:
         slack = block_bytes + (block_bytes >> 7) + 64   # the LZ4 bound of the last block
         outpool = _pool(chunk_size(block_bytes) + slack)
         out = outpool.get() if n <= chunk_size(block_bytes) else bytearray(n + slack)
-        sizes, parts = encode_into(buf, n, out, block_bytes, self.spec.acceleration)
+        sizes, parts = self.codec.encode_into(buf, n, out, block_bytes, self.spec.acceleration)
         return sizes, parts, (outpool, out)
 
     def _retire(self, limit):

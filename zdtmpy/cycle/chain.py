@@ -18,7 +18,6 @@ from .transforms import (
     compare_dumps,
     link_copy,
     refuse_compressed,
-    spec_for,
 )
 
 TRACKED_LAYERS = 3  # pre / snaps: pre-dumps or snapshots, the last one the final dump
@@ -112,7 +111,6 @@ def run_rebased(r: Run) -> None:
     from ..compress.rebase import rebase_dir
 
     kinds = r.variant.layers or (r.variant.compression,)
-    accel = r.variant.acceleration
     norst = r.norst
     pid = r.start_workload()
 
@@ -135,7 +133,7 @@ def run_rebased(r: Run) -> None:
     rows = []
     with r.stage("rebase"):
         for i, (layer, kind) in enumerate(zip(layers, kinds)):
-            spec = spec_for(kind, accel)
+            spec = kind   # carries the variant's acceleration
             full_bytes = _pages_bytes(layer)
             if i == 0:
                 note = compress_dir(layer, spec, in_place=True).message if kind.enabled \
@@ -196,7 +194,7 @@ def _tracked_chain(r: Run, snapshots: bool) -> None:
         originals = [link_copy(layer, r.path("img-orig") / layer.name) for layer in layers]
         with r.stage("compress"):
             for layer in layers:  # bottom first: each layer sees version-3 parents
-                compress_dir(layer, spec_for(kinds[-1], r.variant.acceleration), in_place=True)
+                compress_dir(layer, kinds[-1], in_place=True)
         _verify(r, layers, None, f"compressed {what}")
         _oracle_every_layer(r, layers, manifests, kinds)
         _decompress_chain(r, layers, kinds)

@@ -19,7 +19,7 @@ from .pageserver import (
     start_zdtmpy_server,
     verify_compressed,
 )
-from .transforms import compare_dumps, link_copy, prepare_for_restore, spec_of
+from .transforms import compare_dumps, link_copy, prepare_for_restore
 
 PIPE_MAX_SIZE = "/proc/sys/fs/pipe-max-size"
 PIPE_MAX_NEEDED = 4194304  # criu page-server dies on the first GET below this (MACHINE.md)
@@ -88,7 +88,7 @@ def run_remote_zdtmpy(r: Run) -> None:
         source = r.path("img-source")
         with r.stage("compress"):
             link_copy(images, source)
-            compress_dir(source, spec_of(r.variant), in_place=True)
+            compress_dir(source, r.variant.compression, in_place=True)
         verify_compressed(r, source, "the compressed source images")
         r.check_images(source, manifest, layer_note=" (compressed source)")
         restore_dir = decompressed_copy(r, source, "img-restore")

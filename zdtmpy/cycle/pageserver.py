@@ -17,7 +17,7 @@ from pathlib import Path
 from ..criu import log_excerpt, signal_name
 from ..errors import CriuFailure, StageTimeout
 from . import Run
-from .transforms import COMPRESS_FEATURE, link_copy, refuse_compressed, spec_of
+from .transforms import COMPRESS_FEATURE, link_copy, refuse_compressed
 
 LOOPBACK = "127.0.0.1"
 PORT_ATTEMPTS = 5
@@ -157,11 +157,10 @@ def decompressed_copy(r: Run, images: Path, name: str) -> Path:
 
 def run_zdtmpy(r: Run) -> None:
     """zdtmpy's server and criu's dump share one images directory."""
-    from ..compress import CompressionSpec
     from ..transport.pageserver import stamp_inventory
 
     compressed = r.variant.compression.enabled
-    spec = spec_of(r.variant) if compressed else CompressionSpec("off")
+    spec = r.variant.compression
     images = r.path("img")
     images.mkdir()
     with r.stage("page-server"):
@@ -173,7 +172,7 @@ def run_zdtmpy(r: Run) -> None:
             if not result.files:
                 r.fail(f"zdtmpy page server on port {srv.port} received no pagemap")
             if stamp_inventory(images, spec):
-                srv.log(f"inventory stamped: img_version 3, compression {spec.mode}")
+                srv.log(f"inventory stamped: img_version 3, compression {spec.name}")
 
     _dump_restore(r, images, page_server_args(srv.port), finish_dump, compressed)
 

@@ -24,7 +24,6 @@ from ..errors import ImageError, StageTimeout
 from ..isolation import tree_pids
 from ..transport.streamproto import CAPTURE_SOCKET, SERVE_SOCKET
 from . import Run
-from .transforms import spec_of
 
 SOCKET_ROOM = len(CAPTURE_SOCKET) + 2  # "/" and the NUL
 def dump_stats(images: Path):
@@ -146,12 +145,9 @@ def socket_dir(r: Run, name: str) -> Path:
 
 
 def capture_args(spec) -> list:
-    if spec.mode == "off":
-        return []
-    args = ["--compress", spec.mode, "--acceleration", spec.acceleration]
-    if spec.mode == "region":
-        args += ["--region", spec.region_size]
-    return args
+    from ..codec.options import to_argv
+
+    return to_argv(spec) if spec.enabled else []
 
 
 # -- the cycle ---------------------------------------------------------------------------------
@@ -169,7 +165,7 @@ def run(r: Run) -> None:
 
     images = socket_dir(r, "img")
     stream_file = r.path("images.zstream")
-    spec = spec_of(r.variant)
+    spec = r.variant.compression
     with r.stage("stream-capture"):
         cap = StreamerProcess(r, "capture", ["--images-dir", images, "--stream-file",
                                              stream_file, *capture_args(spec)],
@@ -197,7 +193,7 @@ def run(r: Run) -> None:
         return
     r.wait_tree_gone(host_tree)
     r.dumped(extracted)
-    r.check_images(extracted, manifest, layer_note=f" (stream, {spec.mode})")
+    r.check_images(extracted, manifest, layer_note=f" (stream, {spec.name})")
 
     restore_dir = socket_dir(r, "img-restore")
     with r.stage("stream-serve"):

@@ -22,19 +22,6 @@ def link_copy(src: Path, dst: Path) -> Path:
     return dst
 
 
-def spec_for(compression, acceleration: int = 1):
-    """A matrix.Compression as the compress package's CompressionSpec."""
-    from ..compress import CompressionSpec
-
-    return CompressionSpec(mode=compression.mode,
-                           region_size=compression.region_size or 256 * 1024,
-                           acceleration=acceleration)
-
-
-def spec_of(variant):
-    return spec_for(variant.compression, variant.acceleration)
-
-
 def prepare_for_restore(r: Run, images: Path, manifest) -> Path:
     """Return the directory criu restores from, after the variant's transforms."""
     if not r.variant.compression.enabled:
@@ -44,7 +31,7 @@ def prepare_for_restore(r: Run, images: Path, manifest) -> Path:
     zdir = r.path("img-compressed")
     with r.stage("compress"):
         link_copy(images, zdir)
-        compress_dir(zdir, spec_of(r.variant), in_place=True)
+        compress_dir(zdir, r.variant.compression, in_place=True)
         problems = verify_dir(zdir)
         if problems:
             r.fail("zdtmpy verify of the compressed images:\n  "

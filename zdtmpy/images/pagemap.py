@@ -5,18 +5,17 @@ import itertools
 import os
 import re
 
+from ..codec.spec import MAX_REGION_BYTES, PAGE_SIZE
 from ..errors import ImageError
 from . import messages
 from .framing import PAGEMAP_MAGIC, read_image
 from .safeopen import regular_size
 
-PAGE_SIZE = 4096
 PE_PARENT = 1
 PE_LAZY = 2
 PE_PRESENT = 4
 PE_PAYLOAD_ALIGNED = 8
 KNOWN_FLAGS = PE_PARENT | PE_LAZY | PE_PRESENT | PE_PAYLOAD_ALIGNED
-MAX_REGION_BYTES = 4 << 20
 U32_MAX = 0xFFFFFFFF
 
 # the names criu writes: decimal without leading zeros (pagemap-03290.img is not pid 3290's)

@@ -8,8 +8,8 @@ import bisect
 import os
 from collections import namedtuple
 
+from ..codec.coding import decode_block, decode_span_into
 from ..errors import ImageError
-from .blocks import decode_block
 from .imageset import load_chain
 from .pagemap import PAGE_SIZE, PE_LAZY, PE_PARENT, PE_PRESENT, pagemap_name
 from .safeopen import open_regular
@@ -214,8 +214,6 @@ class PageReader:
         if b1 - b0 >= _BATCH_MIN_BLOCKS:
             # many blocks: one call of the batch decoder (lz4batch.c), into `out` itself
             # when the blocks are exactly the pages asked for
-            from ..compress.codec import decode_span_into
-
             start = b0 * bp * PAGE_SIZE
             span = min(b1 * bp, e.nr_pages) * PAGE_SIZE - start
             sizes = e.sizes[b0:b1]

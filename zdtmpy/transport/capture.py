@@ -33,7 +33,7 @@ class CaptureResult:
     image_bytes: int      # bytes criu sent
     stream_bytes: int     # bytes of stream written
     pages_in: int         # pages criu sent in pages files
-    mode: str
+    layout: str           # compression layout of the stream
     seconds: float
 
 
@@ -61,7 +61,7 @@ class BlockEncoder:
         self.drain(block=self.cap.inflight() > self.cap.window)
 
     def _submit(self, data):
-        from ..compress.codec import encode_chunk
+        from ..codec.coding import encode_chunk
         from ..compress.pipeline import pool
 
         self.inflight.append((len(data), pool().submit(encode_chunk, data, self.block,
@@ -99,14 +99,14 @@ class Capture:
 
     def __init__(self, images_dir, out, spec=None, accept_timeout=60.0, idle_timeout=60.0,
                  log=None, fsync=False):
-        from ..compress import CompressionSpec
+        from ..codec import OFF
 
         # criu does not fsync an image directory either; the END record and the rename make
         # a crash visible as a truncated stream, fsync makes it durable (--fsync)
         self.fsync = fsync
         self.images_dir = Path(images_dir)
         self.out = out
-        self.spec = spec or CompressionSpec("off")
+        self.spec = spec or OFF
         self.accept_timeout = accept_timeout
         self.idle_timeout = idle_timeout
         self.log = log or (lambda line: None)
@@ -121,7 +121,7 @@ class Capture:
     def listen(self):
         self.listener = Listener(self.images_dir, CAPTURE_SOCKET)
         self.where = f"capture {self.listener.path}"
-        self.log(f"capture: listening on {self.listener.path} (compression {self.spec.mode})")
+        self.log(f"capture: listening on {self.listener.path} (compression {self.spec.name})")
         return self.listener.path
 
     def stop(self):
@@ -140,8 +140,7 @@ class Capture:
         opened = {}
         try:
             fobj, part = self._open_out()
-            region = self.spec.region_size if self.spec.mode == "region" else 0
-            self.writer = StreamWriter(fobj, self.spec.mode, region)
+            self.writer = StreamWriter(fobj, self.spec)
             conn = self.listener.accept(self.accept_timeout)
             self.log("capture: criu connected")
             self._loop(Control(conn, self.where, self.idle_timeout), opened)
@@ -168,7 +167,7 @@ class Capture:
             self._close()
         w = self.writer
         result = CaptureResult(w.files, self.image_bytes, w.written,
-                               sum(self.pages_sizes.values()) // 4096, self.spec.mode,
+                               sum(self.pages_sizes.values()) // 4096, self.spec.layout,
                                time.monotonic() - start)
         self.log(f"capture: done: {result.files} files, {result.image_bytes} image bytes -> "
                  f"{result.stream_bytes} stream bytes in {result.seconds:.2f}s")
@@ -240,7 +239,7 @@ class Capture:
         except BaseException:
             os.close(fd)
             raise
-        if o.pages and self.spec.mode != "off":
+        if o.pages and self.spec.enabled:
             o.encoder = BlockEncoder(self, o.fid)
             self.encoders.append(o.encoder)
         self.log(f"capture: receiving {name}")

@@ -22,7 +22,7 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..compress.codec import CompressionSpec
+from ..codec import OFF
 from ..errors import PageServerError, ZdtmError
 from ..images import messages
 from ..images.imageset import INVENTORY
@@ -45,7 +45,7 @@ from .pswire import (  # noqa: F401 - the public names of the page server
     TYPE_PID,
     TYPE_SHMEM,
     Header,
-    Layout,
+    HeaderLayout,
     encode_dst,
     header_size_for,
     pagemap_for,
@@ -54,7 +54,7 @@ from .pswire import (  # noqa: F401 - the public names of the page server
 __all__ = [
     "ADD", "ADD_F", "ADD_F_COMPRESSED", "CLOSE", "FORCE_CLOSE", "GET", "HOLE", "OPEN",
     "OPEN2", "PARENT", "PageServer", "PageServerError", "SessionResult", "encode_dst",
-    "header_size_for", "pagemap_for", "stamp_inventory", "Layout", "Header",
+    "header_size_for", "pagemap_for", "stamp_inventory", "HeaderLayout", "Header",
 ]
 
 
@@ -72,7 +72,7 @@ class SessionResult:
 class PageServer:
     """A TCP page server in a thread of this process.
 
-    server = PageServer(images_dir, spec=CompressionSpec("page"), header_size=32)
+    server = PageServer(images_dir, spec=Compression("page"), header_size=32)
     port = server.start()           # bound and listening: criu may connect now
     result = server.wait(timeout)   # first session's SessionResult (raises on failure)
     server.stop()
@@ -85,8 +85,8 @@ class PageServer:
                  port=0, lazy=False, timeout=30.0, sessions=None, log_path=None,
                  pagemap_nr_pages_field=None):
         self.images_dir = Path(images_dir)
-        self.spec = spec or CompressionSpec("off")
-        self.layout = Layout(header_size)
+        self.spec = spec or OFF
+        self.layout = HeaderLayout(header_size)
         self.address = address
         self.port = port
         self.lazy = lazy
@@ -256,14 +256,14 @@ class PageServer:
     def _stamp(self):
         """criu dump writes inventory.img before it sends CLOSE: when it shares our directory,
         mark the set compressed now (criu pre-dump writes it later: callers stamp again)."""
-        if self.spec.mode == "off":
+        if not self.spec.enabled:
             return
         if not (self.images_dir / INVENTORY).exists():
             self.log(f"no {INVENTORY} in {self.images_dir} yet: whoever merges the dump must "
                      "call stamp_inventory()")
             return
         if stamp_inventory(self.images_dir, self.spec):
-            self.log(f"{INVENTORY} stamped: img_version 3, compress {self.spec.mode}")
+            self.log(f"{INVENTORY} stamped: img_version 3, compress {self.spec.name}")
 
     def _reader(self):
         from ..images.reader import PageReader

@@ -255,7 +255,7 @@ def stamp_inventory(images_dir, spec) -> bool:
     """Mark a set written by a non-compressing criu plus this server as compressed: img_version
     3, compress mode (field 15) and region size (field 16). Atomic (temp file + rename).
     Returns False when nothing needed changing (spec off, or already stamped the same way)."""
-    if spec.mode == "off":
+    if not spec.enabled:
         return False
     path = Path(images_dir) / INVENTORY
     raw = read_image(path, INVENTORY_MAGIC)

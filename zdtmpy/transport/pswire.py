@@ -45,7 +45,7 @@ class Header:
                 f"vaddr={self.vaddr:#x} dst_id={self.dst_id:#x}")
 
 
-class Layout:
+class HeaderLayout:
     """Header layout: 24 bytes (criu <= 4.1, u32 nr_pages) or 32 bytes (4.2+, u64 nr_pages
     after 4 bytes of padding). Host byte order, as criu sends its struct as is."""
 

@@ -72,7 +72,7 @@ class Serve:
             self.prepare()
         self.listener = Listener(self.images_dir, SERVE_SOCKET)
         self.log(f"serve: listening on {self.listener.path} ({len(self.index.files)} files, "
-                 f"compression {self.index.header.mode})")
+                 f"compression {self.index.header.compression.name})")
         return self.listener.path
 
     def stop(self):

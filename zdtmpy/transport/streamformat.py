@@ -21,11 +21,12 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..codec import LAYOUT_BY_ID, OFF, Compression
 from ..errors import ImageError
 
 MAGIC = b"ZDTMSTRM"
 VERSION = 1
-_HEAD = struct.Struct("<8sHBBI")  # magic, version, compress mode, 0, region size
+_HEAD = struct.Struct("<8sHBBI")  # magic, version, layout id, 0, region size
 _REC = struct.Struct("<BBHIQI")   # type, 0, 0, file id, offset, payload length
 _CRC = struct.Struct("<I")
 HEADER_SIZE = _HEAD.size + _CRC.size
@@ -40,8 +41,6 @@ MAX_PAYLOAD = 16 << 20   # a bigger length field is corruption, never an allocat
 MAX_DECODED = 16 << 20
 MAX_NAME = 255
 MAX_OPEN_FILES = 4096
-MODES = {0: "off", 1: "page", 2: "region"}
-MODE_IDS = {v: k for k, v in MODES.items()}
 
 
 class StreamError(ImageError):
@@ -71,12 +70,16 @@ def check_name(name, where="peer"):
 
 @dataclass(frozen=True)
 class Header:
-    mode: str
-    region_size: int
+    compression: Compression   # how the stream's BLOCKS records store pages
+
+    @property
+    def enabled(self) -> bool:
+        return self.compression.enabled
 
 
-def encode_header(mode, region_size):
-    head = _HEAD.pack(MAGIC, VERSION, MODE_IDS[mode], 0, region_size)
+def encode_header(compression: Compression) -> bytes:
+    region_size = compression.region_size if compression.is_region else 0
+    head = _HEAD.pack(MAGIC, VERSION, compression.layout_id, 0, region_size)
     return head + _CRC.pack(zlib.crc32(head))
 
 
@@ -84,16 +87,20 @@ def decode_header(data, where):
     if len(data) < HEADER_SIZE:
         raise StreamError(f"{where}: truncated: {len(data)} bytes, shorter than the "
                           f"{HEADER_SIZE}-byte stream header")
-    magic, version, mode, _, region = _HEAD.unpack_from(data)
+    magic, version, layout_id, _, region = _HEAD.unpack_from(data)
     if magic != MAGIC:
         raise StreamError(f"{where}: not a zdtmpy stream (magic {magic!r}, expected {MAGIC!r})")
     if _CRC.unpack_from(data, _HEAD.size)[0] != zlib.crc32(data[:_HEAD.size]):
         raise StreamError(f"{where}: stream header checksum mismatch (corrupt header)")
     if version != VERSION:
         raise StreamError(f"{where}: stream version {version} is not supported (only {VERSION})")
-    if mode not in MODES:
-        raise StreamError(f"{where}: unknown compression mode {mode} in the stream header")
-    return Header(MODES[mode], region)
+    if layout_id not in LAYOUT_BY_ID:
+        raise StreamError(f"{where}: unknown compression layout {layout_id} in the stream "
+                          "header")
+    try:
+        return Header(Compression.from_ids(layout_id, region))
+    except ImageError as exc:
+        raise StreamError(f"{where}: stream header: {exc}") from None
 
 
 def encode_record(rtype, file_id, offset, payload=b""):
@@ -105,7 +112,7 @@ def encode_record(rtype, file_id, offset, payload=b""):
 class StreamWriter:
     """Writes a stream to a binary file object; tracks each file's size for CLOSE."""
 
-    def __init__(self, out, mode="off", region_size=0, chunk=1 << 20):
+    def __init__(self, out, compression=OFF, chunk=1 << 20):
         self.out = out
         self.chunk = chunk
         self._sizes = {}      # file id -> bytes so far (open files)
@@ -114,7 +121,7 @@ class StreamWriter:
         self.files = 0
         self.data_bytes = 0   # payload bytes of all files
         self.written = 0      # bytes of stream written
-        self._emit(encode_header(mode, region_size))
+        self._emit(encode_header(compression))
 
     def _emit(self, data):
         self.out.write(data)
@@ -200,7 +207,7 @@ def blocks_header(payload, length, where):
 
 def decode_blocks(payload, where):
     """Decoded bytes of a BLOCKS payload (zero / raw / LZ4 blocks, CRIU's semantics)."""
-    from ..compress.codec import decode_chunk
+    from ..codec.coding import decode_chunk
 
     bb, n, total = blocks_header(payload, len(payload), where)
     sizes = struct.unpack_from(f"<{n}I", payload, _BLK.size)
@@ -425,7 +432,7 @@ def iter_file(f, fi, where):
 @dataclass
 class ExtractResult:
     files: dict  # name -> size as carried by the stream (plain bytes)
-    mode: str    # compression mode of the stream
+    layout: str    # compression layout of the stream
     compressed: bool = False  # the directory was written compressed (in the stream's mode)
 
 
@@ -458,13 +465,11 @@ def extract(src, outdir, where, decompress=False):
         for name, (part, _) in staged.items():
             os.rename(part, outdir / name)
             done.append(name)
-        result = ExtractResult(dict(reader.closed), reader.header.mode)
-        if not decompress and reader.header.mode != "off":
-            from ..compress import CompressionSpec, compress_dir
+        result = ExtractResult(dict(reader.closed), reader.header.compression.layout)
+        if not decompress and reader.header.enabled:
+            from ..compress import compress_dir
 
-            h = reader.header
-            spec = CompressionSpec(h.mode, h.region_size or 256 << 10)
-            compress_dir(outdir, spec, in_place=True)
+            compress_dir(outdir, reader.header.compression, in_place=True)
             result.compressed = True
     except OSError as exc:
         _discard(staged, done, outdir)

@@ -1,0 +1,200 @@
+"""lz4batch.c: a whole chunk of blocks per C call (ctypes releases the GIL for all of it).
+
+Built once per source hash into zdtmpy's build cache and checked against python-lz4 before
+use; without a compiler (or when the check fails) the per-block ctypes loop is used.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import random
+from array import array
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Callable
+
+from ..errors import ImageError
+from .algorithm import Buffer, EncodedParts, Piece
+from .blocks import BlockCodec
+from .lz4block import PythonLZ4
+from .lz4native import Native, address
+from .spec import PAGE_SIZE
+
+SOURCE = Path(__file__).with_name("lz4batch.c")
+LIBRARY = "liblz4batch.so"
+
+
+def attach(nat: Native) -> None:
+    """Give `nat` the batch entry points, or a reason why not."""
+    try:
+        nat.batch, nat.batch_decode = _load()
+        if not self_test(nat):
+            nat.batch = nat.batch_decode = None
+            nat.batch_problem = "its output differs from lz4.block's"
+    except Exception as exc:  # noqa: BLE001 - only a speedup: any failure means the slow path
+        nat.batch = nat.batch_decode = None
+        nat.batch_problem = f"{type(exc).__name__}: {exc}"
+
+
+def _load() -> tuple[Callable[..., int], Callable[..., int]]:
+    import sys
+    import sysconfig
+
+    from ..build import build_cached, compile_sources, compiler_command, new_compiler
+    from ..errors import BuildError
+
+    what = "zdtmpy LZ4 block encoder"
+    h = hashlib.sha256(SOURCE.read_bytes())
+    h.update(repr((compiler_command(), sysconfig.get_config_var("CFLAGS"),
+                   sys.platform)).encode())
+
+    def build(tmp: Path) -> Path:
+        from distutils.errors import LinkError
+
+        cc, cap = new_compiler(what)
+        objs = compile_sources(cc, cap, [SOURCE], tmp / "obj", what, extra_postargs=["-O2"])
+        out = tmp / LIBRARY
+        try:
+            cc.link_shared_object(objs, str(out))
+        except LinkError:
+            raise BuildError(f"{what}: linking {out.name} failed:\n{cap.output()}") from None
+        return out
+
+    lib = ctypes.CDLL(str(build_cached("lz4batch", h.hexdigest()[:20], LIBRARY, build)))
+    enc, dec = lib.zdtm_encode_blocks, lib.zdtm_decode_blocks
+    vp, lg = ctypes.c_void_p, ctypes.c_long
+    enc.argtypes = [vp, lg, vp, lg, lg, ctypes.c_int, vp, vp, vp, vp, vp, vp]
+    enc.restype = lg
+    dec.argtypes = [vp, lg, vp, lg, lg, lg, vp, ctypes.c_int, vp, vp]
+    dec.restype = lg
+    return enc, dec
+
+
+def encode(nat: Native, src: bytearray, n: int, out: bytearray, block_bytes: int,
+           acceleration: int) -> EncodedParts:
+    """encode_into through lz4batch.c: one C call for the whole of src[:n]."""
+    assert nat.batch is not None
+    nblocks = -(-n // block_bytes)
+    sizes = array("I", bytes(4 * nblocks))
+    runs = array("q", bytes(24 * nblocks))
+    src_c = ctypes.c_char.from_buffer(src)   # keeps the buffers pinned while in use
+    out_c = ctypes.c_char.from_buffer(out)
+    reset, compress, bound = nat.fn_ptrs
+    k = nat.batch(ctypes.addressof(src_c), n, ctypes.addressof(out_c), len(out), block_bytes,
+                  acceleration, nat.state(), reset, compress, bound, sizes.buffer_info()[0],
+                  runs.buffer_info()[0])
+    del src_c, out_c
+    if k < 0:
+        raise ValueError(f"encode_into: output buffer of {len(out)} bytes is too small")
+    smv, omv = memoryview(src), memoryview(out)
+    parts: list[bytes | memoryview] = []
+    add = parts.append
+    for i in range(0, 3 * k, 3):
+        off = runs[i + 1]
+        add((omv if runs[i] else smv)[off:off + runs[i + 2]])
+    return sizes.tolist(), parts
+
+
+def decode(nat: Native, src: Buffer, stored_len: int, sizes: Sequence[int], block_bytes: int,
+           total_bytes: int, out: bytearray, out_offset: int = 0,
+           zero_fill: bool = False) -> list[Piece] | None:
+    """Decode blocks with one C call, every block going to its own place in `out` from
+    out_offset on. src: bytes, a bytearray or a writable memoryview (stored_len bytes).
+    Zero blocks are zero-filled when zero_fill, else skipped. Returns the pieces (ints for
+    zero runs, memoryviews into `out`, adjacent data merged), or None when a block is bad."""
+    assert nat.batch_decode is not None
+    nblocks = len(sizes)
+    end = min(total_bytes, nblocks * block_bytes)
+    if end <= 0:
+        return None   # nothing to decode: the Python loop handles odd calls
+    if out_offset + end > len(out) or stored_len > len(src):
+        raise ValueError("decode_into: buffers smaller than the sizes given")
+    try:
+        sz = sizes if type(sizes) is array and sizes.typecode == "I" else array("I", sizes)
+    except OverflowError:
+        return None
+    runs = array("q", bytes(16 * nblocks))
+    src_pin, sa = address(src if stored_len else b"")
+    out_pin, oa = address(out)
+    k = nat.batch_decode(sa, stored_len, sz.buffer_info()[0], nblocks, block_bytes, end,
+                         oa + out_offset, 1 if zero_fill else 0, nat.decompress_ptr,
+                         runs.buffer_info()[0])
+    del src_pin, out_pin
+    if k < 0:
+        return None
+    omv = memoryview(out)
+    pieces: list[Piece] = []
+    add = pieces.append
+    prev = 0
+    for i in range(0, 2 * k, 2):
+        off = runs[i]
+        if off > prev:
+            add(off - prev)
+        prev = off + runs[i + 1]
+        add(omv[out_offset + off:out_offset + prev])
+    if end > prev:
+        add(end - prev)
+    return pieces
+
+
+def merge_pieces(pieces: Sequence[Piece]) -> list[int | bytes]:
+    """Pieces with adjacent data pieces joined, as bytes (to compare two decoders)."""
+    out: list[int | bytes] = []
+    for p in pieces:
+        if isinstance(p, int):
+            out.append(p)
+        elif out and isinstance(out[-1], bytes):
+            out[-1] += bytes(p)
+        else:
+            out.append(bytes(p))
+    return out
+
+
+def self_test(nat: Native) -> bool:
+    """The batch coder against the python-lz4 reference on mixed chunks, also on damaged
+    input (both must refuse the same blocks)."""
+    ref = BlockCodec(PythonLZ4())
+    rng = random.Random(11)
+    text = b"".join(b"row %d: some repetitive words of text\n" % i for i in range(8000))
+    pages = [text[:PAGE_SIZE], rng.randbytes(PAGE_SIZE), bytes(PAGE_SIZE),
+             rng.randbytes(PAGE_SIZE // 2) + bytes(PAGE_SIZE // 2), text[5000:5000 + PAGE_SIZE]]
+    data = b"".join(pages[i % 5] if i % 7 else pages[(i * 3) % 5] for i in range(70))
+    data += text[:1000]   # a short last block
+    for block in (PAGE_SIZE, 4 * PAGE_SIZE, 64 << 10):
+        for acc in (1, 5):
+            want = ref.encode_parts(data, block, acc)
+            src = bytearray(data)
+            out = bytearray(len(data) + nat.bound(block) + 64)
+            sizes, parts = encode(nat, src, len(data), out, block, acc)
+            if sizes != want[0] or b"".join(parts) != b"".join(want[1]):
+                return False
+            if acc == 1 and not _decode_matches(nat, ref, b"".join(want[1]), sizes, block,
+                                                len(data)):
+                return False
+    return True
+
+
+def _decode_matches(nat: Native, ref: BlockCodec, stored: bytes, sizes: list[int],
+                    block: int, total: int) -> bool:
+    lz4_at = [i for i, z in enumerate(sizes) if 0 < z < min(block, total - i * block)]
+    variants = [stored]
+    for i in lz4_at[:1] + lz4_at[-1:]:
+        at = sum(sizes[:i])
+        for fill in (b"\xff", b"\x00", b"\x1f"):
+            variants.append(stored[:at] + fill * sizes[i] + stored[at + sizes[i]:])
+    variants.append(stored[:-1])   # short
+    for v in variants:
+        want_pieces: list[int | bytes] | None
+        try:
+            want_pieces = merge_pieces(ref.decode_parts(v, sizes, block, total))
+        except ImageError:
+            want_pieces = None
+        back = bytearray(total + 1)
+        got = decode(nat, bytearray(v), len(v), sizes, block, total, back)
+        if want_pieces is None:
+            if got is not None:
+                return False
+        elif got is None or merge_pieces(got) != want_pieces:
+            return False
+    return True

@@ -1,0 +1,43 @@
+"""LZ4 behind the BlockAlgorithm interface: python-lz4 for single blocks, and for whole
+chunks the fastest native path this machine has (lz4batch.c, else the ctypes loop)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from . import lz4batch, lz4block, lz4native
+from .algorithm import Buffer, EncodedParts, Piece
+
+
+class LZ4:
+    name = "lz4"
+
+    def compress(self, block: Buffer, acceleration: int) -> bytes | None:
+        return lz4block.compress(block, acceleration)
+
+    def decompress(self, stored: Buffer, nbytes: int) -> bytes:
+        return lz4block.decompress(stored, nbytes)
+
+    def bound(self, nbytes: int) -> int:
+        return lz4block.bound(nbytes)
+
+    def encode_into(self, src: bytearray, n: int, out: bytearray, block_bytes: int,
+                    acceleration: int) -> EncodedParts | None:
+        nat = lz4native.helper()
+        if nat is None:
+            return None
+        if nat.batch is not None:
+            return lz4batch.encode(nat, src, n, out, block_bytes, acceleration)
+        return lz4native.encode_loop(nat, src, n, out, block_bytes, acceleration)
+
+    def decode_into(self, src: Buffer, stored_len: int, sizes: Sequence[int],
+                    block_bytes: int, total_bytes: int, out: bytearray,
+                    out_offset: int) -> list[Piece] | None:
+        nat = lz4native.helper()
+        if nat is None:
+            return None
+        if nat.batch_decode is not None:
+            return lz4batch.decode(nat, src, stored_len, sizes, block_bytes, total_bytes,
+                                   out, out_offset)
+        return lz4native.decode_loop(nat, src, stored_len, sizes, block_bytes, total_bytes,
+                                     out, out_offset)
