@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 
 from zdtmpy.cli import main
-from zdtmpy.compress import CompressionSpec, compress_dir, decompress_dir, verify_dir
+from zdtmpy.compress import Compression, compress_dir, decompress_dir, verify_dir
 from zdtmpy.errors import ImageError
 from zdtmpy.images import SERVICE_MAGIC, PageReader, messages, read_image, write_image
 from zdtmpy.images.pagemap import entry_nr_pages, set_entry_nr_pages
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "criu-4.1.1"
-PAGE = CompressionSpec("page")
+PAGE = Compression("page")
 
 
 @pytest.fixture(autouse=True)
@@ -125,7 +125,7 @@ def test_pagemap_with_the_stats_magic(tmp_path):
 def test_zero_region_bomb_is_bounded_by_the_vmas(tmp_path, capsys):
     """A few KiB of pagemap announcing ~16 GiB of zero 4 MiB regions: refused at once."""
     d = copy("plain", tmp_path)
-    compress_dir(d, CompressionSpec("region", 4 << 20), in_place=True)
+    compress_dir(d, Compression("region", 4 << 20), in_place=True)
     path = d / "pagemap-25828.img"
     raw = read_image(path)
     msg = messages.PagemapEntry.FromString(raw.entries[-1])

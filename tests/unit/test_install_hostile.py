@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 
 from zdtmpy import cli
-from zdtmpy.compress import CompressionSpec, compress_dir, decompress_dir, recover
+from zdtmpy.compress import Compression, compress_dir, decompress_dir, recover
 from zdtmpy.compress.install import JOURNAL_TMP, STAGE
 from zdtmpy.errors import ImageError
 from zdtmpy.images.imageset import JOURNAL
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "criu-4.1.1" / "plain"
-PAGE = CompressionSpec("page")
+PAGE = Compression("page")
 
 
 def tree(root):

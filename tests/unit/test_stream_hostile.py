@@ -5,6 +5,7 @@ import os
 
 import pytest
 
+from zdtmpy.codec import Compression
 from zdtmpy.compress.synth import make_layer
 from zdtmpy.images import PE_PRESENT
 from zdtmpy.transport import streamformat as sf
@@ -18,7 +19,7 @@ def zero_bomb(path, nblocks, block=4 << 20):
     """A CRC-valid stream: one pages file whose single BLOCKS record is nblocks zero
     blocks (a few bytes each in the stream, `block` bytes each decoded)."""
     with open(path, "wb") as f:
-        w = sf.StreamWriter(f, "region", block)
+        w = sf.StreamWriter(f, Compression("region", block))
         fid = w.open("pages-1.img")
         w.blocks(fid, block, nblocks * block, [0] * nblocks, b"")
         w.close(fid)
