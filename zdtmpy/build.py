@@ -18,6 +18,8 @@ import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from .builtin import workloads_dir
+from .cachedir import cache_root
 from .errors import BuildError
 
 # -Werror: a warning in a workload is a bug in the test, not something to scroll past.
@@ -26,17 +28,8 @@ LDFLAGS: tuple[str, ...] = ()
 COMPILE_TIMEOUT = 120  # seconds for one compiler or linker command
 
 def default_static_dir() -> Path:
-    """tests/static of the source tree this package lives in."""
-    return Path(__file__).resolve().parent.parent / "tests" / "static"
-
-
-def cache_root() -> Path:
-    """${ZDTMPY_CACHE:-${XDG_CACHE_HOME:-~/.cache}/zdtmpy}, as ci/provision-criu.sh uses it:
-    shared by all pytest-xdist workers and runs."""
-    env = os.environ.get("ZDTMPY_CACHE")
-    if env:
-        return Path(env)
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "zdtmpy"
+    """The package's built-in workloads (zdtmpy/workloads)."""
+    return workloads_dir()
 
 
 def compiler_command() -> list[str]:
@@ -180,7 +173,8 @@ def workload_digest(name: str, static_dir: Path) -> str:
 
 
 def build_workload(name: str, static_dir: os.PathLike | None = None) -> Path:
-    """Build tests/static/<name>.c + lib/*.c into a cached executable and return its path.
+    """Build <static_dir>/<name>.c + lib/*.c (default: the built-in workloads) into a cached
+    executable and return its path.
 
     Cached under ${ZDTMPY_CACHE:-~/.cache/zdtmpy}/workloads/<hash>/<name>; safe when several
     processes build at once.  Raises BuildError naming the source, with the compiler output.

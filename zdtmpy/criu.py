@@ -31,7 +31,7 @@ OUTPUT_CAP = 2000  # characters shown of criu's stdout/stderr
 
 
 def cache_dir() -> Path:
-    from .build import cache_root
+    from .cachedir import cache_root
 
     return cache_root()
 

@@ -1,4 +1,4 @@
-"""The page generators of the C test library (tests/static/lib/pagegen.c), callable from Python.
+"""The page generators of the C test library (zdtmpy/workloads/lib/pagegen.c), callable from Python.
 
 The same C file is compiled into a cffi extension module (API mode, out of line) on first use,
 into the hash-keyed cache shared with the workloads: ${ZDTMPY_CACHE:-~/.cache/zdtmpy}/pagegen/.

@@ -67,9 +67,9 @@ def pytest_addoption(parser):
                   help="upstream ZDTM corpora to run, as --zdtm-suite")
     parser.addini("zdtm_descs", type="args", default=["descs"],
                   help="directories holding test descriptors, relative to rootdir")
-    parser.addini("zdtm_static", type="args", default=["tests/static"],
+    parser.addini("zdtm_static", type="args", default=[],
                   help="directories holding C workloads (<name>.c), relative to rootdir; "
-                       "zdtmpy's own tests/static is searched last")
+                       "zdtmpy's built-in workloads (zdtmpy/workloads) are searched last")
 
 
 def pytest_configure(config):

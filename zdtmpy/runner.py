@@ -60,8 +60,18 @@ def skip_reason(config, desc, variant) -> str | None:
 
 
 def results_root(config) -> Path:
+    """--zdtm-results, else <rootdir>/zdtm-results; never inside the installed package
+    (`pytest --pyargs zdtmpy.descs` makes the package's descs/ the rootdir): then ./"""
     opt = config.getoption("zdtm_results")
-    return Path(opt) if opt else Path(config.rootpath, "zdtm-results")
+    if opt:
+        return Path(opt)
+    from .builtin import PACKAGE_DIR
+
+    root = Path(config.rootpath).resolve()
+    if root == PACKAGE_DIR or PACKAGE_DIR in root.parents:
+        if not (PACKAGE_DIR.parent / "pyproject.toml").is_file():   # not a clone
+            root = Path.cwd()
+    return root / "zdtm-results"
 
 
 def _dirname(item) -> str:

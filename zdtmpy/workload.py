@@ -1,7 +1,7 @@
 """C workloads: start / step / stop, verdict and manifest (building is in build.py).
 
 The protocol is in docs/DESIGN.md ("Workload protocol", "Manifest", "Workload API"); the C side
-is tests/static/lib/zdtmtst.c.  Nothing here imports pytest.
+is zdtmpy/workloads/lib/zdtmtst.c.  Nothing here imports pytest.
 """
 
 from __future__ import annotations

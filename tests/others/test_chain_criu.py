@@ -15,7 +15,7 @@ from zdtmpy.cycle.transforms import link_copy
 from zdtmpy.images import ImageSet
 
 REPO = Path(__file__).resolve().parents[2]
-STATIC = REPO / "tests" / "static"
+STATIC = REPO / "zdtmpy" / "workloads"
 
 pytestmark = [
     pytest.mark.criu,

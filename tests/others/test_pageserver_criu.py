@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
+from zdtmpy.cachedir import criu_build
 from zdtmpy.compress import Compression, decompress_dir, verify_dir
 from zdtmpy.cycle.pageserver import free_port
 from zdtmpy.images import ImageSet, Pagemap
 from zdtmpy.transport.pageserver import PageServer, header_size_for, stamp_inventory
 
-CACHE = Path("/root/.cache/zdtmpy/criu")
-CRIUS = {v: CACHE / v / "criu" / "criu" for v in ("4.1.1", "4.2.1")}
 BIGMIX = Path(__file__).resolve().parents[2] / "zdtmpy" / "bench" / "bigmix.c"
+VERSIONS = ["4.1.1", "4.2.1"]   # 24- and 32-byte page-server headers
 SPECS = {"off": Compression("off"), "page": Compression("page"),
          "region64k": Compression("region", 64 << 10)}
 
@@ -31,9 +31,10 @@ pytestmark = [
 
 
 def criu_path(version):
-    path = CRIUS[version]
-    if not path.exists():
-        pytest.skip(f"criu {version} not built at {path}")
+    path = criu_build(version)
+    if path is None:
+        pytest.skip(f"criu {version} not built (ci/provision-criu.sh --from-source "
+                    f"--version {version})")
     return path
 
 
@@ -127,7 +128,7 @@ def message_diffs(a, b):
 
 
 @pytest.mark.parametrize("spec_name", sorted(SPECS))
-@pytest.mark.parametrize("version", sorted(CRIUS))
+@pytest.mark.parametrize("version", VERSIONS)
 def test_zdtmpy_server_matches_criu_server(version, spec_name, process, tmp_path):
     criu = criu_path(version)
     vtuple = tuple(int(x) for x in version.split("."))
@@ -156,7 +157,7 @@ def test_zdtmpy_server_matches_criu_server(version, spec_name, process, tmp_path
         assert (theirs / a.pages_name).read_bytes() == (ours / b.pages_name).read_bytes(), name
 
 
-@pytest.mark.parametrize("version", sorted(CRIUS))
+@pytest.mark.parametrize("version", VERSIONS)
 def test_images_from_zdtmpy_server_restore(version, process, tmp_path):
     criu = criu_path(version)
     vtuple = tuple(int(x) for x in version.split("."))

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-LIB = REPO / "tests" / "static" / "lib"
+LIB = REPO / "zdtmpy" / "workloads" / "lib"
 
 
 def criu_or_skip():

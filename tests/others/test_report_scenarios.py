@@ -10,7 +10,7 @@ import pytest
 from zdtmpy.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
-LIB = REPO / "tests" / "static" / "lib"
+LIB = REPO / "zdtmpy" / "workloads" / "lib"
 
 FAILING_C = ('#include "lib/zdtmtst.h"\n'
              "int main(int argc, char **argv)\n{\n"

@@ -5,21 +5,20 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from zdtmpy import isolation
+from zdtmpy.cachedir import criu_build
 from zdtmpy.compress import verify_dir
 from zdtmpy.cycle.stream import count_pages, dump_stats
 from zdtmpy.images import ImageSet, PageReader
 
-CRIUS = [p for p in (Path(f"/root/.cache/zdtmpy/criu/{v}/criu/criu") for v in ("4.1.1", "4.2.1"))
-         if p.exists()]
+CRIUS = [p for p in (criu_build(v) for v in ("4.1.1", "4.2.1")) if p is not None]
 
 pytestmark = [
     pytest.mark.criu,
-    pytest.mark.skipif(not CRIUS, reason="no criu build in /root/.cache/zdtmpy/criu"),
+    pytest.mark.skipif(not CRIUS, reason="no criu 4.1.1 or 4.2.1 built by ci/provision-criu.sh"),
     pytest.mark.skipif(os.geteuid() != 0, reason="criu dump/restore needs root"),
 ]
 

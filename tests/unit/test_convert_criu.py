@@ -5,18 +5,18 @@ import os
 import signal
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 
+from zdtmpy.cachedir import criu_build
 from zdtmpy.compress import Compression, compress_dir, decompress_dir, verify_dir
 from zdtmpy.images import ImageSet, PageReader
 
-CRIU = Path("/root/.cache/zdtmpy/criu/4.1.1/criu/criu")
+CRIU = criu_build("4.1.1")
 
 pytestmark = [
     pytest.mark.criu,
-    pytest.mark.skipif(not CRIU.exists(), reason=f"criu 4.1.1 not found at {CRIU}"),
+    pytest.mark.skipif(CRIU is None, reason="criu 4.1.1 not built by ci/provision-criu.sh"),
     pytest.mark.skipif(os.geteuid() != 0, reason="criu dump/restore needs root"),
 ]
 

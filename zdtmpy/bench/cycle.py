@@ -65,7 +65,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "region4m)")
     p.add_argument("--copies", type=int, default=8, metavar="K",
                    help="each descriptor K times per run, so -n 2 has work to share "
-                        "(default 8; 1 = the plain descs/ directory)")
+                        "(default 8; 1 = the plain zdtmpy/descs/ directory)")
     p.add_argument("--workers", default="1,2", metavar="LIST",
                    help="xdist worker counts to compare, comma-separated (default 1,2)")
     p.add_argument("--warmup", action=argparse.BooleanOptionalAction, default=True,
@@ -73,7 +73,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--upstream-tests", default="maps00 cow01", metavar="NAMES",
                    help="zdtm/static tests for the upstream side (default: 'maps00 cow01')")
     p.add_argument("--root", metavar="DIR",
-                   help="zdtmpy checkout holding descs/ and bench/ (default: found from "
+                   help="zdtmpy checkout holding zdtmpy/descs/ and bench/ (default: found from "
                         "the current directory or the package)")
 
 
@@ -82,10 +82,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def find_root(explicit: str | None) -> Path:
     candidates = [Path(explicit)] if explicit else [Path.cwd(), Path(__file__).resolve().parents[2]]
     for c in candidates:
-        if (c / "descs").is_dir() and (c / "pyproject.toml").is_file():
+        if (c / "zdtmpy" / "descs").is_dir() and (c / "pyproject.toml").is_file():
             return c.resolve()
     where = " or ".join(str(c) for c in candidates)
-    raise BenchError(f"no zdtmpy checkout (descs/ and pyproject.toml) at {where}; "
+    raise BenchError(f"no zdtmpy checkout (zdtmpy/descs/ and pyproject.toml) at {where}; "
                      "run from the repository root or pass --root")
 
 
@@ -390,13 +390,14 @@ def run(args) -> int:
     work = Path(tempfile.mkdtemp(prefix="zdtmpy-bench-"))
     try:
         if args.copies == 1:
-            descs, names = root / "descs", {}
+            descs, names = root / "zdtmpy" / "descs", {}
         else:
             descs = work / "descs"
-            names = make_copies(root / "descs", descs, args.copies)
+            names = make_copies(root / "zdtmpy" / "descs", descs, args.copies)
         if args.warmup:
             print("bench: warm-up run (not recorded)", file=sys.stderr, flush=True)
-            run_pytest(root, root / "descs", {}, 1, str(criu.path), work, "warmup", compress)
+            run_pytest(root, root / "zdtmpy" / "descs", {}, 1, str(criu.path), work, "warmup",
+                       compress)
         runs = []
         for rep in range(1, args.repeat + 1):
             for w in workers:

@@ -1,0 +1,1 @@
+"""The default descriptors (the built-in matrix): `pytest --pyargs zdtmpy.descs`."""
