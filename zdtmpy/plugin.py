@@ -95,8 +95,11 @@ def pytest_configure(config):
 
         config.pluginmanager.register(ReportCollector(config, config.getoption("zdtm_report")),
                                       "zdtmpy-report")
+    from .outcomes import CriuOutcomes
+
+    config.pluginmanager.register(CriuOutcomes(), "zdtmpy-criu-outcomes")
     isolation.become_subreaper()
-    _share_cores()
+    _share_cores(config)
     _probe_criu(config)
     _guard_start(config)
     from .corpus import session as corpus_session
@@ -139,12 +142,13 @@ def pytest_unconfigure(config):
         print("\n".join(lines), file=sys.stderr)
 
 
-def _share_cores():
+def _share_cores(config):
     """In an xdist worker, give the codec's thread pool its share of the cores only."""
-    count = os.environ.get("PYTEST_XDIST_WORKER_COUNT", "")
-    if count.isdigit() and "ZDTMPY_THREADS" not in os.environ:
-        cpus = len(os.sched_getaffinity(0))
-        os.environ["ZDTMPY_THREADS"] = str(max(1, cpus // int(count)))
+    count = getattr(config, "workerinput", {}).get("workercount")
+    if count:
+        from .compress.pipeline import share_cores
+
+        share_cores(int(count))
 
 
 def _probe_criu(config):
@@ -157,9 +161,16 @@ def _probe_criu(config):
         explicit = config.getoption("criu_bin") or os.environ.get("ZDTM_CRIU")
         if explicit or config.getoption("zdtm_require_criu"):
             raise pytest.UsageError(f"zdtmpy: {found}")
-    elif not os.environ.get("ZDTM_CRIU"):
-        # xdist workers inherit the environment: they reuse this choice.
-        os.environ["ZDTM_CRIU"] = str(found.path)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node):
+    """xdist: each worker reuses the controller's choice of criu (through workerinput)."""
+    from .runner import criu_of
+
+    found = criu_of(node.config)
+    if hasattr(found, "path"):
+        node.workerinput["zdtmpy_criu"] = str(found.path)
 
 
 def pytest_report_header(config):
@@ -212,28 +223,3 @@ def pytest_runtest_setup(item):
         item.user_properties.extend(properties.static_properties(item, criu_of(item.config)))
 
 
-# Outcomes of real-criu tests seen by this process (module state: hooks have no session).
-_outcomes: dict = {}
-
-
-def pytest_runtest_logreport(report):
-    """Count real-criu test outcomes (on the xdist controller too) for the all-skipped check."""
-    if "criu" not in report.keywords:
-        return
-    if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
-        _outcomes[report.outcome] = _outcomes.get(report.outcome, 0) + 1
-
-
-def pytest_sessionfinish(session, exitstatus):
-    """With --zdtm-require-criu, a run whose real-criu tests all skipped is a failure."""
-    if not session.config.getoption("zdtm_require_criu"):
-        return
-    if hasattr(session.config, "workerinput"):
-        return  # the controller decides
-    total = sum(_outcomes.values())
-    if total and not (_outcomes.get("passed") or _outcomes.get("failed")):
-        session.exitstatus = pytest.ExitCode.TESTS_FAILED
-        tr = session.config.pluginmanager.get_plugin("terminalreporter")
-        if tr:
-            tr.write_line(f"zdtmpy: all {total} real-criu tests were skipped "
-                          "(--zdtm-require-criu): failing the run", red=True)

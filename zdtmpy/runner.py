@@ -22,12 +22,15 @@ MODE_FEATURES_HINT = {
 
 
 def criu_of(config):
+    """The criu of this run, found once per process: an xdist worker takes the controller's
+    choice from its workerinput."""
     found = config.stash.get(CRIU_KEY, None)
     if found is None:
         from .criu import find_criu
 
+        chosen = getattr(config, "workerinput", {}).get("zdtmpy_criu")
         try:
-            found = find_criu(config.getoption("criu_bin"))
+            found = find_criu(chosen or config.getoption("criu_bin"))
         except CriuNotFound as exc:
             found = exc
         config.stash[CRIU_KEY] = found

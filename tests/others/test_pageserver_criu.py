@@ -14,7 +14,7 @@ import pytest
 
 from zdtmpy.cachedir import criu_build
 from zdtmpy.compress import Compression, decompress_dir, verify_dir
-from zdtmpy.cycle.pageserver import free_port
+from zdtmpy.cycle.background import free_port
 from zdtmpy.images import ImageSet, Pagemap
 from zdtmpy.transport.pageserver import PageServer, header_size_for, stamp_inventory
 

@@ -90,7 +90,7 @@ def _pages_bytes(d: Path) -> int:
 
 
 def dump_criu_server(criu, pid, images: Path, timeout: float) -> dict:
-    from ..cycle.pageserver import free_port
+    from ..cycle.background import free_port
 
     ps_dir = images / "ps"
     ps_dir.mkdir()

@@ -16,16 +16,26 @@ _pool_lock = threading.Lock()
 _WORKERS = None
 
 
+def share_cores(processes):
+    """This process is one of `processes` sharing the CPUs (an xdist worker): its pool gets
+    its share of them only (unless $ZDTMPY_THREADS says otherwise). Before the first use."""
+    global _WORKERS
+    if _pool is None and not os.environ.get("ZDTMPY_THREADS", "").isdigit():
+        _WORKERS = max(1, min(_cpus() // max(1, processes), 8))
+
+
+def _cpus():
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
+        (os.cpu_count() or 1)
+
+
 def workers():
-    """Threads for block coding: $ZDTMPY_THREADS, else the CPUs this process may use (<= 8).
-    The pytest plugin sets ZDTMPY_THREADS in xdist workers so that N workers together do
-    not start N times as many threads as there are cores."""
+    """Threads for block coding: $ZDTMPY_THREADS, else the CPUs this process may use (<= 8),
+    or its share of them (share_cores)."""
     global _WORKERS
     if _WORKERS is None:
         env = os.environ.get("ZDTMPY_THREADS", "")
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
-            (os.cpu_count() or 1)
-        _WORKERS = max(1, min(int(env) if env.isdigit() else cpus, 8))
+        _WORKERS = max(1, min(int(env) if env.isdigit() else _cpus(), 8))
     return _WORKERS
 
 

@@ -11,14 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import Run
-from .pageserver import (
-    LOOPBACK,
-    BackgroundCriu,
-    decompressed_copy,
-    start_criu_server,
-    start_zdtmpy_server,
-    verify_compressed,
-)
+from .background import LOOPBACK, BackgroundCriu, start_criu_server, start_zdtmpy_server
+from .pageserver import decompressed_copy, verify_compressed
 from .transforms import compare_dumps, link_copy, prepare_for_restore
 
 PIPE_MAX_SIZE = "/proc/sys/fs/pipe-max-size"

@@ -1,135 +1,17 @@
 """Page-server cycles: dump through zdtmpy's page server (compressing as the variant asks) or
 through criu's own `criu page-server`, then verify, check, decompress and restore.
 
-Also the helpers the lazy cycles share: a criu helper process in the background with a
-readiness signal, and zdtmpy's page server run in a thread of this process.
+The server processes themselves are in `background`.
 """
 
 from __future__ import annotations
 
 import os
-import select
-import signal
-import socket
-import subprocess
 from pathlib import Path
 
-from ..criu import log_excerpt, signal_name
-from ..errors import CriuFailure, StageTimeout
 from . import Run
+from .background import page_server_args, start_criu_server, start_zdtmpy_server
 from .transforms import COMPRESS_FEATURE, link_copy, refuse_compressed
-
-LOOPBACK = "127.0.0.1"
-PORT_ATTEMPTS = 5
-
-
-class BackgroundCriu:
-    """`criu ACTION ARGS --status-fd` in its own session: ready once criu writes its status
-    byte (after it listens), ended by wait() or, on any failure, by the Run's cleanup."""
-
-    def __init__(self, r: Run, action: str, args: list, log_name: str):
-        self.r = r
-        self.action = action
-        self.log = r.path(log_name)
-        self.out = r.path(log_name + ".out")
-        self.cmd = [str(r.criu.path), action, *args, "-o", str(self.log), "-v4"]
-        self.proc = None
-
-    def start(self, timeout: float) -> None:
-        rfd, wfd = os.pipe()
-        try:
-            with open(self.out, "ab") as out:
-                self.proc = subprocess.Popen(
-                    [*self.cmd, "--status-fd", str(wfd)], stdin=subprocess.DEVNULL,
-                    stdout=out, stderr=subprocess.STDOUT, pass_fds=(wfd,),
-                    start_new_session=True, env=self.r.env())
-            self.r.on_cleanup(self.kill)
-            os.close(wfd)
-            wfd = -1
-            ready, _, _ = select.select([rfd], [], [], timeout)
-            byte = os.read(rfd, 1) if ready else None
-        finally:
-            os.close(rfd)
-            if wfd >= 0:
-                os.close(wfd)
-        if byte is None:
-            self.kill()
-            raise StageTimeout(f"criu {self.action} was not ready within {timeout:g}s "
-                               f"(killed); command: {' '.join(self.cmd)}\n"
-                               f"{log_excerpt(self.log)}")
-        if not byte:  # the pipe closed: criu exited before it was ready
-            rc = self.proc.wait(timeout)
-            raise CriuFailure(f"criu {self.action} exited with status {rc} before it was "
-                              f"ready; command: {' '.join(self.cmd)}\n{log_excerpt(self.log)}")
-
-    def wait(self, timeout: float, stage: str) -> int:
-        try:
-            rc = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise StageTimeout(f"criu {self.action} did not exit within "
-                               f"{timeout:g}s (killed)\n{log_excerpt(self.log)}") from None
-        if rc != 0:
-            how = f"was killed by {signal_name(-rc)}" if rc < 0 else f"exited with status {rc}"
-            raise CriuFailure(f"criu {self.action} {how}; "
-                              f"command: {' '.join(self.cmd)}\n{log_excerpt(self.log)}")
-        return rc
-
-    def kill(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.proc.wait(10)
-
-
-def free_port() -> int:
-    """A port nobody listens on right now (criu binds it itself; callers retry on a race)."""
-    with socket.socket() as s:
-        s.bind((LOOPBACK, 0))
-        return s.getsockname()[1]
-
-
-def start_criu_server(r: Run, action: str, args: list, log_name: str) -> tuple:
-    """Start a listening criu helper on a free port, retrying when another test took the port
-    between our probe and criu's bind. Returns (BackgroundCriu, port)."""
-    last = None
-    for attempt in range(PORT_ATTEMPTS):
-        port = free_port()
-        name = log_name if attempt == 0 else f"{log_name}.{attempt}"
-        helper = BackgroundCriu(r, action, [*args, "--address", LOOPBACK, "--port", str(port)],
-                                name)
-        r.attach(f"criu {action} log ({name})", helper.log)
-        try:
-            helper.start(r.timeout())
-            return helper, port
-        except CriuFailure as exc:
-            last = exc
-            text = helper.log.read_text(errors="replace") if helper.log.exists() else ""
-            if "Address already in use" not in text and "bind" not in text.lower():
-                raise
-    raise last
-
-
-def start_zdtmpy_server(r: Run, images: Path, spec, *, lazy: bool):
-    """zdtmpy's page server in a thread, on an ephemeral loopback port, speaking the header
-    layout of the criu under test; stopped by the Run's cleanup, its log attached."""
-    from ..transport.pageserver import PageServer, header_size_for
-
-    log = r.path("zdtmpy-page-server.log")
-    srv = PageServer(images, spec=spec, header_size=header_size_for(r.criu.version),
-                     address=LOOPBACK, lazy=lazy, timeout=r.timeout(), sessions=1,
-                     log_path=log)
-    r.attach("zdtmpy page-server log", log)
-    srv.start()
-    r.on_cleanup(srv.stop)
-    return srv
-
-
-def page_server_args(port: int) -> list:
-    return ["--page-server", "--address", LOOPBACK, "--port", str(port)]
 
 
 def verify_compressed(r: Run, images: Path, what: str) -> None:

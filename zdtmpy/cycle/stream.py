@@ -12,18 +12,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-from ..criu import returncode_text
-from ..errors import ImageError, StageTimeout
+from ..errors import ImageError
 from ..isolation import tree_pids
 from ..transport.streamproto import CAPTURE_SOCKET, SERVE_SOCKET
 from . import Run
+from .background import StreamerProcess
 
 SOCKET_ROOM = len(CAPTURE_SOCKET) + 2  # "/" and the NUL
 def dump_stats(images: Path):
@@ -67,69 +63,6 @@ def check_counts(r: Run, images: Path, extracted: Path):
                             f"says shpages_written={stats.shpages_written}")
         if problems:
             r.fail("the stream lost or invented pages:\n  " + "\n  ".join(problems))
-
-
-# -- the streamer child ------------------------------------------------------------------------
-
-class StreamerProcess:
-    """`zdtmpy stream capture|serve` as a child: ready when its socket appears."""
-
-    def __init__(self, r: Run, action: str, args: list, sock: Path, log_name: str):
-        self.r = r
-        self.action = action
-        self.sock = sock
-        self.log = r.path(log_name)
-        r.attach(f"zdtmpy stream {action} log ({log_name})", self.log)
-        cmd = [sys.executable, "-m", "zdtmpy.cli", "stream", action, *map(str, args),
-               "--accept-timeout", str(r.timeout()), "--idle-timeout", str(r.timeout())]
-        with open(self.log, "ab") as logf:
-            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf,
-                                         stderr=logf, close_fds=True, start_new_session=True,
-                                         env=r.env())
-        r.on_cleanup(self.kill)
-
-    def wait_ready(self):
-        deadline = time.monotonic() + self.r.timeout()
-        while not self.sock.exists():
-            if self.proc.poll() is not None:
-                self.r.fail(f"zdtmpy stream {self.action} "
-                            f"{returncode_text(self.proc.returncode)} before listening:\n"
-                            f"{self.tail()}")
-            if time.monotonic() > deadline:
-                raise StageTimeout(f"zdtmpy stream {self.action}: no socket {self.sock} after "
-                                   f"{self.r.timeout():.0f}s")
-            time.sleep(0.01)
-
-    def wait_done(self):
-        try:
-            rc = self.proc.wait(self.r.timeout())
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise StageTimeout(f"zdtmpy stream {self.action} did not finish within "
-                               f"{self.r.timeout():.0f}s after criu; log {self.log}") from None
-        if rc != 0:
-            self.r.fail(f"zdtmpy stream {self.action} {returncode_text(rc)}:\n{self.tail()}")
-
-    def tail(self, lines=15):
-        from ..criu import read_head_tail
-
-        try:
-            first, last, _ = read_head_tail(self.log, head=0, tail=64 << 10)
-        except OSError:
-            return f"(no log at {self.log})"
-        return "\n".join((first + last)[-lines:])
-
-    def kill(self):
-        """SIGTERM first (the streamer removes its socket and partial files), then SIGKILL."""
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        if self.sock.exists():
-            self.sock.unlink()
 
 
 def socket_dir(r: Run, name: str) -> Path:

@@ -1,0 +1,197 @@
+"""Processes a test runs in the background, each with a readiness signal, its log attached
+to the report and an end guaranteed by the Run's cleanup (pass, fail, timeout or Ctrl-C):
+criu helpers (`criu page-server`, `criu lazy-pages`), zdtmpy's page server (a thread of this
+process) and `zdtmpy stream` children. Every child gets `r.env()` (its process marker)."""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from ..criu import log_excerpt, returncode_text, signal_name
+from ..errors import CriuFailure, StageTimeout
+from . import Run
+
+LOOPBACK = "127.0.0.1"
+PORT_ATTEMPTS = 5
+
+
+class BackgroundCriu:
+    """`criu ACTION ARGS --status-fd` in its own session: ready once criu writes its status
+    byte (after it listens), ended by wait() or, on any failure, by the Run's cleanup."""
+
+    def __init__(self, r: Run, action: str, args: list, log_name: str):
+        self.r = r
+        self.action = action
+        self.log = r.path(log_name)
+        self.out = r.path(log_name + ".out")
+        self.cmd = [str(r.criu.path), action, *args, "-o", str(self.log), "-v4"]
+        self.proc = None
+
+    def start(self, timeout: float) -> None:
+        rfd, wfd = os.pipe()
+        try:
+            with open(self.out, "ab") as out:
+                self.proc = subprocess.Popen(
+                    [*self.cmd, "--status-fd", str(wfd)], stdin=subprocess.DEVNULL,
+                    stdout=out, stderr=subprocess.STDOUT, pass_fds=(wfd,),
+                    start_new_session=True, env=self.r.env())
+            self.r.on_cleanup(self.kill)
+            os.close(wfd)
+            wfd = -1
+            ready, _, _ = select.select([rfd], [], [], timeout)
+            byte = os.read(rfd, 1) if ready else None
+        finally:
+            os.close(rfd)
+            if wfd >= 0:
+                os.close(wfd)
+        if byte is None:
+            self.kill()
+            raise StageTimeout(f"criu {self.action} was not ready within {timeout:g}s "
+                               f"(killed); command: {' '.join(self.cmd)}\n"
+                               f"{log_excerpt(self.log)}")
+        if not byte:  # the pipe closed: criu exited before it was ready
+            rc = self.proc.wait(timeout)
+            raise CriuFailure(f"criu {self.action} exited with status {rc} before it was "
+                              f"ready; command: {' '.join(self.cmd)}\n{log_excerpt(self.log)}")
+
+    def wait(self, timeout: float, stage: str) -> int:
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise StageTimeout(f"criu {self.action} did not exit within "
+                               f"{timeout:g}s (killed)\n{log_excerpt(self.log)}") from None
+        if rc != 0:
+            how = f"was killed by {signal_name(-rc)}" if rc < 0 else f"exited with status {rc}"
+            raise CriuFailure(f"criu {self.action} {how}; "
+                              f"command: {' '.join(self.cmd)}\n{log_excerpt(self.log)}")
+        return rc
+
+    def kill(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(10)
+
+
+def free_port() -> int:
+    """A port nobody listens on right now (criu binds it itself; callers retry on a race)."""
+    with socket.socket() as s:
+        s.bind((LOOPBACK, 0))
+        return s.getsockname()[1]
+
+
+def start_criu_server(r: Run, action: str, args: list, log_name: str) -> tuple:
+    """Start a listening criu helper on a free port, retrying when another test took the port
+    between our probe and criu's bind. Returns (BackgroundCriu, port)."""
+    last = None
+    for attempt in range(PORT_ATTEMPTS):
+        port = free_port()
+        name = log_name if attempt == 0 else f"{log_name}.{attempt}"
+        helper = BackgroundCriu(r, action, [*args, "--address", LOOPBACK, "--port", str(port)],
+                                name)
+        r.attach(f"criu {action} log ({name})", helper.log)
+        try:
+            helper.start(r.timeout())
+            return helper, port
+        except CriuFailure as exc:
+            last = exc
+            text = helper.log.read_text(errors="replace") if helper.log.exists() else ""
+            if "Address already in use" not in text and "bind" not in text.lower():
+                raise
+    raise last
+
+
+def start_zdtmpy_server(r: Run, images: Path, spec, *, lazy: bool):
+    """zdtmpy's page server in a thread, on an ephemeral loopback port, speaking the header
+    layout of the criu under test; stopped by the Run's cleanup, its log attached."""
+    from ..transport.pageserver import PageServer, header_size_for
+
+    log = r.path("zdtmpy-page-server.log")
+    srv = PageServer(images, spec=spec, header_size=header_size_for(r.criu.version),
+                     address=LOOPBACK, lazy=lazy, timeout=r.timeout(), sessions=1,
+                     log_path=log)
+    r.attach("zdtmpy page-server log", log)
+    srv.start()
+    r.on_cleanup(srv.stop)
+    return srv
+
+
+def page_server_args(port: int) -> list:
+    return ["--page-server", "--address", LOOPBACK, "--port", str(port)]
+
+
+
+class StreamerProcess:
+    """`zdtmpy stream capture|serve` as a child: ready when its socket appears."""
+
+    def __init__(self, r: Run, action: str, args: list, sock: Path, log_name: str):
+        self.r = r
+        self.action = action
+        self.sock = sock
+        self.log = r.path(log_name)
+        r.attach(f"zdtmpy stream {action} log ({log_name})", self.log)
+        cmd = [sys.executable, "-m", "zdtmpy.cli", "stream", action, *map(str, args),
+               "--accept-timeout", str(r.timeout()), "--idle-timeout", str(r.timeout())]
+        from ..compress.pipeline import workers
+
+        # the child codes blocks with this process's share of the cores
+        env = {**r.env(), "ZDTMPY_THREADS": str(workers())}
+        with open(self.log, "ab") as logf:
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf,
+                                         stderr=logf, close_fds=True, start_new_session=True,
+                                         env=env)
+        r.on_cleanup(self.kill)
+
+    def wait_ready(self):
+        deadline = time.monotonic() + self.r.timeout()
+        while not self.sock.exists():
+            if self.proc.poll() is not None:
+                self.r.fail(f"zdtmpy stream {self.action} "
+                            f"{returncode_text(self.proc.returncode)} before listening:\n"
+                            f"{self.tail()}")
+            if time.monotonic() > deadline:
+                raise StageTimeout(f"zdtmpy stream {self.action}: no socket {self.sock} after "
+                                   f"{self.r.timeout():.0f}s")
+            time.sleep(0.01)
+
+    def wait_done(self):
+        try:
+            rc = self.proc.wait(self.r.timeout())
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise StageTimeout(f"zdtmpy stream {self.action} did not finish within "
+                               f"{self.r.timeout():.0f}s after criu; log {self.log}") from None
+        if rc != 0:
+            self.r.fail(f"zdtmpy stream {self.action} {returncode_text(rc)}:\n{self.tail()}")
+
+    def tail(self, lines=15):
+        from ..criu import read_head_tail
+
+        try:
+            first, last, _ = read_head_tail(self.log, head=0, tail=64 << 10)
+        except OSError:
+            return f"(no log at {self.log})"
+        return "\n".join((first + last)[-lines:])
+
+    def kill(self):
+        """SIGTERM first (the streamer removes its socket and partial files), then SIGKILL."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        if self.sock.exists():
+            self.sock.unlink()
