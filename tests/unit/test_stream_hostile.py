@@ -8,7 +8,9 @@ import pytest
 from zdtmpy.codec import Compression
 from zdtmpy.compress.synth import make_layer
 from zdtmpy.images import PE_PRESENT
+from zdtmpy.transport import streamextract as sx
 from zdtmpy.transport import streamformat as sf
+from zdtmpy.transport import streamindex as si
 from zdtmpy.transport.serve import Serve
 from zdtmpy.transport.streamproto import StreamerError
 
@@ -31,10 +33,10 @@ def test_blocks_record_of_a_gigabyte_is_refused_before_decoding(tmp_path):
     src = zero_bomb(tmp_path / "s", 256)          # ~1 KiB announcing 1 GiB
     assert src.stat().st_size < 2048
     with open(src, "rb") as f, pytest.raises(sf.StreamError, match="announces 1073741824"):
-        sf.extract(f, tmp_path / "out", "s")
+        sx.extract(f, tmp_path / "out", "s")
     assert os.listdir(tmp_path / "out") == []
     with pytest.raises(sf.StreamError, match="announces"):
-        sf.index_stream(src)
+        si.index_stream(src)
     (tmp_path / "rst").mkdir()
     with pytest.raises(sf.StreamError, match="announces"):
         Serve(tmp_path / "rst", src).listen()

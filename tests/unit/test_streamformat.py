@@ -15,7 +15,9 @@ from zdtmpy.compress import Compression, verify_dir
 from zdtmpy.compress.synth import make_layer
 from zdtmpy.errors import ImageError, StageTimeout
 from zdtmpy.images import PE_LAZY, PE_PARENT, PE_PRESENT, ImageSet, PageReader
+from zdtmpy.transport import streamextract as sx
 from zdtmpy.transport import streamformat as sf
+from zdtmpy.transport import streamindex as si
 from zdtmpy.transport.capture import Capture
 from zdtmpy.transport.serve import Serve
 from zdtmpy.transport.streamproto import CAPTURE_SOCKET, StreamerError
@@ -179,7 +181,7 @@ def test_capture_extract_serve_roundtrip(tmp_path, dump_dir, spec, pages_first):
 
     ext = tmp_path / "ext"
     with open(out, "rb") as f:
-        sf.extract(f, ext, str(out))
+        sx.extract(f, ext, str(out))
     assert verify_dir(ext) == []
     iset = ImageSet(ext)
     assert iset.compress == {"off": 0, "page": 1, "region": 2}[spec.layout]
@@ -189,7 +191,7 @@ def test_capture_extract_serve_roundtrip(tmp_path, dump_dir, spec, pages_first):
 
     plain = tmp_path / "plain"
     with open(out, "rb") as f:
-        sf.extract(f, plain, str(out), decompress=True)
+        sx.extract(f, plain, str(out), decompress=True)
     for name, data in files:
         if name.startswith("pages-"):
             assert (plain / name).read_bytes() == data
@@ -289,7 +291,7 @@ def small_stream(tmp_path):
 def test_interleaved_files_extract(tmp_path):
     small_stream(tmp_path)
     with open(tmp_path / "s", "rb") as f:
-        res = sf.extract(f, tmp_path / "out", "s")
+        res = sx.extract(f, tmp_path / "out", "s")
     assert res.files == {"a.img": 255, "b.img": 10}
     assert (tmp_path / "out" / "a.img").read_bytes() == b"A" * 250 + b"a" * 5
 
@@ -299,10 +301,10 @@ def test_truncated_stream_is_refused_and_extract_leaves_nothing(tmp_path, cut):
     data = small_stream(tmp_path)
     (tmp_path / "t").write_bytes(data[:cut])
     with open(tmp_path / "t", "rb") as f, pytest.raises(sf.StreamError, match="truncated"):
-        sf.extract(f, tmp_path / "out", "t")
+        sx.extract(f, tmp_path / "out", "t")
     assert not (tmp_path / "out").exists() or os.listdir(tmp_path / "out") == []
     with pytest.raises(sf.StreamError, match="truncated"):
-        sf.index_stream(tmp_path / "t")
+        si.index_stream(tmp_path / "t")
 
 
 def test_corrupted_byte_is_a_checksum_error(tmp_path):
@@ -312,9 +314,9 @@ def test_corrupted_byte_is_a_checksum_error(tmp_path):
     (tmp_path / "t").write_bytes(data)
     with open(tmp_path / "t", "rb") as f, pytest.raises(sf.StreamError,
                                                          match="checksum mismatch.*a.img"):
-        sf.extract(f, tmp_path / "out", "t")
+        sx.extract(f, tmp_path / "out", "t")
     with pytest.raises(sf.StreamError, match="checksum mismatch"):
-        sf.index_stream(tmp_path / "t")
+        si.index_stream(tmp_path / "t")
 
 
 def test_missing_record_is_detected(tmp_path):
@@ -323,7 +325,7 @@ def test_missing_record_is_detected(tmp_path):
     (tmp_path / "t").write_bytes(data[:start] + data[start + sf.REC_OVERHEAD + 100:])
     with open(tmp_path / "t", "rb") as f, pytest.raises(sf.StreamError,
                                                          match="a record is missing"):
-        sf.extract(f, tmp_path / "out", "t")
+        sx.extract(f, tmp_path / "out", "t")
 
 
 def test_corrupted_page_block_with_valid_checksum_fails_serve(tmp_path, dump_dir):
@@ -332,7 +334,7 @@ def test_corrupted_page_block_with_valid_checksum_fails_serve(tmp_path, dump_dir
     bg, out = capture(tmp_path, files_of(dump_dir), Compression("page"))
     bg.join()
     data = bytearray(out.read_bytes())
-    idx = sf.index_stream(out)
+    idx = si.index_stream(out)
     pos = idx.files["pages-2.img"].chunks[0]  # pid 1's pages (make_layer order)
     body = pos + 20
     (length,) = struct.unpack_from("<I", data, pos + 16)

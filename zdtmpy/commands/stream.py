@@ -108,7 +108,7 @@ def run(args):
         served = srv.run()
         print(f"zdtmpy stream serve: {len(served)} files served", file=sys.stderr)
         return 0
-    from ..transport.streamformat import extract
+    from ..transport.streamextract import extract
 
     if args.stream_file == "-":
         res = extract(sys.stdin.buffer, args.images_dir, "stdin", args.decompress)

@@ -87,7 +87,7 @@ def capture_args(spec) -> list:
 
 def run(r: Run) -> None:
     from ..compress import verify_dir
-    from ..transport.streamformat import extract
+    from ..transport.streamextract import extract
 
     pid = r.start_workload()
     with r.stage("visible-state"):

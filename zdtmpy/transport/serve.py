@@ -17,7 +17,8 @@ from pathlib import Path
 from ..errors import StageTimeout, ZdtmError
 from ..images.safeopen import IMAGE_MAX
 from .streamcheck import PAGEMAP, PAGES, pagemap_summary
-from .streamformat import check_name, index_stream, iter_file
+from .streamformat import check_name
+from .streamindex import index_stream, iter_file
 from .streamproto import SERVE_SOCKET, Control, Listener, StreamerError, prepare_pipe
 
 

@@ -18,8 +18,7 @@ from __future__ import annotations
 import os
 import struct
 import zlib
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 from ..codec import LAYOUT_BY_ID, OFF, Compression
 from ..errors import ImageError
@@ -27,10 +26,10 @@ from ..errors import ImageError
 MAGIC = b"ZDTMSTRM"
 VERSION = 1
 _HEAD = struct.Struct("<8sHBBI")  # magic, version, layout id, 0, region size
-_REC = struct.Struct("<BBHIQI")   # type, 0, 0, file id, offset, payload length
-_CRC = struct.Struct("<I")
-HEADER_SIZE = _HEAD.size + _CRC.size
-REC_OVERHEAD = _REC.size + _CRC.size
+RECORD_HEAD = struct.Struct("<BBHIQI")   # type, 0, 0, file id, offset, payload length
+CRC = struct.Struct("<I")
+HEADER_SIZE = _HEAD.size + CRC.size
+REC_OVERHEAD = RECORD_HEAD.size + CRC.size
 
 OPEN, DATA, CLOSE, END, BLOCKS = 1, 2, 3, 4, 5
 TYPE_NAMES = {OPEN: "open", DATA: "data", CLOSE: "close", END: "end", BLOCKS: "blocks"}
@@ -80,7 +79,7 @@ class Header:
 def encode_header(compression: Compression) -> bytes:
     region_size = compression.region_size if compression.is_region else 0
     head = _HEAD.pack(MAGIC, VERSION, compression.layout_id, 0, region_size)
-    return head + _CRC.pack(zlib.crc32(head))
+    return head + CRC.pack(zlib.crc32(head))
 
 
 def decode_header(data, where):
@@ -90,7 +89,7 @@ def decode_header(data, where):
     magic, version, layout_id, _, region = _HEAD.unpack_from(data)
     if magic != MAGIC:
         raise StreamError(f"{where}: not a zdtmpy stream (magic {magic!r}, expected {MAGIC!r})")
-    if _CRC.unpack_from(data, _HEAD.size)[0] != zlib.crc32(data[:_HEAD.size]):
+    if CRC.unpack_from(data, _HEAD.size)[0] != zlib.crc32(data[:_HEAD.size]):
         raise StreamError(f"{where}: stream header checksum mismatch (corrupt header)")
     if version != VERSION:
         raise StreamError(f"{where}: stream version {version} is not supported (only {VERSION})")
@@ -104,7 +103,7 @@ def decode_header(data, where):
 
 
 def encode_record(rtype, file_id, offset, payload=b""):
-    head = _REC.pack(rtype, 0, 0, file_id, offset, len(payload))
+    head = RECORD_HEAD.pack(rtype, 0, 0, file_id, offset, len(payload))
     crc = zlib.crc32(payload, zlib.crc32(head))
     return head, crc
 
@@ -132,7 +131,7 @@ class StreamWriter:
         self._emit(head)
         if payload:
             self._emit(payload)
-        self._emit(_CRC.pack(crc))
+        self._emit(CRC.pack(crc))
 
     def open(self, name):
         check_name(name)
@@ -221,7 +220,7 @@ def decode_blocks(payload, where):
         raise StreamError(f"{where}: {exc}") from None
 
 
-def _read_exact(f, n):
+def read_exact(f, n):
     buf = f.read(n)
     if len(buf) == n or not buf:
         return buf
@@ -246,7 +245,7 @@ class StreamReader:
         self.f = f
         self.where = where
         self.skip_data = skip_data
-        self.header = decode_header(_read_exact(f, HEADER_SIZE), where)
+        self.header = decode_header(read_exact(f, HEADER_SIZE), where)
         self.pos = HEADER_SIZE
         self.names = {}   # id -> name, every file seen
         self.sizes = {}   # id -> size, open files
@@ -268,7 +267,7 @@ class StreamReader:
 
     def next(self):
         start = self.pos
-        head = _read_exact(self.f, _REC.size)
+        head = read_exact(self.f, RECORD_HEAD.size)
         if not head:
             if not self.ended:
                 self._fail("truncated: the stream ends without its end record (capture did "
@@ -276,34 +275,35 @@ class StreamReader:
             return None
         if self.ended:
             self._fail("data after the end record")
-        if len(head) < _REC.size:
-            self._fail(f"truncated inside a record header ({len(head)} of {_REC.size} bytes)")
-        rtype, z1, z2, fid, offset, length = _REC.unpack(head)
+        if len(head) < RECORD_HEAD.size:
+            self._fail(f"truncated inside a record header ({len(head)} of "
+                       f"{RECORD_HEAD.size} bytes)")
+        rtype, z1, z2, fid, offset, length = RECORD_HEAD.unpack(head)
         if rtype not in TYPE_NAMES or z1 or z2 or length > MAX_PAYLOAD:
             self._fail(f"corrupt record header (type {rtype}, length {length})")
-        self.pos += _REC.size
+        self.pos += RECORD_HEAD.size
         if self.skip_data and rtype in (DATA, BLOCKS):
             payload = b""
             if rtype == BLOCKS:  # its decoded length is needed to follow the file offsets
-                payload = _read_exact(self.f, min(length, _BLK.size))
+                payload = read_exact(self.f, min(length, _BLK.size))
             self.f.seek(length - len(payload), os.SEEK_CUR)
-            tail = _read_exact(self.f, _CRC.size)
-            if len(tail) < _CRC.size:
+            tail = read_exact(self.f, CRC.size)
+            if len(tail) < CRC.size:
                 self._fail(f"truncated inside a {TYPE_NAMES[rtype]} record of "
                            f"{self._name(fid)}", start)
         else:
-            body = _read_exact(self.f, length + _CRC.size)
-            if len(body) < length + _CRC.size:
+            body = read_exact(self.f, length + CRC.size)
+            if len(body) < length + CRC.size:
                 self._fail(f"truncated inside a {TYPE_NAMES[rtype]} record of "
-                           f"{self._name(fid)} ({len(body)} of {length + _CRC.size} bytes)",
+                           f"{self._name(fid)} ({len(body)} of {length + CRC.size} bytes)",
                            start)
             payload = body[:length]
-            (crc,) = _CRC.unpack_from(body, length)
+            (crc,) = CRC.unpack_from(body, length)
             if crc != zlib.crc32(payload, zlib.crc32(head)):
                 self._fail(f"checksum mismatch in a {TYPE_NAMES[rtype]} record of "
                            f"{self._name(fid)} (file offset {offset}): the stream is corrupt",
                            start)
-        self.pos += length + _CRC.size
+        self.pos += length + CRC.size
         rec = Record(rtype, fid, offset, payload, start)
         rec.length = length
         if rtype == BLOCKS:
@@ -348,149 +348,3 @@ class StreamReader:
                            f"holds {len(self.closed)} / {self.total}", rec.pos)
             self.ended = True
         rec.name = self.names.get(fid, "")
-
-
-# -- index for random access (serve) ---------------------------------------------------------
-
-@dataclass
-class FileIndex:
-    name: str
-    size: int = 0
-    chunks: list = field(default_factory=list)  # record positions of its DATA/BLOCKS
-
-
-@dataclass
-class StreamIndex:
-    path: Path
-    header: Header
-    files: dict  # name -> FileIndex
-    stream_bytes: int
-
-
-def index_stream(path, verify=True):
-    """Scan a stream file: every record's place, sizes, the end record. With verify, every
-    payload's CRC is checked too (one full read), so serving never meets corruption late."""
-    path = Path(path)
-    files = {}
-    by_id = {}
-    try:
-        f = open(path, "rb")  # noqa: SIM115 (closed below)
-    except OSError as exc:
-        raise StreamError(f"{path}: cannot open stream: {exc.strerror}") from None
-    with f:
-        reader = StreamReader(f, str(path), skip_data=not verify)
-        for rec in reader:
-            if rec.type == OPEN:
-                by_id[rec.file_id] = files[rec.name] = FileIndex(rec.name)
-            elif rec.type in (DATA, BLOCKS):
-                fi = by_id[rec.file_id]
-                fi.chunks.append(rec.pos)
-                if verify and rec.type == BLOCKS:
-                    rec.data(str(path))  # a CRC-valid record can still hold a bad block
-        for fi in by_id.values():
-            fi.size = reader.closed[fi.name]
-        return StreamIndex(path, reader.header, files, reader.pos)
-
-
-def read_record(f, pos, where):
-    """The checked DATA/BLOCKS record at `pos` of an open stream file (payload not decoded)."""
-    f.seek(pos)
-    head = _read_exact(f, _REC.size)
-    if len(head) < _REC.size:
-        raise StreamError(f"{where}: truncated record header at byte {pos}")
-    rtype, _, _, fid, offset, length = _REC.unpack(head)
-    if rtype not in (DATA, BLOCKS) or length > MAX_PAYLOAD:
-        raise StreamError(f"{where}: record at byte {pos} is not a data record any more")
-    body = _read_exact(f, length + _CRC.size)
-    if len(body) < length + _CRC.size:
-        raise StreamError(f"{where}: truncated data record at byte {pos}")
-    payload = body[:length]
-    if _CRC.unpack_from(body, length)[0] != zlib.crc32(payload, zlib.crc32(head)):
-        raise StreamError(f"{where}: checksum mismatch in the record at byte {pos} "
-                          f"(file offset {offset}): the stream is corrupt")
-    return Record(rtype, fid, offset, payload, pos, length=length)
-
-
-def iter_file(f, fi, where):
-    """The bytes of one indexed file, record by record; blocks are decoded in a thread pool
-    (LZ4 releases the GIL) while the next records are read."""
-    from ..compress.pipeline import ordered_map
-
-    where = f"{where}: {fi.name}"
-
-    def records():
-        for pos in fi.chunks:
-            rec = read_record(f, pos, where)
-            rec.name = fi.name
-            yield rec
-
-    return ordered_map(lambda rec: rec.data(where), records())
-
-
-# -- extract: a stream back into an image directory ------------------------------------------
-
-@dataclass
-class ExtractResult:
-    files: dict  # name -> size as carried by the stream (plain bytes)
-    layout: str    # compression layout of the stream
-    compressed: bool = False  # the directory was written compressed (in the stream's mode)
-
-
-def extract(src, outdir, where, decompress=False):
-    """Write the stream read from binary file object `src` into `outdir` as image files.
-
-    All-or-nothing: files are staged as .NAME.part and renamed only after the end record;
-    on any error every staged file is removed. The stream carries criu's files as criu
-    wrote them (pages possibly block-encoded): a compressed stream's directory is then laid
-    out in CRIU's compressed format, in the stream's mode, by zdtmpy.compress.compress_dir
-    (its pagemap entries decide the blocks); with decompress it stays plain (version 2)."""
-    outdir = Path(outdir)
-    staged = {}  # name -> (part path, file object)
-    done = []
-    reader = StreamReader(src, where)
-    try:
-        outdir.mkdir(parents=True, exist_ok=True)
-        for rec in reader:
-            if rec.type == OPEN:
-                final = outdir / rec.name
-                if final.exists() or final.is_symlink():
-                    raise StreamError(f"{where}: {final} already exists; refusing to "
-                                      "overwrite it")
-                part = outdir / f".{rec.name}.part"
-                staged[rec.name] = (part, open(part, "xb"))  # noqa: SIM115
-            elif rec.type in (DATA, BLOCKS):
-                staged[rec.name][1].write(rec.data(where))
-            elif rec.type == CLOSE:
-                staged[rec.name][1].close()
-        for name, (part, _) in staged.items():
-            os.rename(part, outdir / name)
-            done.append(name)
-        result = ExtractResult(dict(reader.closed), reader.header.compression.layout)
-        if not decompress and reader.header.enabled:
-            from ..compress import compress_dir
-
-            compress_dir(outdir, reader.header.compression, in_place=True)
-            result.compressed = True
-    except OSError as exc:
-        _discard(staged, done, outdir)
-        raise StreamError(f"{where}: extracting into {outdir}: {exc.strerror or exc} "
-                          f"({exc.filename or ''})") from None
-    except BaseException:
-        _discard(staged, done, outdir)
-        raise
-    return result
-
-
-def _discard(staged, done, outdir):
-    for part, fobj in staged.values():
-        fobj.close()
-        _unlink(part)
-    for name in done:
-        _unlink(outdir / name)
-
-
-def _unlink(path):
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass

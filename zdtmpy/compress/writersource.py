@@ -1,0 +1,93 @@
+"""PagemapWriter's entries whose payload comes from an existing layer (an EntrySource):
+decoded by the workers straight to their place in the pages file, or read and encoded."""
+
+from ..codec.blocks import zeros
+from ..errors import ImageError
+from ..images.pagemap import PAGE_SIZE
+from .pagesout import WRITE_BEHIND, start_writeback, writer_pool
+from .pipeline import chunk_size, ordered_map, pwrite_all
+
+
+class SourceEntries:
+    """Mixed into PagemapWriter (whose state and _finish/_store_blocks it uses)."""
+
+    def _copy_source(self, msg, flags, src, template):
+        """Spec "off": the decoded payload of an EntrySource. The decoded size of every
+        task is known in advance, so each worker reads, decodes and writes (pwritev at its
+        own offset, zero runs left as holes) one task: no ordering, no copy through here."""
+        e = src.e
+        block_bytes = e.block_pages * PAGE_SIZE if src.compressed else PAGE_SIZE
+        chunk = chunk_size(block_bytes)
+        pool = writer_pool(chunk)
+        base = self._pos
+        fd, what = self._fd, self._tmp_pages
+
+        def work(task):
+            start, n, _, slen, b0, b1 = task
+            buf, stored = src.read(task, pool)
+            out = None
+            try:
+                if not src.compressed:
+                    pieces = [n] if zeros(n).startswith(stored) else [stored]
+                else:
+                    out = pool.get()
+                    if len(out) < n:
+                        out = bytearray(n)
+                    try:
+                        pieces = self.codec.decode_into(buf, slen, e.sizes[b0:b1],
+                                                        block_bytes, n, out, b0)
+                    except ImageError as exc:
+                        raise ImageError(f"{src.pm.path}: entry {e.index} {exc}") from None
+                pos, end, run = base + start, 0, []
+                for p in pieces:  # write runs of data, skip zero runs (holes)
+                    if type(p) is int:
+                        if run:
+                            pos += pwrite_all(fd, run, pos, what)
+                            end, run = pos, []
+                        pos += p
+                    else:
+                        run.append(p)
+                if run:
+                    pos += pwrite_all(fd, run, pos, what)
+                    end = pos
+                pieces = run = stored = None
+            finally:
+                pool.put(buf)
+                if out is not None:
+                    pool.put(out)
+            return start + n, end, n
+
+        for done, end, n in ordered_map(work, src.tasks(chunk)):
+            if end:
+                self._end = max(self._end, end)
+            self._pos = base + done
+            if self._end - self._synced >= WRITE_BEHIND and start_writeback is not None:
+                start_writeback(self._fd, self._synced, self._end - self._synced)
+                self._synced = self._end
+            if src.progress:
+                src.progress.update(n)
+        return self._finish(msg, flags, template)
+
+    def _encode_source(self, msg, flags, nr_pages, src, template):
+        """A compressed spec over an uncompressed EntrySource: workers read and encode."""
+        block_bytes = self.spec.block_pages * PAGE_SIZE
+        acc = self.spec.acceleration
+        chunk = chunk_size(block_bytes)
+        pool = writer_pool(chunk)
+        outpool = writer_pool(chunk + block_bytes + (block_bytes >> 7) + 64)  # + LZ4 bound slack
+        progress = src.progress
+
+        def work(task):
+            buf, stored = src.read(task, pool)
+            out = outpool.get()
+            sizes, parts = self.codec.encode_into(buf, len(stored), out, block_bytes, acc)
+
+            def done():
+                pool.put(buf)
+                outpool.put(out)
+                if progress:
+                    progress.update(task[1])
+            return sizes, parts, done
+
+        return self._store_blocks(msg, flags, nr_pages, ordered_map(work, src.tasks(chunk)),
+                                  template)

@@ -1,0 +1,83 @@
+"""extract: a stream back into an image directory, all-or-nothing."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .streamformat import (
+    BLOCKS,
+    CLOSE,
+    DATA,
+    OPEN,
+    StreamError,
+    StreamReader,
+)
+
+
+@dataclass
+class ExtractResult:
+    files: dict  # name -> size as carried by the stream (plain bytes)
+    layout: str    # compression layout of the stream
+    compressed: bool = False  # the directory was written compressed (in the stream's mode)
+
+
+def extract(src, outdir, where, decompress=False):
+    """Write the stream read from binary file object `src` into `outdir` as image files.
+
+    All-or-nothing: files are staged as .NAME.part and renamed only after the end record;
+    on any error every staged file is removed. The stream carries criu's files as criu
+    wrote them (pages possibly block-encoded): a compressed stream's directory is then laid
+    out in CRIU's compressed format, in the stream's mode, by zdtmpy.compress.compress_dir
+    (its pagemap entries decide the blocks); with decompress it stays plain (version 2)."""
+    outdir = Path(outdir)
+    staged = {}  # name -> (part path, file object)
+    done = []
+    reader = StreamReader(src, where)
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+        for rec in reader:
+            if rec.type == OPEN:
+                final = outdir / rec.name
+                if final.exists() or final.is_symlink():
+                    raise StreamError(f"{where}: {final} already exists; refusing to "
+                                      "overwrite it")
+                part = outdir / f".{rec.name}.part"
+                staged[rec.name] = (part, open(part, "xb"))  # noqa: SIM115
+            elif rec.type in (DATA, BLOCKS):
+                staged[rec.name][1].write(rec.data(where))
+            elif rec.type == CLOSE:
+                staged[rec.name][1].close()
+        for name, (part, _) in staged.items():
+            os.rename(part, outdir / name)
+            done.append(name)
+        result = ExtractResult(dict(reader.closed), reader.header.compression.layout)
+        if not decompress and reader.header.enabled:
+            from ..compress import compress_dir
+
+            compress_dir(outdir, reader.header.compression, in_place=True)
+            result.compressed = True
+    except OSError as exc:
+        _discard(staged, done, outdir)
+        raise StreamError(f"{where}: extracting into {outdir}: {exc.strerror or exc} "
+                          f"({exc.filename or ''})") from None
+    except BaseException:
+        _discard(staged, done, outdir)
+        raise
+    return result
+
+
+def _discard(staged, done, outdir):
+    for part, fobj in staged.values():
+        fobj.close()
+        _unlink(part)
+    for name in done:
+        _unlink(outdir / name)
+
+
+def _unlink(path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
