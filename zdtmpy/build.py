@@ -79,18 +79,18 @@ def new_compiler(what: str, exe_flags: Sequence[str] | None = None):
     from distutils.ccompiler import new_compiler as _new
     from distutils.sysconfig import customize_compiler
 
-    import setuptools  # noqa: F401  (provides distutils on Python >= 3.12)
+    import setuptools  # type: ignore[import-untyped]  # noqa: F401  (distutils on 3.12+)
 
     cc = _new()
     customize_compiler(cc)
     if exe_flags is not None:
         cmd = compiler_command()
-        cc.set_executables(
-            compiler=cmd + list(exe_flags), compiler_so=cmd + list(exe_flags),
-            linker_exe=cmd + list(LDFLAGS),
+        cc.set_executables(  # lists are accepted (the stubs say str)
+            compiler=cmd + list(exe_flags), compiler_so=cmd + list(exe_flags),  # type: ignore[arg-type]
+            linker_exe=cmd + list(LDFLAGS),  # type: ignore[arg-type]
         )
     cap = _Captured(what)
-    cc.spawn = cap.spawn
+    cc.spawn = cap.spawn  # type: ignore[method-assign]
     return cc, cap
 
 

@@ -245,11 +245,14 @@ def from_mapping(raw: dict, path: Path) -> Descriptor:
 _COMPRESS_FLAGS = ("--compress", "--compress-region", "--compress-acceleration")
 
 
-def _compression_opts(words: tuple, path: Path, key: str) -> tuple[tuple, dict]:
+def _compression_opts(words: tuple[str, ...], path: Path,
+                      key: str) -> tuple[tuple[str, ...], dict[str, Any]]:
     """Take criu's compression options out of an option list: (the rest, what they ask)."""
-    rest, wanted, i = [], {}, 0
+    rest: list[str] = []
+    wanted: dict[str, Any] = {}
+    i = 0
     while i < len(words):
-        word, value = words[i], None
+        word, value = words[i], ""
         flag = word.split("=", 1)[0]
         if flag not in _COMPRESS_FLAGS:
             rest.append(word)
@@ -261,7 +264,7 @@ def _compression_opts(words: tuple, path: Path, key: str) -> tuple[tuple, dict]:
             elif i + 1 < len(words):
                 i += 1
                 value = words[i]
-            if value is None or not value.isdigit():
+            if not value.isdigit():
                 raise DescriptorError(f"{path}: key {key!r}: {flag} needs a number of "
                                       f"{'bytes' if 'region' in flag else 'steps'}")
         if flag == "--compress":

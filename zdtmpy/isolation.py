@@ -77,7 +77,7 @@ def kill_and_reap(pid: int, timeout: float = 10.0) -> bool:
 
 def reap_orphans() -> list[int]:
     """Reap every exited child. Call only when no subprocess.Popen of ours is pending."""
-    reaped = []
+    reaped: list[int] = []
     while True:
         try:
             pid, _ = os.waitpid(-1, os.WNOHANG)

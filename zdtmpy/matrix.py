@@ -105,8 +105,8 @@ class Variant:
 def chain_layouts(compressions: Iterable[str]) -> list[tuple[str, ...]]:
     names = set(compressions)
     kinds = [c for c in CHAIN_KINDS if c in names]
-    pairs = [(a, b) for a in kinds for b in kinds]
-    triples = [t for t in CHAIN_TRIPLES if all(c in names for c in t)]
+    pairs: list[tuple[str, ...]] = [(a, b) for a in kinds for b in kinds]
+    triples: list[tuple[str, ...]] = [t for t in CHAIN_TRIPLES if all(c in names for c in t)]
     return pairs + triples
 
 

@@ -40,7 +40,7 @@ def _read(base: Path, name: str) -> str | None:
 
 def _cgroup_mounts() -> dict[str, str]:
     """{mount point: super options} of cgroup (v1) mounts in our mount namespace."""
-    out = {}
+    out: dict[str, str] = {}
     try:
         lines = Path("/proc/self/mountinfo").read_text().splitlines()
     except OSError:

@@ -35,6 +35,7 @@ import tempfile
 import time
 import zlib
 from pathlib import Path
+from typing import Any
 
 from . import BenchError
 
@@ -42,7 +43,8 @@ HELP = "LZ4 page compression (per-page, region) vs the lz4 CLI on synthetic imag
 
 PATTERNS = ("zero", "mixed", "random", "text", "elf")
 MODES = ("page", "region")
-TARGETS = {"compress": {"page": 1.0, "region": 1.5}, "decompress": 2.0, "rss_mib": 128}
+TARGETS: dict[str, Any] = {"compress": {"page": 1.0, "region": 1.5}, "decompress": 2.0,
+                          "rss_mib": 128}
 PAGE = 4096
 ENTRY_PAGES = 8192          # pages per pagemap entry of the synthetic layer (32 MiB)
 PIECE = 4 << 20             # generation unit
@@ -342,7 +344,7 @@ print(json.dumps({"seconds": t1 - t0, "fsync": time.perf_counter() - t1,
 
 def lz4_reference(cmd, src: Path, work: Path, crc: int):
     comp, back = work / "ref.lz4", work / "ref.out"
-    res = {}
+    res: dict[str, Any] = {}
     for action, argv, out in (("compress", [*cmd, "-f", "-q", str(src), str(comp)], comp),
                               ("decompress", [cmd[0], "-d", "-f", "-q", str(comp), str(back)],
                                back)):

@@ -34,6 +34,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from . import BenchError, fmt, median, parse_junit
 
@@ -215,7 +216,7 @@ def parse_upstream_line(line: str) -> dict | None:
     words = line.split()
     if not words or words[0] != "upstream":
         return None
-    rec = dict(w.split("=", 1) for w in words[1:] if "=" in w)
+    rec: dict[str, Any] = dict(w.split("=", 1) for w in words[1:] if "=" in w)
     for key in ("wall", "criu_dump", "criu_restore"):
         if key in rec:
             try:
@@ -261,7 +262,7 @@ def summarize_items(items: list[dict]) -> dict:
 
 
 def summarize(runs: list[dict], upstream: dict | None) -> dict:
-    out = {"zdtmpy": {}, "upstream": None, "ratios": {}}
+    out: dict[str, Any] = {"zdtmpy": {}, "upstream": None, "ratios": {}}
     for w in sorted({r["workers"] for r in runs}):
         mine = [r for r in runs if r["workers"] == w]
         items = [i for r in mine for i in r["items"]]

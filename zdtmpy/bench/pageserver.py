@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from . import BenchError
 
@@ -145,7 +146,7 @@ def run(args) -> int:
     }
     base = Path(args.dir) if args.dir else None
     work = Path(tempfile.mkdtemp(prefix="zdtmpy-bench-ps-", dir=base))
-    results = {name: [] for name in targets}
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name in targets}
     proc = None
     try:
         exe = build(work)

@@ -97,7 +97,7 @@ class Bench:
         self.criu = str(criu)
         self.root = root
         self.exe = None
-        self.live = []  # pids to kill at the end
+        self.live: list[int] = []  # pids to kill at the end
 
     def build(self):
         src = self.root / "bigmix.c"

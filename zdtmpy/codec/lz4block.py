@@ -13,8 +13,9 @@ from .algorithm import Buffer, EncodedParts, Piece
 def compress(block: Buffer, acceleration: int) -> bytes | None:
     """A raw LZ4 block (no size prefix), or None when LZ4 cannot take it."""
     try:
-        return lz4.block.compress(block, mode="fast", acceleration=acceleration,
-                                  store_size=False)
+        out: bytes = lz4.block.compress(block, mode="fast", acceleration=acceleration,
+                                        store_size=False)
+        return out
     except (lz4.block.LZ4BlockError, MemoryError, OverflowError):
         return None
 
@@ -22,7 +23,7 @@ def compress(block: Buffer, acceleration: int) -> bytes | None:
 def decompress(stored: Buffer, nbytes: int) -> bytes:
     size = len(stored)
     try:
-        out = lz4.block.decompress(stored, uncompressed_size=nbytes)
+        out: bytes = lz4.block.decompress(stored, uncompressed_size=nbytes)
     except lz4.block.LZ4BlockError:
         raise ImageError(f"LZ4 block of {size} bytes is corrupt (does not decode to "
                          f"{nbytes} bytes)") from None

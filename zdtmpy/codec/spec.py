@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
-from typing import Literal, Protocol, cast
+from typing import Literal, Protocol
 
 from ..errors import ImageError
 
@@ -162,4 +162,4 @@ def layout_of(text: str) -> Layout:
     """A layout name checked (for options that take one)."""
     if text not in LAYOUTS:
         raise ImageError(f"unknown compression layout {text!r} (off, page or region)")
-    return cast(Layout, text)
+    return text  # narrowed to a Layout by the check above

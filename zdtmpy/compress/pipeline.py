@@ -162,7 +162,7 @@ def pwrite_all(fd, parts, offset, what):
     return total
 
 
-_SHARED_POOLS = {}  # (user, buffer size) -> BufferPool
+_SHARED_POOLS: dict = {}  # (user, buffer size) -> BufferPool
 _shared_lock = threading.Lock()
 
 

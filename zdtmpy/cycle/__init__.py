@@ -14,11 +14,32 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Any, Callable, NoReturn, Protocol
 
 from .. import isolation, marker, procstate
 from ..criu import Criu, CriuRun
 from ..errors import StageTimeout, WorkloadError, ZdtmError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from ..descriptor import Descriptor
+    from ..matrix import Mode, Variant
+    from ..workload import Manifest, Verdict
+
+
+class WorkloadHandle(Protocol):
+    """What a cycle needs of a started workload: zdtmpy's `workload.Workload`, or another
+    test source's (the upstream corpus)."""
+
+    outfile: Path
+
+    def start(self) -> int: ...
+    def manifest(self) -> Manifest: ...
+    def next_step(self, pid: int, timeout: float = 30) -> Manifest: ...
+    def wait_launcher(self, timeout: float = 30) -> int: ...
+    def stop(self, pid: int, timeout: float = 30) -> Verdict: ...
+    def kill(self) -> None: ...
 
 
 @dataclass
@@ -27,7 +48,7 @@ class RunOptions:
     norst: bool = False  # ZDTM's --norst: dump with --leave-running, no restore
     timeout: float = 30.0  # base timeout for one stage
     oracle: bool = True  # compare image pages with the workload's manifest
-    static_dirs: tuple = ()  # where to look for <workload>.c before zdtmpy's own
+    static_dirs: tuple[Path, ...] = ()  # where to look for <workload>.c before zdtmpy's own
 
 
 class StageError(ZdtmError):
@@ -53,7 +74,10 @@ class Attachment:
         if self.criu_log:
             from ..criu import log_excerpt
 
+            assert self.path is not None
             return log_excerpt(self.path, tail=30) + f"\n(full log: {self.path})"
+        if self.path is None:
+            return ""
         try:
             with open(self.path, "rb") as f:
                 size = os.fstat(f.fileno()).st_size
@@ -71,9 +95,9 @@ class Started:
     """A workload as it was before its first dump: what every cycle compares against."""
 
     pid: int  # host pid of the namespace init
-    before: dict  # procstate.capture() of the tree
-    manifest: object  # workload.Manifest at step 0
-    host_tree: list  # host pids of the tree, to check they are gone after the dump
+    before: dict[int, procstate.ProcState]  # procstate.capture() of the tree
+    manifest: Manifest  # at step 0
+    host_tree: list[int]  # host pids of the tree, to check they are gone after the dump
 
 
 @dataclass
@@ -81,30 +105,31 @@ class Run:
     """One test item's run: its directory, its criu, its cleanup, its timings."""
 
     test: str  # item id, for messages
-    desc: object  # descriptor.Descriptor
-    variant: object  # matrix.Variant
+    desc: Descriptor
+    variant: Variant
     criu: Criu
     workdir: Path
     options: RunOptions = field(default_factory=RunOptions)
-    timings: dict = field(default_factory=dict)
-    attachments: list = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    attachments: list[Attachment] = field(default_factory=list)
     after_dump: Callable[[Path], None] | None = None  # e.g. a conftest hook, via the runner
     # Another source of tests (the upstream corpus): starts the workload instead of
     # build_workload + Workload, and is told of the cycle's call points ('pre-dump', ...).
-    launch: Callable[[Run], object] | None = None
+    launch: Callable[[Run], WorkloadHandle] | None = None
     event: Callable[[str, int | None, Path | None], None] | None = None
-    _cleanups: list = field(default_factory=list)
+    _cleanups: list[Callable[[], object]] = field(default_factory=list)
     _stage: str = "setup"
-    workload: object = None
+    workload: WorkloadHandle | None = None
     failed_stage: str | None = None  # the innermost stage an exception left first
-    image_sizes: dict = field(default_factory=dict)  # image dir -> compress.stats.image_bytes
+    # image dir -> compress.stats.image_bytes
+    image_sizes: dict[str, Any] = field(default_factory=dict)
     # Every process of this run carries marker.env(tag): cleanup kills them all by it, even
     # ones only criu knew (a half-restored tree, a task in another session).
     tag: str = field(default_factory=marker.new_tag)
 
     # -- bookkeeping -------------------------------------------------------------------
     @contextmanager
-    def stage(self, name: str):
+    def stage(self, name: str) -> Iterator[None]:
         """Time a stage; tag any error escaping it with the stage name."""
         prev, self._stage = self._stage, name
         start = time.monotonic()
@@ -119,21 +144,21 @@ class Run:
             self.timings[name] = self.timings.get(name, 0.0) + time.monotonic() - start
             self._stage = prev
 
-    def notify(self, point: str, pid: int | None = None, images: Path | None = None):
+    def notify(self, point: str, pid: int | None = None, images: Path | None = None) -> None:
         """Tell the test source about a call point of the cycle (upstream's .hook)."""
         if self.event is not None:
             with self.stage(f"hook {point}"):
                 self.event(point, pid, images)
 
-    def fail(self, message: str):
+    def fail(self, message: str) -> NoReturn:
         self.failed_stage = self.failed_stage or self._stage
         raise StageError(self._stage, self.test, message)
 
     def attach(self, title: str, path: Path | None = None, text: str | None = None,
-               criu_log: bool = False):
+               criu_log: bool = False) -> None:
         self.attachments.append(Attachment(title, path, text, criu_log))
 
-    def on_cleanup(self, fn: Callable[[], None]):
+    def on_cleanup(self, fn: Callable[[], object]) -> None:
         self._cleanups.append(fn)
 
     def cleanup(self) -> list[str]:
@@ -166,6 +191,12 @@ class Run:
         return max(self.options.timeout, float(self.desc.timeout or 0)) * factor
 
     # -- workload ----------------------------------------------------------------------
+    def started(self) -> WorkloadHandle:
+        """The workload start_workload() started."""
+        if self.workload is None:
+            raise WorkloadError(f"{self.test}: no workload was started")
+        return self.workload
+
     def start_workload(self) -> int:
         from ..workload import Workload, build_workload
 
@@ -196,7 +227,7 @@ class Run:
         pid = self.start_workload()
         with self.stage("visible-state"):
             before = self.capture_state(pid)
-            manifest = self.workload.manifest()
+            manifest = self.started().manifest()
         return Started(pid, before, manifest, isolation.tree_pids(pid))
 
     @property
@@ -204,20 +235,20 @@ class Run:
         """ZDTM's --norst for this test: no restore, unless the test is flagged reqrst."""
         return self.options.norst and not self.desc.has("reqrst")
 
-    def verify_restored(self, started: Started, new_pid: int):
+    def verify_restored(self, started: Started, new_pid: int) -> None:
         """The restored tree looks like the dumped one, and the workload says PASS."""
         self.compare_state(started.before, new_pid)
         self.stop_workload(new_pid)
 
-    def stop_workload(self, pid: int):
+    def stop_workload(self, pid: int) -> None:
         """SIGTERM the (restored) tree and require PASS."""
         with self.stage("verdict"):
-            verdict = self.workload.stop(pid, timeout=self.timeout())
+            verdict = self.started().stop(pid, timeout=self.timeout())
             if verdict.status != "PASS":
                 self.fail(f"workload says {verdict.status}: {verdict.detail}")
 
     # -- criu --------------------------------------------------------------------------
-    def criu_run(self, action: str, args: list, log_name: str, stage: str,
+    def criu_run(self, action: str, args: list[str], log_name: str, stage: str,
                  expect_fail: bool = False) -> CriuRun:
         log = self.path(log_name)
         self.attach(f"criu {action} log ({log_name})", log, criu_log=True)
@@ -228,8 +259,9 @@ class Run:
             self.kill_marked()  # criu's group is dead; restored tasks may live elsewhere
             raise
 
-    def dump(self, pid: int, images: Path, extra=(), *, log_name="dump.log", stage="dump",
-             leave_running=False) -> CriuRun:
+    def dump(self, pid: int, images: Path, extra: tuple[str, ...] | list[str] = (), *,
+             log_name: str = "dump.log", stage: str = "dump",
+             leave_running: bool = False) -> CriuRun:
         images.mkdir(parents=True, exist_ok=True)
         args = ["-t", str(pid), "-D", str(images), *self.desc.opts, *self.desc.dopts, *extra]
         if leave_running:
@@ -239,22 +271,22 @@ class Run:
             return self.criu_run("dump", args, log_name, stage,
                                  expect_fail=self.desc.has("crfail"))
 
-    def wait_tree_gone(self, tree: list[int]):
+    def wait_tree_gone(self, tree: list[int]) -> None:
         """After a dump: the launcher exits, and no process of the old tree survives."""
         with self.stage("dump"):
-            self.workload.wait_launcher(self.timeout())
+            self.started().wait_launcher(self.timeout())
             for pid in tree:
                 if not isolation.wait_gone(pid, self.timeout()):
                     self.fail(f"process {pid} of the dumped tree is still alive after the dump")
 
-    def dumped(self, images: Path):
+    def dumped(self, images: Path) -> None:
         """The dump is complete and its tree gone: let extensions see the images."""
         if self.after_dump is not None:
             with self.stage("after-dump-hook"):
                 self.after_dump(images)
 
-    def restore(self, images: Path, extra=(), *, log_name="restore.log",
-                stage="restore") -> int:
+    def restore(self, images: Path, extra: tuple[str, ...] | list[str] = (), *,
+                log_name: str = "restore.log", stage: str = "restore") -> int:
         pidfile = self.path(f"{log_name}.pid")
         args = ["-D", str(images), "-d", "--pidfile", str(pidfile),
                 *self.desc.opts, *self.desc.ropts, *extra]
@@ -271,10 +303,10 @@ class Run:
         return pid
 
     # -- checks ------------------------------------------------------------------------
-    def capture_state(self, pid: int) -> dict:
+    def capture_state(self, pid: int) -> dict[int, procstate.ProcState]:
         return procstate.capture(pid)
 
-    def compare_state(self, before: dict, pid: int):
+    def compare_state(self, before: dict[int, procstate.ProcState], pid: int) -> None:
         if not getattr(self.workload, "state_comparable", True):
             return  # e.g. upstream's transition tests change their mappings all the time
         with self.stage("visible-state"):
@@ -283,7 +315,8 @@ class Run:
             if diffs:
                 self.fail("restored tree differs from the dumped one:\n  " + "\n  ".join(diffs))
 
-    def check_images(self, images: Path, manifest=None, layer_note: str = ""):
+    def check_images(self, images: Path, manifest: Manifest | None = None,
+                     layer_note: str = "") -> None:
         """The page-content oracle: every manifest page, read back from the images."""
         from ..compress.stats import image_bytes
 
@@ -293,19 +326,20 @@ class Run:
         from .. import oracle
 
         with self.stage("oracle"):
-            manifest = manifest or self.workload.manifest()
+            manifest = manifest or self.started().manifest()
             problems = oracle.check(images, manifest)
             if problems:
                 self.fail(f"image pages differ from the workload's manifest{layer_note}:\n  "
                           + "\n  ".join(problems))
 
-    def remove_workdir(self):
+    def remove_workdir(self) -> None:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-def cycle_function(mode) -> Callable[[Run], None]:
+def cycle_function(mode: Mode) -> Callable[[Run], None]:
     module, func = mode.cycle.split(":")
-    return getattr(importlib.import_module(f"{__name__}.{module}"), func)
+    fn: Callable[[Run], None] = getattr(importlib.import_module(f"{__name__}.{module}"), func)
+    return fn
 
 
 def prepare_workdir(root: Path, name: str) -> Path:

@@ -32,7 +32,7 @@ class BackgroundCriu:
         self.log = r.path(log_name)
         self.out = r.path(log_name + ".out")
         self.cmd = [str(r.criu.path), action, *args, "-o", str(self.log), "-v4"]
-        self.proc = None
+        self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float) -> None:
         rfd, wfd = os.pipe()
@@ -57,11 +57,13 @@ class BackgroundCriu:
                                f"(killed); command: {' '.join(self.cmd)}\n"
                                f"{log_excerpt(self.log)}")
         if not byte:  # the pipe closed: criu exited before it was ready
+            assert self.proc is not None
             rc = self.proc.wait(timeout)
             raise CriuFailure(f"criu {self.action} exited with status {rc} before it was "
                               f"ready; command: {' '.join(self.cmd)}\n{log_excerpt(self.log)}")
 
     def wait(self, timeout: float, stage: str) -> int:
+        assert self.proc is not None, "wait() before start()"
         try:
             rc = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -94,7 +96,7 @@ def free_port() -> int:
 def start_criu_server(r: Run, action: str, args: list, log_name: str) -> tuple:
     """Start a listening criu helper on a free port, retrying when another test took the port
     between our probe and criu's bind. Returns (BackgroundCriu, port)."""
-    last = None
+    last: CriuFailure | None = None
     for attempt in range(PORT_ATTEMPTS):
         port = free_port()
         name = log_name if attempt == 0 else f"{log_name}.{attempt}"
@@ -109,6 +111,7 @@ def start_criu_server(r: Run, action: str, args: list, log_name: str) -> tuple:
             text = helper.log.read_text(errors="replace") if helper.log.exists() else ""
             if "Address already in use" not in text and "bind" not in text.lower():
                 raise
+    assert last is not None
     raise last
 
 

@@ -34,9 +34,9 @@ def _dump_steps(r: Run, pid: int, n: int, dump_one):
         last = i == n - 1
         if i:
             with r.stage("step"):
-                r.workload.next_step(pid, timeout=r.timeout())
+                r.started().next_step(pid, timeout=r.timeout())
         with r.stage("visible-state"):
-            manifests.append(r.workload.manifest())
+            manifests.append(r.started().manifest())
             if manifests[-1].step != i:
                 r.fail(f"manifest says step {manifests[-1].step} before dump {i + 1}, "
                        f"expected {i}")

@@ -92,7 +92,7 @@ def run(r: Run) -> None:
     pid = r.start_workload()
     with r.stage("visible-state"):
         before = r.capture_state(pid)
-        manifest = r.workload.manifest()
+        manifest = r.started().manifest()
     host_tree = tree_pids(pid)
     norst = r.options.norst and not r.desc.has("reqrst")
 

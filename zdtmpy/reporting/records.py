@@ -73,18 +73,19 @@ class Report:
         shards = [s.get("shard") for s in self.sessions]
         if len(self.sessions) == 1 and shards[0] is None:
             return "one unsharded session"
-        if None in shards:
+        named = [s for s in shards if s is not None]
+        if len(named) != len(shards):
             return "a mix of sharded and unsharded sessions"
-        totals = {s.split("/")[1] for s in shards}
-        seen = sorted({int(s.split("/")[0]) for s in shards})
+        totals = {s.split("/")[1] for s in named}
+        seen = sorted({int(s.split("/")[0]) for s in named})
         if len(totals) != 1:
-            return f"shards of different splits ({', '.join(shards)})"
+            return f"shards of different splits ({', '.join(named)})"
         n = int(totals.pop())
         missing = [k for k in range(1, n + 1) if k not in seen]
         if missing:
             return f"INCOMPLETE: shard(s) {', '.join(f'{k}/{n}' for k in missing)} missing"
         if len(seen) != len(shards):
-            return f"shards given twice ({', '.join(shards)})"
+            return f"shards given twice ({', '.join(named)})"
         return f"complete: {n}/{n} shards, {len(self.items)} items"
 
 

@@ -91,9 +91,9 @@ def comparison_lines(c: Comparison, slower_pct: float, min_delta: float) -> list
         out.append(f"  {rid}: {was} -> {now}" + (f" ({note})" if note else ""))
     out.append(f"stages slower by more than {slower_pct:g}% and {min_delta:g}s: "
                f"{len(c.slower)}")
-    for rid, stage, was, now in c.slower:
-        out.append(f"  {rid}: {stage} {was:.3f}s -> {now:.3f}s (x{now / was:.2f})"
-                   if was else f"  {rid}: {stage} {was:.3f}s -> {now:.3f}s")
+    for rid, stage, before, after in c.slower:
+        out.append(f"  {rid}: {stage} {before:.3f}s -> {after:.3f}s (x{after / before:.2f})"
+                   if before else f"  {rid}: {stage} {before:.3f}s -> {after:.3f}s")
     if c.only_baseline:
         out.append(f"only in the baseline: {len(c.only_baseline)}")
         out += [f"  {rid}" for rid in c.only_baseline[:50]]
