@@ -6,7 +6,8 @@ import shutil
 import pytest
 
 from zdtmpy.bench import BenchError
-from zdtmpy.bench.compress import MODES, PATTERNS, PIECE, parse_bytes, pattern_pieces
+from zdtmpy.bench.compress import MODES, parse_bytes
+from zdtmpy.bench.patterns import PATTERNS, PIECE, pattern_pieces
 from zdtmpy.cli import main
 
 
@@ -81,5 +82,12 @@ def test_tiny_run_table_and_json(tmp_path, capsys):
             assert ref["compress"]["mbps"] > 0 and ref["decompress"]["mbps"] > 0
             assert ref["ratio"] > 0.99   # frame overhead on random data
         assert all(r["vs_lz4"]["compress"] > 0 for r in res["results"])
-    assert "targets (x lz4)" in text
+    assert "targets (x lz4, wall)" in text and "region never slower than per-page" in text
+    # the codec in memory against python-lz4 on one core, per pattern and layout
+    assert {(r["pattern"], r["mode"]) for r in res["memory"]} == rows
+    for r in res["memory"]:
+        for action in ("compress", "decompress"):
+            assert r[action]["codec_mbps"] > 0 and r[action]["ceiling_mbps"] > 0
+            assert r[action]["ratio"] > 0 and isinstance(r[action]["met"], bool)
+    assert "in-memory targets met:" in text
     assert not [p for p in tmp_path.iterdir() if p.name.startswith("zdtmpy-bench")]

@@ -13,7 +13,9 @@ Every decompression is checked against the original pages (CRC-32) outside the t
 `os.sync()` runs before each measurement so earlier writes are not flushed inside it.
 MB/s are 10^6 bytes of uncompressed data per second. Ratios "x lz4" are our speed divided by
 the reference's on the same data in the same run. Targets (ratio to the reference):
-region compress >= 1.5, per-page compress >= 1.0, decompress >= 2.0, peak RSS < 128 MiB.
+region compress >= 2.5, per-page compress >= 1.5, decompress >= 3.0, peak RSS < 128 MiB;
+region never slower than per-page. CPU-second ratios are printed beside the wall ratios,
+and the codec in memory against python-lz4 on one core (zdtmpy.bench.codecmem).
 
 Patterns: zero; mixed (runs of 1-64 pages: 50% zero, 25% repeated text, 25% random);
 random; text (generated log-like lines); elf (system binaries from /usr/bin and /usr/lib).
@@ -25,7 +27,6 @@ import argparse
 import json
 import os
 import platform
-import random
 import re
 import resource
 import shutil
@@ -33,22 +34,16 @@ import subprocess
 import sys
 import tempfile
 import time
-import zlib
 from pathlib import Path
 from typing import Any
 
 from . import BenchError
+from .compress_table import TARGETS, chart, make_row, mbps, row_line, table
+from .patterns import PAGE, PATTERNS, file_crc, make_dataset, pattern_pieces
 
 HELP = "LZ4 page compression (per-page, region) vs the lz4 CLI on synthetic images"
 
-PATTERNS = ("zero", "mixed", "random", "text", "elf")
 MODES = ("page", "region")
-TARGETS: dict[str, Any] = {"compress": {"page": 1.0, "region": 1.5}, "decompress": 2.0,
-                          "rss_mib": 128}
-PAGE = 4096
-ENTRY_PAGES = 8192          # pages per pagemap entry of the synthetic layer (32 MiB)
-PIECE = 4 << 20             # generation unit
-POOL_BYTES = 32 << 20       # distinct bytes per generated pattern, tiled up to --size
 PAGEMAP = "pagemap-1.img"
 PAGES = "pages-1.img"
 
@@ -83,151 +78,6 @@ def parse_bytes(text: str) -> int:
         return parse_size(text)
     except ImageError as exc:
         raise BenchError(str(exc)) from None
-
-
-def _mbps(nbytes, seconds):
-    return nbytes / seconds / 1e6 if seconds else None
-
-
-def _div(a, b):
-    return a / b if a is not None and b else None
-
-
-def _f(value, spec="8.1f", width=8):
-    return format(value, spec) if value is not None else "-".rjust(width)
-
-
-# -- data --------------------------------------------------------------------------------
-
-def _text_pool(nbytes, rng):
-    words = ("alloc", "free", "page", "map", "unmap", "read", "write", "open", "close",
-             "sync", "flush", "dirty", "clean", "mm", "vma", "pte", "pid", "tid", "fd",
-             "sock", "pipe", "inet", "tcp", "udp", "restore", "dump", "criu", "zdtm", "lazy",
-             "error", "warning", "info", "debug", "trace", "ok", "fail", "pass", "retry")
-    out, n = [], 0
-    t = 1700000000.0
-    while n < nbytes:
-        t += rng.random()
-        line = (f"{t:.6f} host{rng.randrange(8)} svc[{rng.randrange(1, 40000)}]: "
-                f"{' '.join(rng.choice(words) for _ in range(rng.randrange(3, 10)))} "
-                f"addr=0x{rng.getrandbits(40):x} n={rng.randrange(1000)}\n")
-        out.append(line)
-        n += len(line)
-    return "".join(out).encode()[:nbytes]
-
-
-def _elf_pool(nbytes):
-    """System binaries concatenated (sorted walk of /usr/bin, /usr/lib), up to nbytes."""
-    parts, n = [], 0
-    for top in ("/usr/bin", "/usr/lib"):
-        for root, dirs, files in os.walk(top):
-            dirs.sort()
-            for name in sorted(files):
-                p = os.path.join(root, name)
-                try:
-                    if os.path.islink(p) or not os.path.isfile(p):
-                        continue
-                    with open(p, "rb") as f:
-                        if f.read(4) != b"\x7fELF":
-                            continue
-                        f.seek(0)
-                        data = f.read(nbytes - n)
-                except OSError:
-                    continue
-                parts.append(data)
-                n += len(data)
-                if n >= nbytes:
-                    return b"".join(parts)
-    if not parts:
-        raise BenchError("no ELF files found under /usr/bin and /usr/lib for the elf pattern")
-    return b"".join(parts)
-
-
-def _tile(pool, total):
-    """Pieces of `pool` repeated up to `total` bytes (LZ4 sees 64 KiB back at most, so the
-    repetition of a multi-MiB pool is invisible to it)."""
-    pos = 0
-    mv = memoryview(pool)
-    while pos < total:
-        off = pos % len(pool)
-        n = min(PIECE, total - pos, len(pool) - off)
-        yield mv[off:off + n]
-        pos += n
-
-
-def pattern_pieces(name, total, seed=1):
-    """The pattern's bytes, `total` long, as an iterable of bytes-like pieces."""
-    rng = random.Random(f"{name}-{seed}")
-    pool_bytes = min(POOL_BYTES, total)
-    if name == "zero":
-        zero = bytes(min(PIECE, total))
-        return (zero[:min(PIECE, total - off)] for off in range(0, total, PIECE))
-    if name == "random":
-        return _tile(rng.randbytes(pool_bytes), total)
-    if name == "text":
-        return _tile(_text_pool(pool_bytes, rng), total)
-    if name == "elf":
-        pool = _elf_pool(pool_bytes)
-        return _tile(pool[:len(pool) - len(pool) % PAGE] or pool, total)
-    if name == "mixed":
-        return _mixed(total, rng, pool_bytes)
-    raise BenchError(f"unknown pattern {name!r} (one of {', '.join(PATTERNS)})")
-
-
-def _mixed(total, rng, pool_bytes):
-    text = _text_pool(pool_bytes, rng)
-    rand = rng.randbytes(pool_bytes)
-    zero = bytes(64 * PAGE)
-    pos = 0
-    while pos < total:
-        n = min(rng.randrange(1, 65) * PAGE, total - pos)
-        r = rng.random()
-        if r < 0.5:
-            yield zero[:n]
-        else:
-            pool = text if r < 0.75 else rand
-            off = rng.randrange(0, (len(pool) - n) // PAGE + 1) * PAGE
-            yield pool[off:off + n]
-        pos += n
-
-
-def make_dataset(path: Path, name: str, total: int) -> int:
-    """A plain (img_version 2) layer at path with `total` bytes of pattern `name` in one
-    pagemap; returns the CRC-32 of its pages file."""
-    from ..compress.synth import make_layer
-    from ..images.pagemap import PE_PRESENT
-
-    crc = 0
-    pieces = iter(pattern_pieces(name, total))
-    leftover = memoryview(b"")
-
-    def take(nbytes):  # nbytes of the stream, as pieces, updating the CRC
-        nonlocal crc, leftover
-        while nbytes:
-            if not leftover:
-                leftover = memoryview(next(pieces)).cast("B")
-            piece, leftover = leftover[:nbytes], leftover[nbytes:]
-            crc = zlib.crc32(piece, crc)
-            nbytes -= len(piece)
-            yield piece
-
-    entries = []
-    vaddr = 0x7f0000000000
-    npages = total // PAGE
-    for first in range(0, npages, ENTRY_PAGES):
-        n = min(ENTRY_PAGES, npages - first)
-        entries.append((vaddr, n, PE_PRESENT, take(n * PAGE)))
-        vaddr += (n + 1) * PAGE   # a one-page hole between entries
-    make_layer(path, {1: entries})
-    return crc
-
-
-def file_crc(path: Path) -> int:
-    crc = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(8 << 20):
-            crc = zlib.crc32(chunk, crc)
-    return crc
 
 
 # -- measuring a child --------------------------------------------------------------------
@@ -410,7 +260,7 @@ def measure(size, patterns, modes, region, tmpdir, tool="lz4", repeat=1, log=pri
         "python_lz4": _python_lz4_version(),
         "lz4_cli": {"command": cmd, "version": lz4_version(tool) if cmd else None},
         "targets": TARGETS, "repeat": repeat, "loadavg_before": os.getloadavg(),
-        "reference": {}, "results": [],
+        "reference": {}, "results": [], "memory": [],
     }
     work = Path(tempfile.mkdtemp(prefix="zdtmpy-bench-compress-", dir=base))
     try:
@@ -434,18 +284,36 @@ def measure(size, patterns, modes, region, tmpdir, tool="lz4", repeat=1, log=pri
             if ref:
                 ref["ratio"] = size / ref["bytes_after"]
                 for action in ("compress", "decompress"):
-                    ref[action]["mbps"] = _mbps(size, ref[action]["seconds"])
+                    ref[action]["mbps"] = mbps(size, ref[action]["seconds"])
             result["reference"][name] = ref
             for mode in modes:
-                row = _row(name, mode, size, ours[mode]["compress"],
+                row = make_row(name, mode, size, ours[mode]["compress"],
                            ours[mode]["decompress"], ref)
                 result["results"].append(row)
-                log(_line(row), file=sys.stderr)
+                log(row_line(row), file=sys.stderr)
             shutil.rmtree(layer)
+            _memory(result, name, size, modes, region, log)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     result["loadavg_after"] = os.getloadavg()
     return result
+
+
+MEMORY_BYTES = 64 << 20   # in-memory codec figures: this much of each pattern
+
+
+def _memory(result, name, size, modes, region, log):
+    """The codec in memory against python-lz4 on one core, per block layout."""
+    from . import codecmem
+
+    data = b"".join(bytes(p) for p in pattern_pieces(name, min(size, MEMORY_BYTES)))
+    for mode in modes:
+        row = {"pattern": name, "mode": mode,
+               **codecmem.measure(data, PAGE if mode == "page" else region)}
+        result["memory"].append(row)
+        log(f"  {name} {mode} in memory: compress x{row['compress']['ratio']:.2f}, "
+            f"decompress x{row['decompress']['ratio']:.2f} the one-core python-lz4 ceiling",
+            file=sys.stderr)
 
 
 def _best(old, new):
@@ -465,115 +333,6 @@ def _python_lz4_version():
         return {"python-lz4": lz4.__version__, "liblz4": lz4.library_version_string()}
     except (ImportError, AttributeError):
         return None
-
-
-def _row(name, mode, size, c, d, ref):
-    row = {
-        "pattern": name, "mode": mode, "bytes": size,
-        "bytes_after": c["after"], "ratio": size / c["after"] if c["after"] else None,
-        "compress": {"seconds": c["seconds"], "cpu_seconds": c["cpu_seconds"],
-                     "mbps": _mbps(size, c["seconds"]), "rss_mib": c["rss_kib"] / 1024},
-        "decompress": {"seconds": d["seconds"], "cpu_seconds": d["cpu_seconds"],
-                       "mbps": _mbps(size, d["seconds"]), "rss_mib": d["rss_kib"] / 1024},
-    }
-    vs = {}
-    for action in ("compress", "decompress"):
-        vs[action] = _div(ref[action]["seconds"], row[action]["seconds"]) if ref else None
-    row["vs_lz4"] = vs
-    want_c = TARGETS["compress"][mode]
-    rss = max(row["compress"]["rss_mib"], row["decompress"]["rss_mib"])
-    # RSS target: < 128 MiB for 1 GiB; smaller sets are held to the same bound
-    row["targets"] = {
-        "compress": vs["compress"] >= want_c if vs["compress"] is not None else None,
-        "decompress": (vs["decompress"] >= TARGETS["decompress"]
-                       if vs["decompress"] is not None else None),
-        "rss": rss < TARGETS["rss_mib"],
-    }
-    return row
-
-
-def _line(r):
-    vs = r["vs_lz4"]
-    return (f"  {r['pattern']} {r['mode']}: ratio {_f(r['ratio'], '.2f', 1)}, "
-            f"compress {_f(r['compress']['mbps'], '.0f', 1)} MB/s "
-            f"(x{_f(vs['compress'], '.2f', 1)} lz4), decompress "
-            f"{_f(r['decompress']['mbps'], '.0f', 1)} MB/s (x{_f(vs['decompress'], '.2f', 1)})")
-
-
-def _mark(ok):
-    return "n/a" if ok is None else ("ok" if ok else "MISS")
-
-
-def table(result) -> str:
-    lines = []
-    cmd = result["lz4_cli"]["command"]
-    ref_cmd = " ".join([Path(cmd[0]).name, *cmd[1:]]) if cmd else "none"
-    lines.append(f"data: {result['size'] >> 20} MiB per pattern, region "
-                 f"{result['region_size'] >> 10} KiB, {result['cpus']} CPUs; reference: "
-                 f"{ref_cmd}"
-                 f" (lz4 {result['lz4_cli']['version'] or '?'}), times include fsync")
-    load = result.get("loadavg_before"), result.get("loadavg_after")
-    if all(load):
-        lines.append(f"load average before/after: {load[0][0]:.2f} / {load[1][0]:.2f} "
-                     f"(other work on this machine skews wall times; CPU seconds are in the "
-                     f"JSON); best of {result.get('repeat', 1)}")
-    lines.append("")
-    lines.append("reference      ratio  comp MB/s  decomp MB/s  RSS MiB")
-    for name, ref in result["reference"].items():
-        if ref is None:
-            lines.append(f"{name:<12} {'-':>7} {'-':>10} {'-':>12} {'-':>8}")
-            continue
-        rss = max(ref["compress"]["rss_kib"], ref["decompress"]["rss_kib"]) / 1024
-        lines.append(f"{name:<12} {ref['ratio']:7.2f} {ref['compress']['mbps']:10.0f} "
-                     f"{ref['decompress']['mbps']:12.0f} {rss:8.1f}")
-    lines.append("")
-    hdr = (f"{'pattern':<8} {'mode':<7} {'ratio':>7} {'comp MB/s':>10} {'x lz4':>6} "
-           f"{'decomp MB/s':>12} {'x lz4':>6} {'RSS c/d MiB':>12}  targets (comp, decomp, rss)")
-    lines.append(hdr)
-    met = total = 0
-    for r in result["results"]:
-        t = r["targets"]
-        marks = [_mark(t["compress"]), _mark(t["decompress"]), _mark(t["rss"])]
-        met += sum(1 for v in t.values() if v)
-        total += sum(1 for v in t.values() if v is not None)
-        rss = f"{r['compress']['rss_mib']:.0f}/{r['decompress']['rss_mib']:.0f}"
-        ratio = "inf" if r["bytes_after"] == 0 else _f(r["ratio"], "7.2f", 7)
-        lines.append(f"{r['pattern']:<8} {r['mode']:<7} {ratio:>7} "
-                     f"{_f(r['compress']['mbps'], '10.0f', 10)} "
-                     f"{_f(r['vs_lz4']['compress'], '6.2f', 6)} "
-                     f"{_f(r['decompress']['mbps'], '12.0f', 12)} "
-                     f"{_f(r['vs_lz4']['decompress'], '6.2f', 6)} {rss:>12}  "
-                     f"{', '.join(marks)}")
-    t = TARGETS
-    lines.append("")
-    lines.append(f"targets (x lz4): compress page >= {t['compress']['page']}, region >= "
-                 f"{t['compress']['region']}; decompress >= {t['decompress']}; peak RSS < "
-                 f"{t['rss_mib']} MiB. Met: {met} of {total}")
-    return "\n".join(lines)
-
-
-def chart(result, path):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = result["results"]
-    labels = [f"{r['pattern']}\n{r['mode']}" for r in rows]
-    comp = [r["vs_lz4"]["compress"] or 0 for r in rows]
-    dec = [r["vs_lz4"]["decompress"] or 0 for r in rows]
-    x = range(len(rows))
-    fig, ax = plt.subplots(figsize=(max(6, len(rows) * 0.9), 4))
-    ax.bar([i - 0.2 for i in x], comp, 0.4, label="compress")
-    ax.bar([i + 0.2 for i in x], dec, 0.4, label="decompress")
-    ax.axhline(1.0, color="grey", lw=0.8)
-    ax.axhline(TARGETS["decompress"], color="tab:orange", lw=0.8, ls="--")
-    ax.set_xticks(list(x), labels, fontsize=8)
-    ax.set_ylabel("speed / lz4 CLI")
-    ax.set_title(f"zdtmpy LZ4 vs lz4 -1, {result['size'] >> 20} MiB per pattern")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
 
 
 def run(args) -> int:

@@ -190,7 +190,7 @@ class BlockCodec:
             return parts[0]
         return b"".join(zeros(p) if isinstance(p, int) else p for p in parts)
 
-    def decode_into(self, src: bytearray, stored_len: int, sizes: Sequence[int],
+    def decode_into(self, src: Buffer, stored_len: int, sizes: Sequence[int],
                     block_bytes: int, total_bytes: int, out: bytearray,
                     first_block: int = 0) -> list[Piece]:
         """decode_parts for stored bytes at the start of `src`, encoded blocks decoded into

@@ -1,0 +1,182 @@
+"""The compress benchmark's rows, targets and table (and an optional chart)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+# ratios to the lz4 CLI on the same data in the same run (issue 13's targets)
+TARGETS: dict[str, Any] = {"compress": {"page": 1.5, "region": 2.5}, "decompress": 3.0,
+                          "rss_mib": 128, "memory": 1.6}
+
+
+def mbps(nbytes, seconds):
+    return nbytes / seconds / 1e6 if seconds else None
+
+
+def div(a, b):
+    return a / b if a is not None and b else None
+
+
+def _f(value, spec="8.1f", width=8):
+    return format(value, spec) if value is not None else "-".rjust(width)
+
+
+def make_row(name, mode, size, c, d, ref):
+    row = {
+        "pattern": name, "mode": mode, "bytes": size,
+        "bytes_after": c["after"], "ratio": size / c["after"] if c["after"] else None,
+        "compress": {"seconds": c["seconds"], "cpu_seconds": c["cpu_seconds"],
+                     "mbps": mbps(size, c["seconds"]), "rss_mib": c["rss_kib"] / 1024},
+        "decompress": {"seconds": d["seconds"], "cpu_seconds": d["cpu_seconds"],
+                       "mbps": mbps(size, d["seconds"]), "rss_mib": d["rss_kib"] / 1024},
+    }
+    vs, cpu = {}, {}
+    for action in ("compress", "decompress"):
+        vs[action] = div(ref[action]["seconds"], row[action]["seconds"]) if ref else None
+        # CPU seconds per byte, lz4's over ours: what a busy machine does not skew as much
+        cpu[action] = div(ref[action].get("cpu_seconds"), row[action]["cpu_seconds"]) \
+            if ref else None
+    row["vs_lz4"] = vs
+    row["vs_lz4_cpu"] = cpu
+    want_c = TARGETS["compress"][mode]
+    rss = max(row["compress"]["rss_mib"], row["decompress"]["rss_mib"])
+    # RSS target: < 128 MiB for 1 GiB; smaller sets are held to the same bound
+    row["targets"] = {
+        "compress": vs["compress"] >= want_c if vs["compress"] is not None else None,
+        "decompress": (vs["decompress"] >= TARGETS["decompress"]
+                       if vs["decompress"] is not None else None),
+        "rss": rss < TARGETS["rss_mib"],
+    }
+    return row
+
+
+def row_line(r):
+    vs = r["vs_lz4"]
+    return (f"  {r['pattern']} {r['mode']}: ratio {_f(r['ratio'], '.2f', 1)}, "
+            f"compress {_f(r['compress']['mbps'], '.0f', 1)} MB/s "
+            f"(x{_f(vs['compress'], '.2f', 1)} lz4), decompress "
+            f"{_f(r['decompress']['mbps'], '.0f', 1)} MB/s (x{_f(vs['decompress'], '.2f', 1)})")
+
+
+def mark(ok):
+    return "n/a" if ok is None else ("ok" if ok else "MISS")
+
+
+def table(result) -> str:
+    lines = []
+    cmd = result["lz4_cli"]["command"]
+    ref_cmd = " ".join([Path(cmd[0]).name, *cmd[1:]]) if cmd else "none"
+    lines.append(f"data: {result['size'] >> 20} MiB per pattern, region "
+                 f"{result['region_size'] >> 10} KiB, {result['cpus']} CPUs; reference: "
+                 f"{ref_cmd}"
+                 f" (lz4 {result['lz4_cli']['version'] or '?'}), times include fsync")
+    load = result.get("loadavg_before"), result.get("loadavg_after")
+    if all(load):
+        lines.append(f"load average before/after: {load[0][0]:.2f} / {load[1][0]:.2f} "
+                     f"(other work on this machine skews wall times; CPU seconds are in the "
+                     f"JSON); best of {result.get('repeat', 1)}")
+    lines.append("")
+    lines.append("reference      ratio  comp MB/s  decomp MB/s  RSS MiB")
+    for name, ref in result["reference"].items():
+        if ref is None:
+            lines.append(f"{name:<12} {'-':>7} {'-':>10} {'-':>12} {'-':>8}")
+            continue
+        rss = max(ref["compress"]["rss_kib"], ref["decompress"]["rss_kib"]) / 1024
+        lines.append(f"{name:<12} {ref['ratio']:7.2f} {ref['compress']['mbps']:10.0f} "
+                     f"{ref['decompress']['mbps']:12.0f} {rss:8.1f}")
+    lines.append("")
+    hdr = (f"{'pattern':<8} {'mode':<7} {'ratio':>7} {'comp MB/s':>10} {'x lz4':>6} "
+           f"{'cpu x':>6} {'decomp MB/s':>12} {'x lz4':>6} {'cpu x':>6} {'RSS c/d MiB':>12}  "
+           "targets (comp, decomp, rss)")
+    lines.append(hdr)
+    met = total = 0
+    for r in result["results"]:
+        t = r["targets"]
+        marks = [mark(t["compress"]), mark(t["decompress"]), mark(t["rss"])]
+        met += sum(1 for v in t.values() if v)
+        total += sum(1 for v in t.values() if v is not None)
+        rss = f"{r['compress']['rss_mib']:.0f}/{r['decompress']['rss_mib']:.0f}"
+        ratio = "inf" if r["bytes_after"] == 0 else _f(r["ratio"], "7.2f", 7)
+        cpu = r.get("vs_lz4_cpu") or {}
+        lines.append(f"{r['pattern']:<8} {r['mode']:<7} {ratio:>7} "
+                     f"{_f(r['compress']['mbps'], '10.0f', 10)} "
+                     f"{_f(r['vs_lz4']['compress'], '6.2f', 6)} "
+                     f"{_f(cpu.get('compress'), '6.2f', 6)} "
+                     f"{_f(r['decompress']['mbps'], '12.0f', 12)} "
+                     f"{_f(r['vs_lz4']['decompress'], '6.2f', 6)} "
+                     f"{_f(cpu.get('decompress'), '6.2f', 6)} {rss:>12}  "
+                     f"{', '.join(marks)}")
+    t = TARGETS
+    lines.append("")
+    lines.append(f"targets (x lz4, wall): compress page >= {t['compress']['page']}, region >= "
+                 f"{t['compress']['region']}; decompress >= {t['decompress']}; peak RSS < "
+                 f"{t['rss_mib']} MiB. Met: {met} of {total}. cpu x = lz4's CPU seconds / "
+                 "ours (the same data)")
+    slower = region_slower(result["results"])
+    lines.append("region never slower than per-page: "
+                 + ("ok" if not slower else "MISS (" + ", ".join(slower) + ")"))
+    lines += memory_lines(result.get("memory", []))
+    return "\n".join(lines)
+
+
+def chart(result, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = result["results"]
+    labels = [f"{r['pattern']}\n{r['mode']}" for r in rows]
+    comp = [r["vs_lz4"]["compress"] or 0 for r in rows]
+    dec = [r["vs_lz4"]["decompress"] or 0 for r in rows]
+    x = range(len(rows))
+    fig, ax = plt.subplots(figsize=(max(6, len(rows) * 0.9), 4))
+    ax.bar([i - 0.2 for i in x], comp, 0.4, label="compress")
+    ax.bar([i + 0.2 for i in x], dec, 0.4, label="decompress")
+    ax.axhline(1.0, color="grey", lw=0.8)
+    ax.axhline(TARGETS["decompress"], color="tab:orange", lw=0.8, ls="--")
+    ax.set_xticks(list(x), labels, fontsize=8)
+    ax.set_ylabel("speed / lz4 CLI")
+    ax.set_title(f"zdtmpy LZ4 vs lz4 -1, {result['size'] >> 20} MiB per pattern")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+
+
+def region_slower(rows: list[dict[str, Any]]) -> list[str]:
+    """Patterns and actions where region was slower (wall) than per-page."""
+    by = {(r["pattern"], r["mode"]): r for r in rows}
+    out = []
+    for (pattern, mode), r in by.items():
+        page = by.get((pattern, "page"))
+        if mode != "region" or page is None:
+            continue
+        for action in ("compress", "decompress"):
+            if r[action]["seconds"] > page[action]["seconds"]:
+                out.append(f"{pattern} {action}")
+    return out
+
+
+def memory_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """The in-memory table: the codec against python-lz4 on one core (the ceiling)."""
+    if not rows:
+        return []
+    lines = ["", f"in memory vs python-lz4 block functions on one core (target >= "
+             f"{TARGETS['memory']}x; wall ratio, CPU seconds ceiling/codec in brackets)",
+             f"{'pattern':<8} {'mode':<7} {'block':>7} {'thr':>3} {'comp MB/s':>10} "
+             f"{'ceil':>7} {'x':>5} {'cpu':>5} {'decomp MB/s':>12} {'ceil':>7} {'x':>5} "
+             f"{'cpu':>5}  targets"]
+    met = 0
+    for r in rows:
+        c, d = r["compress"], r["decompress"]
+        met += c["met"] + d["met"]
+        lines.append(f"{r['pattern']:<8} {r['mode']:<7} {r['block'] >> 10:>6}K "
+                     f"{r['threads']:>3} {c['codec_mbps']:10.0f} {c['ceiling_mbps']:7.0f} "
+                     f"{c['ratio']:5.2f} {_f(c['cpu_ratio'], '5.2f', 5)} "
+                     f"{d['codec_mbps']:12.0f} {d['ceiling_mbps']:7.0f} {d['ratio']:5.2f} "
+                     f"{_f(d['cpu_ratio'], '5.2f', 5)}  {mark(c['met'])}, {mark(d['met'])}")
+    lines.append(f"in-memory targets met: {met} of {2 * len(rows)}")
+    return lines
