@@ -36,7 +36,7 @@ import time
 import zlib
 from pathlib import Path
 
-from . import BenchError
+from . import BenchError, chart, figures
 
 HELP = "LZ4 page compression (per-page, region) vs the lz4 CLI on synthetic images"
 
@@ -55,8 +55,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", default="1G", metavar="SIZE",
                    help="uncompressed bytes per pattern, e.g. 64M, 1G (default 1G)")
     p.add_argument("--json", metavar="FILE", help="also write every measurement as JSON")
-    p.add_argument("--chart", metavar="FILE.png",
-                   help="also draw the ratios to lz4 as a bar chart (needs matplotlib)")
+    chart.add_argument(p)
     p.add_argument("--patterns", default=",".join(PATTERNS), metavar="LIST",
                    help=f"comma-separated subset of {','.join(PATTERNS)} (default: all)")
     p.add_argument("--modes", default=",".join(MODES), metavar="LIST",
@@ -550,30 +549,6 @@ def table(result) -> str:
     return "\n".join(lines)
 
 
-def chart(result, path):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = result["results"]
-    labels = [f"{r['pattern']}\n{r['mode']}" for r in rows]
-    comp = [r["vs_lz4"]["compress"] or 0 for r in rows]
-    dec = [r["vs_lz4"]["decompress"] or 0 for r in rows]
-    x = range(len(rows))
-    fig, ax = plt.subplots(figsize=(max(6, len(rows) * 0.9), 4))
-    ax.bar([i - 0.2 for i in x], comp, 0.4, label="compress")
-    ax.bar([i + 0.2 for i in x], dec, 0.4, label="decompress")
-    ax.axhline(1.0, color="grey", lw=0.8)
-    ax.axhline(TARGETS["decompress"], color="tab:orange", lw=0.8, ls="--")
-    ax.set_xticks(list(x), labels, fontsize=8)
-    ax.set_ylabel("speed / lz4 CLI")
-    ax.set_title(f"zdtmpy LZ4 vs lz4 -1, {result['size'] >> 20} MiB per pattern")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-
-
 def run(args) -> int:
     size = parse_bytes(args.size)
     patterns = _list(args.patterns, PATTERNS, "patterns")
@@ -584,11 +559,7 @@ def run(args) -> int:
         region = parse_size(args.region_size)
     except ImageError as exc:
         raise BenchError(f"--region-size: {exc}") from None
-    if args.chart:
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError:
-            raise BenchError("--chart needs matplotlib (pip install matplotlib)") from None
+    chart.require(args.chart)
     if args.repeat < 1:
         raise BenchError("--repeat must be at least 1")
     result = measure(size, patterns, modes, region, args.tmpdir, args.lz4, args.repeat,
@@ -597,5 +568,5 @@ def run(args) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     if args.chart:
-        chart(result, args.chart)
+        figures.compress(args.chart, result)
     return 0
