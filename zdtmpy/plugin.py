@@ -60,6 +60,9 @@ def pytest_addoption(parser):
                      "built in")
     g.addoption("--zdtm-flavor", action="append", default=None, metavar="FLAVOR",
                 help="upstream corpus flavors (repeatable): h, ns; default: both")
+    g.addoption("--zdtm-corpus-tests", action="append", default=None, metavar="NAMES",
+                help="only these upstream tests (space-separated short names, e.g. "
+                     "'maps00 pipe00'; 'slice' = a representative slice); repeatable")
     g.addoption("--zdtm-as-root", action="store_true",
                 help="run upstream tests not flagged suid as root instead of upstream's "
                      "uid 18943 (needed where root lacks CAP_SYS_RESOURCE)")
