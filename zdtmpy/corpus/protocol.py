@@ -193,6 +193,26 @@ class UpstreamWorkload:
         detail = last[0].strip() if last else f"no {self.outfile.name} written"
         return Verdict("FAIL", f"{detail}\n{self.output()}", out)
 
+    def image_problems(self, images: Path) -> list[str]:
+        """Without a manifest: every page criu says it wrote (stats-dump) is in the pagemaps.
+        Chain layers (parent link) and lazy dumps keep pages elsewhere: not counted."""
+        from ..cycle.stream import count_pages, dump_stats
+
+        if (images / "parent").exists() or not (images / "stats-dump").exists():
+            return []
+        stats = dump_stats(images)
+        if stats.pages_lazy:
+            return []
+        own, shared = count_pages(images)
+        problems = []
+        if own != stats.pages_written:
+            problems.append(f"{images}: pagemaps hold {own} present pages, stats-dump says "
+                            f"pages_written={stats.pages_written}")
+        if stats.HasField("shpages_written") and shared != stats.shpages_written:
+            problems.append(f"{images}: shmem pagemaps hold {shared} present pages, stats-dump "
+                            f"says shpages_written={stats.shpages_written}")
+        return problems
+
     # -- cleanup ---------------------------------------------------------------------------
     def _kill_tree(self, pid: int) -> None:
         if not alive(pid) or _session_of(pid) != pid:
