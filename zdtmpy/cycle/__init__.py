@@ -37,6 +37,16 @@ class StageError(ZdtmError):
         message = message.removeprefix(f"stage '{stage}': ")  # said once is enough
         super().__init__(f"{test}: stage '{stage}': {message}")
         self.stage = stage
+        self.detail = message
+
+    def after(self) -> str:
+        """This failure as the consequence of another cause: "in stage 'x': ..." """
+        return f"in stage '{self.stage}': {self.detail}"
+
+
+def followed(failure: Exception) -> str:
+    """A failure told as the consequence of an earlier cause (no second test id)."""
+    return failure.after() if isinstance(failure, StageError) else str(failure)
 
 
 @dataclass
@@ -278,10 +288,20 @@ class Run:
         if not getattr(self.workload, "state_comparable", True):
             return  # e.g. upstream's transition tests change their mappings all the time
         with self.stage("visible-state"):
+            self.require_alive(pid)
             differ = getattr(self.workload, "state_differences", procstate.differences)
             diffs = differ(before, procstate.capture(pid))
             if diffs:
+                time.sleep(0.1)  # a process killed while we looked may still be exiting
+                self.require_alive(pid)
                 self.fail("restored tree differs from the dumped one:\n  " + "\n  ".join(diffs))
+
+    def require_alive(self, pid: int):
+        """A restored init that died is reported as such (which pid, which signal), not as
+        the lost mappings or data a look at its remains would suggest."""
+        how = isolation.death(pid)
+        if how is not None:
+            self.fail(f"restored process {pid} (the tree's init) {how} before the check")
 
     def check_images(self, images: Path, manifest=None, layer_note: str = ""):
         """The page-content oracle: every manifest page, read back from the images."""

@@ -14,9 +14,9 @@ import socket
 import subprocess
 from pathlib import Path
 
-from ..criu import log_excerpt, signal_name
-from ..errors import CriuFailure, StageTimeout
-from . import Run
+from ..criu import log_excerpt, returncode_text, signal_name
+from ..errors import CriuFailure, StageTimeout, ZdtmError
+from . import Run, followed
 from .transforms import COMPRESS_FEATURE, link_copy, refuse_compressed
 
 LOOPBACK = "127.0.0.1"
@@ -74,6 +74,17 @@ class BackgroundCriu:
             raise CriuFailure(f"criu {self.action} {how}; "
                               f"command: {' '.join(self.cmd)}\n{log_excerpt(self.log)}")
         return rc
+
+    def blame(self, failure: Exception) -> None:
+        """If this helper died before `failure`, raise a StageError naming its death."""
+        from . import StageError
+
+        if self.proc is None or self.proc.poll() in (None, 0):
+            return
+        raise StageError(self.action, self.r.test,
+                         f"criu {self.action} {returncode_text(self.proc.returncode)} while "
+                         f"the restored workload still depended on it; what followed: "
+                         f"{followed(failure)}\n{log_excerpt(self.log)}") from failure
 
     def kill(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
@@ -197,13 +208,19 @@ def run_criu(r: Run) -> None:
             if not moved:
                 r.fail(f"criu page-server wrote no pagemap into {ps_dir}")
 
-    _dump_restore(r, images, page_server_args(port), finish_dump, False)
+    _dump_restore(r, images, page_server_args(port), finish_dump, False, helper)
 
 
-def _dump_restore(r: Run, images: Path, dump_extra: list, finish_dump, compressed: bool):
+def _dump_restore(r: Run, images: Path, dump_extra: list, finish_dump, compressed: bool,
+                  helper: BackgroundCriu | None = None):
     w = r.start_recorded()
     manifest = w.manifest
-    r.dump(w.pid, images, dump_extra, leave_running=r.norst)
+    try:
+        r.dump(w.pid, images, dump_extra, leave_running=r.norst)
+    except ZdtmError as exc:
+        if helper is not None:
+            helper.blame(exc)  # criu's "connection refused" is only what followed
+        raise
     if r.desc.has("crfail"):
         r.stop_workload(w.pid)
         return

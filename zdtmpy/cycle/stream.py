@@ -20,10 +20,10 @@ import time
 from pathlib import Path
 
 from ..criu import returncode_text
-from ..errors import ImageError, StageTimeout
+from ..errors import ImageError, StageTimeout, ZdtmError
 from ..isolation import tree_pids
 from ..transport.streamproto import CAPTURE_SOCKET, SERVE_SOCKET
-from . import Run
+from . import Run, followed
 
 SOCKET_ROOM = len(CAPTURE_SOCKET) + 2  # "/" and the NUL
 def dump_stats(images: Path):
@@ -110,6 +110,19 @@ class StreamerProcess:
         if rc != 0:
             self.r.fail(f"zdtmpy stream {self.action} {returncode_text(rc)}:\n{self.tail()}")
 
+    def blame(self, failure: Exception) -> None:
+        """If the streamer ended badly before `failure` (killed, or its own error such as a
+        full disk), raise a StageError naming that as the cause: criu's "Broken pipe" is
+        only what followed."""
+        from . import StageError
+
+        rc = self.proc.poll()
+        if rc in (None, 0):
+            return
+        raise StageError(f"stream-{self.action}", self.r.test,
+                         f"zdtmpy stream {self.action} {returncode_text(rc)}:\n{self.tail()}\n"
+                         f"what followed: {followed(failure)}") from failure
+
     def tail(self, lines=15):
         from ..criu import read_head_tail
 
@@ -171,7 +184,11 @@ def run(r: Run) -> None:
                                              stream_file, *capture_args(spec)],
                               images / CAPTURE_SOCKET, "stream-capture.log")
         cap.wait_ready()
-    r.dump(pid, images, extra=["--stream"], leave_running=norst)
+    try:
+        r.dump(pid, images, extra=["--stream"], leave_running=norst)
+    except ZdtmError as exc:
+        cap.blame(exc)
+        raise
     if r.desc.has("crfail"):
         r.stop_workload(pid)
         return
@@ -201,7 +218,11 @@ def run(r: Run) -> None:
                                            stream_file], restore_dir / SERVE_SOCKET,
                               "stream-serve.log")
         srv.wait_ready()
-    new_pid = r.restore(restore_dir, extra=["--stream"])
+    try:
+        new_pid = r.restore(restore_dir, extra=["--stream"])
+    except ZdtmError as exc:
+        srv.blame(exc)
+        raise
     with r.stage("stream-serve"):
         srv.wait_done()
     r.compare_state(before, new_pid)
