@@ -176,6 +176,8 @@ class CorpusItem(ZdtmItem):
             cwd = run.workdir
         self._workload = UpstreamWorkload(self.test, exe, run.workdir, env,
                                           start_timeout=run.timeout(), cwd=cwd)
+        run.attach(f"{self.test.short}.out.inprogress (the test's log while it runs)",
+                   self._workload.inprogress)
         if hooks.has_hook(self.suite, self.test):
             run.on_cleanup(lambda: hooks.run_hook(self.suite, self.test, "--clean"))
         return self._workload
