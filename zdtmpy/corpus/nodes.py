@@ -174,8 +174,14 @@ class CorpusItem(ZdtmItem):
             cwd = ns.root / run.workdir.relative_to(ns.directory)
         else:
             cwd = run.workdir
+        spawned = None
+        if hooks.has_hook(self.suite, self.test):
+            def spawned(pid: int) -> None:
+                with run.stage("hook post-start"):
+                    hooks.run_hook(self.suite, self.test, "--post-start", pid)
         self._workload = UpstreamWorkload(self.test, exe, run.workdir, env,
-                                          start_timeout=run.timeout(), cwd=cwd)
+                                          start_timeout=run.timeout(), cwd=cwd,
+                                          on_spawned=spawned)
         run.attach(f"{self.test.short}.out.inprogress (the test's log while it runs)",
                    self._workload.inprogress)
         if hooks.has_hook(self.suite, self.test):
@@ -183,6 +189,8 @@ class CorpusItem(ZdtmItem):
         return self._workload
 
     def event(self, point: str, pid: int | None, images: Path | None) -> None:
+        if point == "post-start":
+            return  # called by the launcher while the test starts, as upstream does
         if point == "post-restore" and pid is not None and self._workload is not None:
             wl = self._workload
             self.run_state.on_cleanup(lambda: wl._kill_tree(pid))
