@@ -108,7 +108,7 @@ def make_fault(project, real_criu: Path) -> Fault:
     return Fault(project.path, ctl, wrapper)
 
 
-def leftovers(root: Path) -> list[str]:
+def leftovers(root: Path, results: Path | None = None) -> list[str]:
     """Processes, mounts, unix sockets and staging directories of this project still around.
 
     A process counts when its working directory or command line lies inside the project
@@ -135,17 +135,20 @@ def leftovers(root: Path) -> list[str]:
         out += [f"mount: {ln.strip()}" for ln in f if top in ln]
     with open("/proc/net/unix") as f:
         out += [f"socket: {ln.strip()}" for ln in f if top in ln]
-    results = root / "zdtm-results"
+    results = results or root / "zdtm-results"
     if results.exists():
-        out += [f"staging dir: {p}" for p in results.rglob(".zdtmpy-stage*")]
+        for pattern in (".zdtmpy-stage*", ".zdtmpy-ps-*"):
+            out += [f"staging dir: {p}" for p in results.rglob(pattern)]
     return out
 
 
-def wait_no_leftovers(root: Path, timeout: float = 5) -> list[str]:
-    """Leftovers that are still there after `timeout` (a killed process takes a moment)."""
+def wait_no_leftovers(root: Path, timeout: float = 5, results: Path | None = None,
+                      mine: str = "\0") -> list[str]:
+    """Leftovers that are still there after `timeout` (a killed process takes a moment);
+    lines containing `mine` (e.g. the test's own tmpfs) do not count."""
     deadline = time.monotonic() + timeout
     while True:
-        left = leftovers(root)
+        left = [ln for ln in leftovers(root, results) if mine not in ln]
         if not left or time.monotonic() > deadline:
             return left
         time.sleep(0.05)

@@ -29,8 +29,12 @@ def _criu() -> Path:
 
 
 @pytest.fixture
-def fault(pytester) -> Fault:
+def fault(pytester, monkeypatch) -> Fault:
+    from zdtmpy.build import cache_root
+
     criu = _criu()
+    # pytester gives the run its own HOME: share the workload build cache, not rebuild it
+    monkeypatch.setenv("ZDTMPY_CACHE", str(cache_root()))
     pytester.makeini("[pytest]\nzdtm_descs = descs\n")
     (pytester.path / "descs").mkdir()
     (pytester.path / "descs" / "pages01.desc").write_text("{}")
@@ -118,11 +122,11 @@ def test_hung_criu_times_out_and_its_restored_tree_dies(fault, pytester):
     """criu stops after restoring the tree (other session, other PID namespace): the stage
     timeout kills criu and the tree, keeps criu's output, names the stage once."""
     fault.pause("restore", "post-restore")
-    fault.start(pytester, "--zdtm-mode", "plain", "--zdtm-timeout", "3")
+    fault.start(pytester, "--zdtm-mode", "plain", "--zdtm-timeout", "5")
     fault.wait_paused()
     out = fault.finish()
     _once(out, "restore")
-    assert "criu restore did not finish within 6s (killed)" in out, out
+    assert "criu restore did not finish within 10s (killed)" in out, out
     _clean(fault)
 
 
@@ -194,3 +198,34 @@ def _streamer_pid(root: Path, action: str) -> int:
                     any(str(root).encode() in a for a in argv):
                 return int(entry)
     raise AssertionError(f"no zdtmpy stream {action} running")
+
+
+# -- disk full -------------------------------------------------------------------------------
+
+@pytest.fixture
+def small_disk(fault):
+    """A 4 MiB tmpfs for the test directories: the workload starts, its images do not fit."""
+    import subprocess
+
+    mnt = fault.root / "full"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0755", "zdtmpy-full", str(mnt)],
+                   check=True, timeout=30)
+    yield mnt
+    subprocess.run(["umount", str(mnt)], check=True, timeout=30)
+
+
+@pytest.mark.parametrize("mode,stage", [("page-server", "page-server"),
+                                        ("stream", "stream-capture")])
+def test_disk_full_names_the_stage_and_enospc(fault, pytester, small_disk, mode, stage):
+    fault.start(pytester, "--zdtm-mode", mode, "--zdtm-results", str(small_disk))
+    out = fault.finish()
+    headline = [ln for ln in out.splitlines() if "pages01[" in ln and "stage '" in ln]
+    assert headline, out
+    assert f"stage '{stage}'" in headline[0], out
+    assert "No space left on device" in out, out
+    assert "Broken pipe" not in headline[0]
+    if mode == "page-server":  # the streamer's own traceback is the library's (hostile's) part
+        assert "Traceback" not in out
+    left = wait_no_leftovers(fault.root, results=small_disk, mine="zdtmpy-full")
+    assert left == [], "left behind:\n" + "\n".join(left)

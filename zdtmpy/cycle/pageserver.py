@@ -12,6 +12,7 @@ import select
 import signal
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 from ..criu import log_excerpt, returncode_text, signal_name
@@ -185,7 +186,31 @@ def run_zdtmpy(r: Run) -> None:
             if stamp_inventory(images, spec):
                 srv.log(f"inventory stamped: img_version 3, compression {spec.name}")
 
-    _dump_restore(r, images, page_server_args(srv.port), finish_dump, compressed)
+    _dump_restore(r, images, page_server_args(srv.port), finish_dump, compressed,
+                  ServerBlame(r, srv))
+
+
+class ServerBlame:
+    """zdtmpy's page server (a thread) as the cause of a failed dump: a full disk or a bad
+    session there is what a user needs to read, not criu's "Broken pipe"."""
+
+    SETTLE = 2.0  # seconds for the server thread to record a session criu saw end
+
+    def __init__(self, r: Run, srv):
+        self.r, self.srv = r, srv
+
+    def blame(self, failure: Exception) -> None:
+        from . import StageError
+
+        deadline = time.monotonic() + self.SETTLE
+        while not self.srv.results and time.monotonic() < deadline:
+            time.sleep(0.02)
+        bad = [res for res in self.srv.results if not res.ok]
+        if bad:
+            raise StageError("page-server", self.r.test,
+                             f"zdtmpy page server on port {self.srv.port}: session with "
+                             f"{bad[0].peer} failed: {bad[0].error}\n"
+                             f"what followed: {followed(failure)}") from failure
 
 
 def run_criu(r: Run) -> None:

@@ -26,6 +26,7 @@ from ..transport.streamproto import CAPTURE_SOCKET, SERVE_SOCKET
 from . import Run, followed
 
 SOCKET_ROOM = len(CAPTURE_SOCKET) + 2  # "/" and the NUL
+BLAME_SETTLE = 2.0  # seconds a streamer gets to exit after criu failed
 def dump_stats(images: Path):
     """criu's dump_stats_entry from DIR/stats-dump (written locally even with --stream)."""
     from ..images import STATS_MAGIC, read_image
@@ -116,8 +117,11 @@ class StreamerProcess:
         only what followed."""
         from . import StageError
 
-        rc = self.proc.poll()
-        if rc in (None, 0):
+        try:  # criu saw the pipe break: give the streamer a moment to finish dying
+            rc = self.proc.wait(BLAME_SETTLE)
+        except subprocess.TimeoutExpired:
+            return
+        if rc == 0:
             return
         raise StageError(f"stream-{self.action}", self.r.test,
                          f"zdtmpy stream {self.action} {returncode_text(rc)}:\n{self.tail()}\n"
