@@ -32,6 +32,10 @@ def pytest_addoption(parser):
                      f"(e.g. region64k); default: {', '.join(matrix.ALL_COMPRESSIONS)}")
     g.addoption("--zdtm-acceleration", type=int, default=None, metavar="N",
                 help="LZ4 acceleration 1..65537 for compressed variants (default 1)")
+    g.addoption("--zdtm-criu-api", action="append", default=None, metavar="API",
+                choices=("cli", "rpc"),
+                help="drive criu by its command line (cli, the default) or over RPC through "
+                     "criu swrk (rpc); repeatable")
     g.addoption("--zdtm-keep", action="store_true",
                 help="keep images and logs of passing tests too")
     g.addoption("--zdtm-results", default=None, metavar="DIR",
@@ -86,6 +90,7 @@ def pytest_configure(config):
             config.getoption("zdtm_mode") or matrix.implemented_modes(),
             config.getoption("zdtm_compress") or matrix.ALL_COMPRESSIONS,
             config.getoption("zdtm_acceleration"),
+            config.getoption("zdtm_criu_api") or ("cli",),
         )
         if config.getoption("zdtm_shard"):
             shard.parse(config.getoption("zdtm_shard"))

@@ -111,6 +111,7 @@ class Run:
     # Every process of this run carries marker.env(tag): cleanup kills them all by it, even
     # ones only criu knew (a half-restored tree, a task in another session).
     tag: str = field(default_factory=marker.new_tag)
+    _backend: object = None
 
     # -- bookkeeping -------------------------------------------------------------------
     @contextmanager
@@ -227,13 +228,22 @@ class Run:
                 self.fail(f"workload says {verdict.status}: {verdict.detail}")
 
     # -- criu --------------------------------------------------------------------------
+    @property
+    def backend(self):
+        """How criu actions run: the variant's criu API (command line or RPC)."""
+        if self._backend is None:
+            from ..criuapi import backend_for
+
+            self._backend = backend_for(self.criu, getattr(self.variant, "api", "cli"))
+        return self._backend
+
     def criu_run(self, action: str, args: list, log_name: str, stage: str,
                  expect_fail: bool = False) -> CriuRun:
         log = self.path(log_name)
         self.attach(f"criu {action} log ({log_name})", log, criu_log=True)
         try:
-            return self.criu.run(action, args, log=log, stage=stage, timeout=self.timeout(2),
-                                 expect_fail=expect_fail, env=self.env())
+            return self.backend.run(action, args, log=log, stage=stage, timeout=self.timeout(2),
+                                    expect_fail=expect_fail, env=self.env())
         except StageTimeout:
             self.kill_marked()  # criu's group is dead; restored tasks may live elsewhere
             raise

@@ -62,7 +62,10 @@ def _lazy_restore(r: Run, restore_dir: Path, w, lazy_args: list,
     """lazy-pages daemon + restore --lazy-pages; the workload's verdict touches every page,
     then the daemon must exit cleanly. A failure after a helper died (the daemon, or the
     `upstream` page server feeding it) is reported as that helper's death."""
-    daemon = BackgroundCriu(r, "lazy-pages", ["-D", str(restore_dir), *lazy_args],
+    # criu has no RPC request for this daemon: it stays a command. Over RPC the restore's
+    # work dir (where the daemon's socket lives) is the test directory, so it shares that.
+    work = ["--work-dir", str(r.workdir)] if r.backend.name == "rpc" else []
+    daemon = BackgroundCriu(r, "lazy-pages", ["-D", str(restore_dir), *work, *lazy_args],
                             "lazy-pages.log")
     r.attach("criu lazy-pages log", daemon.log)
     r.attach("criu lazy-pages output", daemon.out)

@@ -111,15 +111,21 @@ def start_criu_server(r: Run, action: str, args: list, log_name: str) -> tuple:
     for attempt in range(PORT_ATTEMPTS):
         port = free_port()
         name = log_name if attempt == 0 else f"{log_name}.{attempt}"
-        helper = BackgroundCriu(r, action, [*args, "--address", LOOPBACK, "--port", str(port)],
-                                name)
-        r.attach(f"criu {action} log ({name})", helper.log)
+        full_args = [*args, "--address", LOOPBACK, "--port", str(port)]
+        log = r.path(name)
+        r.attach(f"criu {action} log ({name})", log)
         try:
+            if action == "page-server" and r.backend.name == "rpc":
+                server = r.backend.start_page_server(full_args, log=log, timeout=r.timeout(),
+                                                     env=r.env())
+                r.on_cleanup(server.kill)
+                return server, port
+            helper = BackgroundCriu(r, action, full_args, name)
             helper.start(r.timeout())
             return helper, port
         except CriuFailure as exc:
             last = exc
-            text = helper.log.read_text(errors="replace") if helper.log.exists() else ""
+            text = log.read_text(errors="replace") if log.exists() else ""
             if "Address already in use" not in text and "bind" not in text.lower():
                 raise
     raise last
