@@ -41,7 +41,7 @@ def kept(pytester):
     results = pytester.path / "results"
     res = pytester.runpytest_subprocess(
         "-p", "no:cacheprovider", "descs", "--zdtm-mode", "plain", "--zdtm-compress", "off",
-        "--zdtm-criu-api", "cli", "--zdtm-criu-api", "rpc", "--zdtm-keep",
+        "--zdtm-criu-api", "cli", "--zdtm-criu-api", "rpc", "--zdtm-keep", "--zdtm-timeout", "120",
         "--zdtm-results", str(results))
     res.assert_outcomes(passed=2)
     return results / "pages00-plain-off", results / "pages00-plain-off-rpc"
