@@ -8,9 +8,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 criu=${1:?usage: ci/autopkgtest-check.sh CRIU [ZDTMPY_ARGS]}
 args=${2:---zdtm-mode plain --zdtm-compress off --zdtm-compress page -k pages01}
-command -v autopkgtest >/dev/null || {
-	timeout 600 apt-get install -y -qq autopkgtest >&2
-}
+if ! command -v autopkgtest >/dev/null; then
+	timeout 600 apt-get update -qq >&2
+	DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -qq autopkgtest >&2
+fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 pkg=$work/criu-zdtmpy-check

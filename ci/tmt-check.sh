@@ -7,7 +7,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 criu=${1:?usage: ci/tmt-check.sh CRIU [ZDTMPY_ARGS]}
 args=${2:---zdtm-mode plain --zdtm-compress off --zdtm-compress page -k pages01}
-command -v rsync >/dev/null || timeout 600 apt-get install -y -qq rsync >&2
+if ! command -v rsync >/dev/null; then
+	timeout 600 apt-get update -qq >&2
+	DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -qq rsync >&2
+fi
 if [ ! -x .venv-tmt/bin/tmt ]; then
 	python3 -m venv .venv-tmt
 	timeout 900 .venv-tmt/bin/pip install -q --disable-pip-version-check tmt >&2

@@ -93,7 +93,7 @@ def pytest_configure(config):
             config.getoption("zdtm_criu_api") or ("cli",),
         )
         if config.getoption("zdtm_shard"):
-            shard.parse(config.getoption("zdtm_shard"))
+            shard.configure(config)
     except ZdtmError as exc:
         raise pytest.UsageError(str(exc)) from None
     if config.getoption("help", False):
