@@ -66,6 +66,13 @@ def _compress_list(value: Any, what: str) -> tuple[str, ...]:
     return _str_list(value, what)
 
 
+def _api_list(value: Any, what: str) -> tuple[str, ...]:
+    apis = _str_list(value, what)
+    if not set(apis) <= {"cli", "rpc"}:
+        raise TypeError("a list of criu APIs: cli, rpc")
+    return apis
+
+
 def _str_dict(value: Any, what: str) -> dict:
     if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
         raise TypeError("a mapping of names to values")
@@ -90,6 +97,7 @@ SCHEMA: dict[str, Callable[[Any, str], Any]] = {
     "modes": _str_list,
     "compress": _compress_list,
     "compress_acceleration": _positive_int,
+    "criu_api": _api_list,
     "description": _str,
 }
 
@@ -114,6 +122,7 @@ class Descriptor:
     modes: tuple[str, ...] = ()  # empty: every mode
     compress: tuple[str, ...] = ()  # empty: every compression setting selected for the run
     compress_acceleration: int | None = None
+    criu_api: tuple[str, ...] = ()  # empty: every criu API selected for the run
     description: str = ""
     sysctl: tuple[tuple[str, str], ...] = field(default=())
 
@@ -237,6 +246,7 @@ def from_mapping(raw: dict, path: Path) -> Descriptor:
         modes=tuple(values.get("modes", ())),
         compress=tuple(values.get("compress", ())),
         compress_acceleration=values.get("compress_acceleration"),
+        criu_api=tuple(values.get("criu_api", ())),
         description=values.get("description", ""),
         sysctl=tuple(sorted((k, str(v)) for k, v in values.get("sysctl", {}).items())),
     )

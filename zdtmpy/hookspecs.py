@@ -5,4 +5,5 @@ def pytest_zdtm_after_dump(item, images):
     """Called after a dump has finished and the dumped tree is gone, before any check of
     the images and before the restore. `images` is the image directory (a pathlib.Path).
     A conftest may inspect or change the images here (for example to prove that a broken
-    image is caught)."""
+    image is caught). In chain modes it is called once per layer, bottom first, after the
+    layers are rebased and compressed: on the images restore will read."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import fcntl
 import os
+import signal
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,6 +34,34 @@ def alive(pid: int) -> bool:
     except (FileNotFoundError, ProcessLookupError):
         return False
     return stat[stat.rindex(b")") + 2:][:1] not in (b"Z", b"X")
+
+
+def status_text(status: int) -> str:
+    """A wait status as a user reads it: "was killed by SIGKILL", "exited with status 1"."""
+    if os.WIFSIGNALED(status):
+        signo = os.WTERMSIG(status)
+        try:
+            name = signal.Signals(signo).name
+        except ValueError:
+            name = f"signal {signo}"
+        return f"was killed by {name}"
+    return f"exited with status {os.waitstatus_to_exitcode(status)}"
+
+
+def death(pid: int) -> str | None:
+    """None while PID lives; else how it ended (reaped here when it is our child)."""
+    if alive(pid):
+        return None
+    try:
+        done, status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return "exited (status unknown: not our child)"
+    if done != pid:  # exiting, not yet a zombie
+        try:
+            _, status = os.waitpid(pid, 0)
+        except ChildProcessError:
+            return "exited (status unknown)"
+    return status_text(status)
 
 
 def wait_status(pid: int, timeout: float) -> int | None:

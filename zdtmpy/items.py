@@ -24,7 +24,8 @@ class DescriptorFile(pytest.File):
             return
         sel = self.config.stash[SELECTION_KEY]
         try:
-            cells = matrix.variants(desc, sel.modes, sel.compressions, sel.acceleration)
+            cells = matrix.variants(desc, sel.modes, sel.compressions, sel.acceleration,
+                                    sel.apis)
         except ZdtmError as exc:
             yield BrokenDescriptorItem.from_parent(self, name=f"{desc.name}[descriptor]",
                                                    error=f"{self.path}: {exc}")
@@ -89,15 +90,20 @@ class ZdtmItem(pytest.Item):
 
 
 class Selection:
-    """What the command line selected: modes, compressions, acceleration."""
+    """What the command line selected: modes, compressions, acceleration, criu APIs."""
 
-    def __init__(self, modes, compressions, acceleration):
+    def __init__(self, modes, compressions, acceleration, apis=("cli",)):
+        from .criuapi import check_api
+
         for m in modes:
             matrix.mode(m)
+        for a in apis:
+            check_api(a)
         self.modes = tuple(modes)
         # parsed once here: the values travel unchanged to the inventory
         self.compressions = tuple(matrix.compression(c) for c in compressions)
         self.acceleration = acceleration
+        self.apis = tuple(apis)
 
 
 SELECTION_KEY = pytest.StashKey[Selection]()

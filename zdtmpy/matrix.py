@@ -7,7 +7,7 @@ compression setting is a `codec.Compression` (its *layout* is not a test mode).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Union
 
 from .codec import Compression, parse_setting
@@ -30,6 +30,7 @@ class Mode:
     description: str = ""
     only_off: bool = False  # criu's own servers write plain images: no compression axis
     layered: bool = False  # compression is chosen per layer of a parent chain
+    rpc: bool = True  # criu's RPC offers what this mode needs (else cli only)
 
 
 MODES = {
@@ -52,7 +53,7 @@ MODES = {
              description="lazy pages served by zdtmpy's page server from compressed images"),
         Mode("remote-lazy-criu", "lazy:run_remote_criu", lazy=True, features=("uffd",),
              only_off=True, description="lazy pages served by criu page-server --lazy-pages"),
-        Mode("stream", "stream:run",
+        Mode("stream", "stream:run", rpc=False,
              description="dump and restore through zdtmpy's image streamer"),
     )
 }
@@ -90,6 +91,7 @@ class Variant:
     mode: Mode
     compression: Compression  # for a chain: the top layer's (with the acceleration)
     layers: tuple[Compression, ...] = ()  # chains only: bottom layer first
+    api: str = "cli"  # how criu is driven: "cli" or "rpc" (criu swrk)
 
     @property
     def acceleration(self) -> int:
@@ -98,8 +100,10 @@ class Variant:
     @property
     def id(self) -> str:
         if self.layers:
-            return f"{self.mode.name}-{'+'.join(c.name for c in self.layers)}"
-        return f"{self.mode.name}-{self.compression.name}"
+            cell = f"{self.mode.name}-{'+'.join(c.name for c in self.layers)}"
+        else:
+            cell = f"{self.mode.name}-{self.compression.name}"
+        return cell if self.api == "cli" else f"{cell}-{self.api}"
 
 
 def chain_layouts(compressions: Iterable[str]) -> list[tuple[str, ...]]:
@@ -114,12 +118,23 @@ Setting = Union[str, Compression]
 
 
 def variants(desc, modes: Sequence[str], compressions: Sequence[Setting],
-             acceleration: int | None = None) -> list[Variant]:
-    """The valid (mode, compression) cells for one descriptor.
+             acceleration: int | None = None, apis: Sequence[str] = ("cli",)) -> list[Variant]:
+    """The valid (mode, compression, criu API) cells for one descriptor.
 
-    A descriptor narrows the run's selection with `modes` / `compress`; `nolazy` drops
-    lazy modes; its `compress_acceleration` wins over the run's.
+    A descriptor narrows the run's selection with `modes` / `compress` / `criu_api`;
+    `nolazy` drops lazy modes; its `compress_acceleration` wins over the run's; modes
+    criu's RPC cannot drive have no rpc cells.
     """
+    out = []
+    for api in [a for a in apis if not desc.criu_api or a in desc.criu_api]:
+        for v in _cells(desc, modes, compressions, acceleration):
+            if api == "cli" or v.mode.rpc:
+                out.append(replace(v, api=api))
+    return out
+
+
+def _cells(desc, modes: Sequence[str], compressions: Sequence[Setting],
+           acceleration: int | None) -> list[Variant]:
     accel = desc.compress_acceleration or acceleration or 1
     wanted = {compression(c).name for c in desc.compress}
     chosen = {}

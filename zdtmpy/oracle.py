@@ -2,6 +2,8 @@
 
 Every page of every manifest region is read back from the images (through the compression
 layer, following parent links) and compared with the page the manifest's generator gives.
+A page the images lack is what restore would map there: zeros for anonymous memory, the
+file's bytes for a private file mapping.
 It does not trust the workload's own check: a page criu dropped or a block the layer
 garbled fails here even if the restored process never touches it.
 """
@@ -42,7 +44,7 @@ def _compare(reader, manifest, limit, pagegen, ImageError) -> list[str]:
                 if key is None:  # a shared file mapping: its pages are in the file
                     done += n
                     continue
-                data = reader.read(key, addr, n, missing="zero")
+                data = reader.read(key, addr, n, missing=_hole_source(reader, key, addr))
             except ImageError as exc:
                 problems.append(f"pid {region.pid} region {region.label} at {vaddr:#x}: {exc}")
                 break
@@ -57,6 +59,16 @@ def _compare(reader, manifest, limit, pagegen, ImageError) -> list[str]:
             )
             done += bad + 1
     return problems
+
+
+def _hole_source(reader, key, addr: int):
+    """What restore shows in pages the images lack: a private file mapping's file bytes,
+    else zeros (anonymous memory; shmem objects)."""
+    from .images.filemap import private_file_source
+
+    if isinstance(key, tuple):
+        return "zero"
+    return private_file_source(reader.layers[0].path, reader.vma_at(key, addr)) or "zero"
 
 
 def _where(reader, key, addr: int) -> str:

@@ -32,6 +32,10 @@ def pytest_addoption(parser):
                      f"(e.g. region64k); default: {', '.join(matrix.ALL_COMPRESSIONS)}")
     g.addoption("--zdtm-acceleration", type=int, default=None, metavar="N",
                 help="LZ4 acceleration 1..65537 for compressed variants (default 1)")
+    g.addoption("--zdtm-criu-api", action="append", default=None, metavar="API",
+                choices=("cli", "rpc"),
+                help="drive criu by its command line (cli, the default) or over RPC through "
+                     "criu swrk (rpc); repeatable")
     g.addoption("--zdtm-keep", action="store_true",
                 help="keep images and logs of passing tests too")
     g.addoption("--zdtm-results", default=None, metavar="DIR",
@@ -60,6 +64,9 @@ def pytest_addoption(parser):
                      "built in")
     g.addoption("--zdtm-flavor", action="append", default=None, metavar="FLAVOR",
                 help="upstream corpus flavors (repeatable): h, ns; default: both")
+    g.addoption("--zdtm-corpus-tests", action="append", default=None, metavar="NAMES",
+                help="only these upstream tests (space-separated short names, e.g. "
+                     "'maps00 pipe00'; 'slice' = a representative slice); repeatable")
     g.addoption("--zdtm-as-root", action="store_true",
                 help="run upstream tests not flagged suid as root instead of upstream's "
                      "uid 18943 (needed where root lacks CAP_SYS_RESOURCE)")
@@ -83,9 +90,10 @@ def pytest_configure(config):
             config.getoption("zdtm_mode") or matrix.implemented_modes(),
             config.getoption("zdtm_compress") or matrix.ALL_COMPRESSIONS,
             config.getoption("zdtm_acceleration"),
+            config.getoption("zdtm_criu_api") or ("cli",),
         )
         if config.getoption("zdtm_shard"):
-            shard.parse(config.getoption("zdtm_shard"))
+            shard.configure(config)
     except ZdtmError as exc:
         raise pytest.UsageError(str(exc)) from None
     if config.getoption("help", False):

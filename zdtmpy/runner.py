@@ -89,7 +89,8 @@ def run_item(item) -> None:
         desc=item.desc,
         variant=item.variant,
         criu=criu_of(config),
-        workdir=prepare_workdir(getattr(item, "workdir_parent", None) or root, _dirname(item)),
+        workdir=prepare_workdir(getattr(item, "workdir_parent", None) or root,
+                                getattr(item, "workdir_name", None) or _dirname(item)),
         options=RunOptions(
             keep=config.getoption("zdtm_keep"),
             norst=config.getoption("zdtm_norst"),

@@ -78,7 +78,8 @@ def test_parser_builds_descriptors():
 
 
 @pytest.mark.parametrize("text", ['syntax = "proto3";', "message m { required foo = 1; }",
-                                  "enum e { A = 0; }", "message m { optional uint32 a = x; }"])
+                                  "service s { }", "enum e { A = x; }",
+                                  "message m { optional uint32 a = x; }"])
 def test_parser_rejects_unsupported(text):
     with pytest.raises(ValueError):
         load_messages({"bad.proto": text})

@@ -76,3 +76,33 @@ def test_plugin_refuses_a_bad_shard(pytester):
     res = pytester.runpytest_subprocess("--co", "--zdtm-shard", "3/2", "descs")
     assert res.ret == pytest.ExitCode.USAGE_ERROR
     assert "--zdtm-shard '3/2'" in res.stderr.str()
+
+
+def test_plugin_refuses_a_bad_durations_report(pytester):
+    (pytester.path / "descs").mkdir()
+    bad = pytester.path / "old.json"
+    bad.write_text("{]")
+    res = pytester.runpytest_subprocess("--co", "--zdtm-shard", "1/2",
+                                        f"--zdtm-shard-durations={bad}", "descs")
+    assert res.ret == pytest.ExitCode.USAGE_ERROR
+    assert f"--zdtm-shard-durations: {bad}: not JSON" in res.stderr.str()
+
+
+def test_plugin_balances_by_an_earlier_report(pytester):
+    """A report saying one item took long puts it alone in its part."""
+    import json
+
+    (pytester.path / "descs").mkdir()
+    for name in ("a", "b", "c", "d"):
+        (pytester.path / "descs" / f"{name}.desc").write_text("{}")
+    pytester.makeini("[pytest]\nzdtm_descs = descs\n")
+    args = ("--zdtm-mode", "plain", "--zdtm-compress", "off")
+    ids = _collected(pytester, *args)
+    slow = ids[-1]
+    report = {"format": "zdtmpy-report", "version": 1, "sessions": [], "items": [
+        {"id": i, "outcome": "passed", "duration": 30.0 if i == slow else 1.0} for i in ids]}
+    (pytester.path / "old.json").write_text(json.dumps(report))
+    parts = [_collected(pytester, *args, "--zdtm-shard", f"{k}/2",
+                        "--zdtm-shard-durations=old.json") for k in (1, 2)]
+    assert [slow] in parts
+    assert sorted(sum(parts, [])) == sorted(ids)

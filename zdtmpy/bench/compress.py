@@ -37,8 +37,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import BenchError
-from .compress_table import TARGETS, chart, make_row, mbps, row_line, table
+from . import BenchError, chart, figures
+from .compress_table import TARGETS, make_row, mbps, row_line, table
 from .patterns import PAGE, PATTERNS, file_crc, make_dataset, pattern_pieces
 
 HELP = "LZ4 page compression (per-page, region) vs the lz4 CLI on synthetic images"
@@ -52,8 +52,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", default="1G", metavar="SIZE",
                    help="uncompressed bytes per pattern, e.g. 64M, 1G (default 1G)")
     p.add_argument("--json", metavar="FILE", help="also write every measurement as JSON")
-    p.add_argument("--chart", metavar="FILE.png",
-                   help="also draw the ratios to lz4 as a bar chart (needs matplotlib)")
+    chart.add_argument(p)
     p.add_argument("--patterns", default=",".join(PATTERNS), metavar="LIST",
                    help=f"comma-separated subset of {','.join(PATTERNS)} (default: all)")
     p.add_argument("--modes", default=",".join(MODES), metavar="LIST",
@@ -345,11 +344,7 @@ def run(args) -> int:
         region = parse_size(args.region_size)
     except ImageError as exc:
         raise BenchError(f"--region-size: {exc}") from None
-    if args.chart:
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError:
-            raise BenchError("--chart needs matplotlib (pip install matplotlib)") from None
+    chart.require(args.chart)
     if args.repeat < 1:
         raise BenchError("--repeat must be at least 1")
     result = measure(size, patterns, modes, region, args.tmpdir, args.lz4, args.repeat,
@@ -358,5 +353,5 @@ def run(args) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     if args.chart:
-        chart(result, args.chart)
+        figures.compress(args.chart, result)
     return 0

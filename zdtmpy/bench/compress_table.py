@@ -120,32 +120,6 @@ def table(result) -> str:
     return "\n".join(lines)
 
 
-def chart(result, path):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = result["results"]
-    labels = [f"{r['pattern']}\n{r['mode']}" for r in rows]
-    comp = [r["vs_lz4"]["compress"] or 0 for r in rows]
-    dec = [r["vs_lz4"]["decompress"] or 0 for r in rows]
-    x = range(len(rows))
-    fig, ax = plt.subplots(figsize=(max(6, len(rows) * 0.9), 4))
-    ax.bar([i - 0.2 for i in x], comp, 0.4, label="compress")
-    ax.bar([i + 0.2 for i in x], dec, 0.4, label="decompress")
-    ax.axhline(1.0, color="grey", lw=0.8)
-    ax.axhline(TARGETS["decompress"], color="tab:orange", lw=0.8, ls="--")
-    ax.set_xticks(list(x), labels, fontsize=8)
-    ax.set_ylabel("speed / lz4 CLI")
-    ax.set_title(f"zdtmpy LZ4 vs lz4 -1, {result['size'] >> 20} MiB per pattern")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-
-
-
-
 def region_slower(rows: list[dict[str, Any]]) -> list[str]:
     """Patterns and actions where region was slower (wall) than per-page."""
     by = {(r["pattern"], r["mode"]): r for r in rows}

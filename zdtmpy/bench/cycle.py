@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import BenchError, parse_junit
+from . import BenchError, chart, figures, parse_junit
 
 HELP = "time the plain cycle at -n 1 / -n 2 and upstream zdtm.py on this machine"
 
@@ -73,6 +73,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="one unrecorded run first, so workload builds are cached (default: on)")
     p.add_argument("--upstream-tests", default="maps00 cow01", metavar="NAMES",
                    help="zdtm/static tests for the upstream side (default: 'maps00 cow01')")
+    chart.add_argument(p)
     p.add_argument("--root", metavar="DIR",
                    help="zdtmpy checkout holding zdtmpy/descs/ and bench/ (default: found from "
                         "the current directory or the package)")
@@ -261,6 +262,8 @@ def run(args) -> int:
         raise BenchError(f"--workers wants positive worker counts, got {args.workers!r}")
     if os.geteuid() != 0:
         raise BenchError("the plain cycle checkpoints processes: run the benchmark as root")
+    chart.require(args.chart)
+    load_before = os.getloadavg()
     text = ALL_COMPRESS if args.compress == "all" else args.compress
     compress = [c.strip() for c in text.split(",") if c.strip()]
     root = find_root(args.root)
@@ -292,6 +295,8 @@ def run(args) -> int:
                 print(f"bench: upstream side skipped: {upstream['skipped']}", file=sys.stderr)
         summary = summarize(runs, upstream)
         print_report(summary, args.repeat, args.copies, criu)
+        if args.chart:
+            figures.cycle(args.chart, summary, criu, load_before, args.upstream_tests)
         if args.json:
             doc = {
                 "machine": {"kernel": platform.release(), "arch": platform.machine(),

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import BenchError
+from . import BenchError, chart, figures
 
 HELP = "criu dump through zdtmpy's compressing page server vs criu page-server"
 SOURCE = Path(__file__).with_name("bigmix.c")
@@ -38,6 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--criu-bin", metavar="PATH", help="criu to use (default: as the plugin)")
     p.add_argument("--json", metavar="FILE", help="also write the measurements as JSON")
     p.add_argument("--timeout", type=float, default=300.0, help="per-dump timeout (seconds)")
+    chart.add_argument(p)
 
 
 def build(workdir: Path) -> Path:
@@ -138,6 +139,8 @@ def run(args) -> int:
     from ..codec import Compression, parse_size
     from ..criu import find_criu
 
+    chart.require(args.chart)
+    load_before = os.getloadavg()
     criu = find_criu(args.criu_bin)
     targets = {
         "criu page-server (off)": None,
@@ -191,6 +194,8 @@ def run(args) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps({"criu": criu.version_str, "mib": args.mib,
                                                "targets": summary}, indent=2))
+    if args.chart:
+        figures.page_server(args.chart, args, criu, names, summary, base_t, load_before)
     return 0
 
 

@@ -29,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import BenchError
+from . import BenchError, chart, figures
 
 HELP = "stream dump/restore of a 1 GiB mixed workload against a plain directory"
 
@@ -89,6 +89,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dir", metavar="DIR", help="where images go (default: a temp dir)")
     p.add_argument("--json", metavar="FILE", help="also write the measurements as JSON")
     p.add_argument("--timeout", type=float, default=300.0, help="per step (default 300 s)")
+    chart.add_argument(p)
 
 
 class Bench:
@@ -281,6 +282,8 @@ def run(args) -> int:
     from ..criu import find_criu
     from ..isolation import become_subreaper
 
+    chart.require(args.chart)
+    load_before = os.getloadavg()
     criu = find_criu(args.criu_bin)
     become_subreaper()  # restored trees are reparented to us: we reap them at once
     base = Path(args.dir) if args.dir else None
@@ -301,6 +304,8 @@ def run(args) -> int:
             Path(args.json).write_text(json.dumps({"criu": criu.version_str, "plain": plain,
                                                    "stream": stream, "size_mib": args.size,
                                                    "compress": args.compress}, indent=1))
+        if args.chart:
+            figures.stream(args.chart, args, criu, plain, stream, load_before)
     finally:
         bench.cleanup()
         shutil.rmtree(root, ignore_errors=True)

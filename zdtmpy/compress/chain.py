@@ -158,8 +158,8 @@ def same_content(full, layered, limit=10):
                             bad = next(i for i in range(n) if x[i * PAGE_SIZE:(i + 1) * PAGE_SIZE]
                                        != y[i * PAGE_SIZE:(i + 1) * PAGE_SIZE])
                             addr = pos + bad * PAGE_SIZE
-                            out.append(f"{layered}/{pm.name}: page {addr:#x} differs from the "
-                                       f"full dump ({b.locate(key, addr)})")
+                            out.append(f"{_owner(key)} page {addr:#x}: {layered}/{pm.name} "
+                                       f"differs from the full dump; {_stored(b, key, addr)}")
                             break
                     if len(out) >= limit:
                         return out
@@ -169,6 +169,22 @@ def same_content(full, layered, limit=10):
     except ImageError as exc:
         out.append(str(exc))
     return out
+
+
+def _owner(key) -> str:
+    return f"shmem {key[1]:#x}" if isinstance(key, tuple) else f"pid {key}"
+
+
+def _stored(reader, key, addr) -> str:
+    """Where the layered read found the page, as the oracle says it."""
+    try:
+        loc = reader.locate(key, addr)
+    except ImageError as exc:
+        return f"(cannot locate: {exc})"
+    if loc is None:
+        return "not in any pagemap"
+    return (f"stored in layer {loc.layer_dir}, {loc.pagemap_file} entry {loc.entry_index} "
+            f"block {loc.block_index}")
 
 
 def _ranges(pm, flags):

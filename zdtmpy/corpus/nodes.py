@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -36,10 +37,14 @@ class SuiteFlavor(pytest.Collector):
 
     def collect(self):
         sel = self.config.stash[SELECTION_KEY]
-        named = " ".join(self.config.args) + " " + (self.config.getoption("keyword") or "")
+        named = (" ".join(self.config.args) + " " + (self.config.getoption("keyword") or "")
+                 + " " + " ".join(self.config.getoption("zdtm_corpus_tests") or []))
         as_root = bool(self.config.getoption("zdtm_as_root"))
         ns_root = ns_root_of(self.config) if self.flavor == "ns" else None
+        only = wanted_tests(self.config)
         for test in self.suite.tests():
+            if only is not None and test.short not in only:
+                continue
             desc, desc_error = None, ""
             try:
                 desc = load_desc(test.file(self.suite, ".desc"), test.name)
@@ -58,6 +63,20 @@ class SuiteFlavor(pytest.Collector):
                     self, name=f"{test.name}[{variant.id}]", desc=desc or _stub(test),
                     variant=variant, test=test, suite=self.suite, flavor=self.flavor,
                     gate_reason=why, as_root=as_root)
+
+
+def wanted_tests(config) -> set[str] | None:
+    """--zdtm-corpus-tests: the short names to collect, or None for all."""
+    from .slice import SLICE
+
+    values = config.getoption("zdtm_corpus_tests")
+    if not values:
+        return None
+    names: set[str] = set()
+    for value in values:
+        for word in value.split():
+            names.update(SLICE if word == "slice" else (word,))
+    return names
 
 
 def _cells(desc, sel):
@@ -110,6 +129,9 @@ class CorpusItem(ZdtmItem):
         self.add_marker(MARKER)
         if flavor == "ns":
             self.workdir_parent = ns_root_of(self.config).workdirs
+        # Short: tests put unix sockets under it, and sun_path holds only 108 bytes.
+        self.workdir_name = re.sub(r"[^A-Za-z0-9_.+-]+", "-",
+                                   f"{test.subdir[0]}-{test.short}-{self.variant.id}")
 
     def setup(self):
         if self.gate_reason:
@@ -152,13 +174,23 @@ class CorpusItem(ZdtmItem):
             cwd = ns.root / run.workdir.relative_to(ns.directory)
         else:
             cwd = run.workdir
+        spawned = None
+        if hooks.has_hook(self.suite, self.test):
+            def spawned(pid: int) -> None:
+                with run.stage("hook post-start"):
+                    hooks.run_hook(self.suite, self.test, "--post-start", pid)
         self._workload = UpstreamWorkload(self.test, exe, run.workdir, env,
-                                          start_timeout=run.timeout(), cwd=cwd)
+                                          start_timeout=run.timeout(), cwd=cwd,
+                                          on_spawned=spawned)
+        run.attach(f"{self.test.short}.out.inprogress (the test's log while it runs)",
+                   self._workload.inprogress)
         if hooks.has_hook(self.suite, self.test):
             run.on_cleanup(lambda: hooks.run_hook(self.suite, self.test, "--clean"))
         return self._workload
 
     def event(self, point: str, pid: int | None, images: Path | None) -> None:
+        if point == "post-start":
+            return  # called by the launcher while the test starts, as upstream does
         if point == "post-restore" and pid is not None and self._workload is not None:
             wl = self._workload
             self.run_state.on_cleanup(lambda: wl._kill_tree(pid))

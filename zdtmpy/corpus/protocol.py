@@ -19,6 +19,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Callable
 
 from ..errors import WorkloadError
 from ..isolation import alive, children, tree_pids, wait_status
@@ -55,7 +56,8 @@ class UpstreamWorkload:
     """One run of an upstream test in `workdir` (its binary is copied there, as `./NAME`)."""
 
     def __init__(self, test: UpstreamTest, exe: Path, workdir: Path, env: dict[str, str],
-                 start_timeout: float = 30, cwd: Path | None = None):
+                 start_timeout: float = 30, cwd: Path | None = None,
+                 on_spawned: Callable[[int], None] | None = None):
         self.test = test
         self.exe = exe
         self.workdir = Path(workdir)
@@ -64,6 +66,9 @@ class UpstreamWorkload:
         # Where the test starts: workdir, seen through the ns root's mount in flavor ns (the
         # test keeps its cwd across pivot_root only if it is on the mount that becomes /).
         self.cwd = Path(cwd) if cwd is not None else self.workdir
+        # Upstream calls the hook's --post-start while the test is still starting (some
+        # tests wait for what the hook sets up before they report ready).
+        self.on_spawned = on_spawned
         self.name = test.name
         short = test.short
         self.pidfile = self.workdir / f"{short}.pid"
@@ -114,6 +119,12 @@ class UpstreamWorkload:
             except OSError as exc:
                 raise WorkloadError(f"{self.name}: stage 'start': cannot run {local}: "
                                     f"{exc}") from None
+        if self.on_spawned is not None:
+            try:
+                self.on_spawned(self._proc.pid)
+            except BaseException:
+                self.kill()
+                raise
         rc = self._wait_launcher_exit()
         pid = self._read_pidfile()
         if rc != 0 or pid is None:
@@ -192,6 +203,26 @@ class UpstreamWorkload:
             return Verdict("PASS", "", out)
         detail = last[0].strip() if last else f"no {self.outfile.name} written"
         return Verdict("FAIL", f"{detail}\n{self.output()}", out)
+
+    def image_problems(self, images: Path) -> list[str]:
+        """Without a manifest: every page criu says it wrote (stats-dump) is in the pagemaps.
+        Chain layers (parent link) and lazy dumps keep pages elsewhere: not counted."""
+        from ..cycle.stream import count_pages, dump_stats
+
+        if (images / "parent").exists() or not (images / "stats-dump").exists():
+            return []
+        stats = dump_stats(images)
+        if stats.pages_lazy:
+            return []
+        own, shared = count_pages(images)
+        problems = []
+        if own != stats.pages_written:
+            problems.append(f"{images}: pagemaps hold {own} present pages, stats-dump says "
+                            f"pages_written={stats.pages_written}")
+        if stats.HasField("shpages_written") and shared != stats.shpages_written:
+            problems.append(f"{images}: shmem pagemaps hold {shared} present pages, stats-dump "
+                            f"says shpages_written={stats.shpages_written}")
+        return problems
 
     # -- cleanup ---------------------------------------------------------------------------
     def _kill_tree(self, pid: int) -> None:

@@ -58,6 +58,16 @@ class StageError(ZdtmError):
         message = message.removeprefix(f"stage '{stage}': ")  # said once is enough
         super().__init__(f"{test}: stage '{stage}': {message}")
         self.stage = stage
+        self.detail = message
+
+    def after(self) -> str:
+        """This failure as the consequence of another cause: "in stage 'x': ..." """
+        return f"in stage '{self.stage}': {self.detail}"
+
+
+def followed(failure: Exception) -> str:
+    """A failure told as the consequence of an earlier cause (no second test id)."""
+    return failure.after() if isinstance(failure, StageError) else str(failure)
 
 
 @dataclass
@@ -126,6 +136,7 @@ class Run:
     # Every process of this run carries marker.env(tag): cleanup kills them all by it, even
     # ones only criu knew (a half-restored tree, a task in another session).
     tag: str = field(default_factory=marker.new_tag)
+    _backend: object = None
 
     # -- bookkeeping -------------------------------------------------------------------
     @contextmanager
@@ -248,13 +259,22 @@ class Run:
                 self.fail(f"workload says {verdict.status}: {verdict.detail}")
 
     # -- criu --------------------------------------------------------------------------
+    @property
+    def backend(self) -> Any:
+        """How criu actions run: the variant's criu API (command line or RPC)."""
+        if self._backend is None:
+            from ..criuapi import backend_for
+
+            self._backend = backend_for(self.criu, getattr(self.variant, "api", "cli"))
+        return self._backend
+
     def criu_run(self, action: str, args: list[str], log_name: str, stage: str,
                  expect_fail: bool = False) -> CriuRun:
         log = self.path(log_name)
         self.attach(f"criu {action} log ({log_name})", log, criu_log=True)
         try:
-            return self.criu.run(action, args, log=log, stage=stage, timeout=self.timeout(2),
-                                 expect_fail=expect_fail, env=self.env())
+            return self.backend.run(action, args, log=log, stage=stage, timeout=self.timeout(2),
+                                    expect_fail=expect_fail, env=self.env())
         except StageTimeout:
             self.kill_marked()  # criu's group is dead; restored tasks may live elsewhere
             raise
@@ -310,10 +330,20 @@ class Run:
         if not getattr(self.workload, "state_comparable", True):
             return  # e.g. upstream's transition tests change their mappings all the time
         with self.stage("visible-state"):
+            self.require_alive(pid)
             differ = getattr(self.workload, "state_differences", procstate.differences)
             diffs = differ(before, procstate.capture(pid))
             if diffs:
+                time.sleep(0.1)  # a process killed while we looked may still be exiting
+                self.require_alive(pid)
                 self.fail("restored tree differs from the dumped one:\n  " + "\n  ".join(diffs))
+
+    def require_alive(self, pid: int) -> None:
+        """A restored init that died is reported as such (which pid, which signal), not as
+        the lost mappings or data a look at its remains would suggest."""
+        how = isolation.death(pid)
+        if how is not None:
+            self.fail(f"restored process {pid} (the tree's init) {how} before the check")
 
     def check_images(self, images: Path, manifest: Manifest | None = None,
                      layer_note: str = "") -> None:
@@ -325,7 +355,14 @@ class Run:
             return
         from .. import oracle
 
+        own_check = getattr(self.workload, "image_problems", None)  # no manifest (corpus)
         with self.stage("oracle"):
+            if own_check is not None:
+                problems = own_check(images)
+                if problems:
+                    self.fail(f"images disagree with criu's own account{layer_note}:\n  "
+                              + "\n  ".join(problems))
+                return
             manifest = manifest or self.started().manifest()
             problems = oracle.check(images, manifest)
             if problems:

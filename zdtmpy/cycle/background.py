@@ -13,13 +13,22 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Protocol
 
 from ..criu import log_excerpt, returncode_text, signal_name
 from ..errors import CriuFailure, StageTimeout
-from . import Run
+from . import Run, followed
+
+
+class Blamer(Protocol):
+    """A background helper that can name itself as the cause of a failure that followed."""
+
+    def blame(self, failure: Exception) -> None: ...
+
 
 LOOPBACK = "127.0.0.1"
 PORT_ATTEMPTS = 5
+BLAME_SETTLE = 2.0  # seconds a streamer gets to exit after criu failed
 
 
 class BackgroundCriu:
@@ -76,6 +85,17 @@ class BackgroundCriu:
                               f"command: {' '.join(self.cmd)}\n{log_excerpt(self.log)}")
         return rc
 
+    def blame(self, failure: Exception) -> None:
+        """If this helper died before `failure`, raise a StageError naming its death."""
+        from . import StageError
+
+        if self.proc is None or self.proc.poll() in (None, 0):
+            return
+        raise StageError(self.action, self.r.test,
+                         f"criu {self.action} {returncode_text(self.proc.returncode)} while "
+                         f"the restored workload still depended on it; what followed: "
+                         f"{followed(failure)}\n{log_excerpt(self.log)}") from failure
+
     def kill(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
@@ -100,15 +120,21 @@ def start_criu_server(r: Run, action: str, args: list, log_name: str) -> tuple:
     for attempt in range(PORT_ATTEMPTS):
         port = free_port()
         name = log_name if attempt == 0 else f"{log_name}.{attempt}"
-        helper = BackgroundCriu(r, action, [*args, "--address", LOOPBACK, "--port", str(port)],
-                                name)
-        r.attach(f"criu {action} log ({name})", helper.log)
+        full_args = [*args, "--address", LOOPBACK, "--port", str(port)]
+        log = r.path(name)
+        r.attach(f"criu {action} log ({name})", log)
         try:
+            if action == "page-server" and r.backend.name == "rpc":
+                server = r.backend.start_page_server(full_args, log=log, timeout=r.timeout(),
+                                                     env=r.env())
+                r.on_cleanup(server.kill)
+                return server, port
+            helper = BackgroundCriu(r, action, full_args, name)
             helper.start(r.timeout())
             return helper, port
         except CriuFailure as exc:
             last = exc
-            text = helper.log.read_text(errors="replace") if helper.log.exists() else ""
+            text = log.read_text(errors="replace") if log.exists() else ""
             if "Address already in use" not in text and "bind" not in text.lower():
                 raise
     assert last is not None
@@ -177,6 +203,22 @@ class StreamerProcess:
                                f"{self.r.timeout():.0f}s after criu; log {self.log}") from None
         if rc != 0:
             self.r.fail(f"zdtmpy stream {self.action} {returncode_text(rc)}:\n{self.tail()}")
+
+    def blame(self, failure: Exception) -> None:
+        """If the streamer ended badly before `failure` (killed, or its own error such as a
+        full disk), raise a StageError naming that as the cause: criu's "Broken pipe" is
+        only what followed."""
+        from . import StageError
+
+        try:  # criu saw the pipe break: give the streamer a moment to finish dying
+            rc = self.proc.wait(BLAME_SETTLE)
+        except subprocess.TimeoutExpired:
+            return
+        if rc == 0:
+            return
+        raise StageError(f"stream-{self.action}", self.r.test,
+                         f"zdtmpy stream {self.action} {returncode_text(rc)}:\n{self.tail()}\n"
+                         f"what followed: {followed(failure)}") from failure
 
     def tail(self, lines=15):
         from ..criu import read_head_tail

@@ -127,7 +127,6 @@ def run_rebased(r: Run) -> None:
         return
     if not norst:
         r.wait_tree_gone(host_tree)
-    r.dumped(layers[-1])
 
     fulls = [link_copy(layer, r.path("img-full") / layer.name) for layer in layers]
     rows = []
@@ -143,6 +142,7 @@ def run_rebased(r: Run) -> None:
             rows.append((layer.name, kind.name, full_bytes, _pages_bytes(layer),
                          note.splitlines()[0]))
     r.attach("chain layer sizes (pages bytes)", text=_sizes_text(rows))
+    _dumped_every_layer(r, layers)  # as restore will read them: rebased and compressed
 
     _verify(r, layers, fulls, "rebased chain")
     _oracle_every_layer(r, layers, manifests, kinds)
@@ -153,6 +153,12 @@ def run_rebased(r: Run) -> None:
 
 class _Crfail(Exception):
     """Internal: the descriptor expects criu to refuse the dump, and it did."""
+
+
+def _dumped_every_layer(r: Run, layers) -> None:
+    """The after-dump hook once per layer, bottom first, on the images in their final form."""
+    for layer in layers:
+        r.dumped(layer)
 
 
 def _pages_bytes(layer: Path) -> int:
@@ -183,7 +189,8 @@ def _tracked_chain(r: Run, snapshots: bool) -> None:
     layers, manifests, before, host_tree = _dump_steps(r, pid, n, dump_one)
     if not norst:
         r.wait_tree_gone(host_tree)
-    r.dumped(layers[-1])
+    if not kinds[-1].enabled:
+        _dumped_every_layer(r, layers)
     what = "snapshot chain" if snapshots else "pre-dump chain"
 
     _verify(r, layers, None, f"criu {what}")
@@ -195,6 +202,7 @@ def _tracked_chain(r: Run, snapshots: bool) -> None:
         with r.stage("compress"):
             for layer in layers:  # bottom first: each layer sees version-3 parents
                 compress_dir(layer, kinds[-1], in_place=True)
+        _dumped_every_layer(r, layers)  # as restore will read them: compressed
         _verify(r, layers, None, f"compressed {what}")
         _oracle_every_layer(r, layers, manifests, kinds)
         _decompress_chain(r, layers, kinds)

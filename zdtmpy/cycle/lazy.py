@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import ZdtmError
 from . import Run
 from .background import LOOPBACK, BackgroundCriu, start_criu_server, start_zdtmpy_server
 from .pageserver import decompressed_copy, verify_compressed
@@ -50,16 +51,27 @@ def _dump(r: Run):
     return w, images
 
 
-def _lazy_restore(r: Run, restore_dir: Path, w, lazy_args: list) -> BackgroundCriu:
+def _lazy_restore(r: Run, restore_dir: Path, w, lazy_args: list,
+                  upstream: BackgroundCriu | None = None) -> BackgroundCriu:
     """lazy-pages daemon + restore --lazy-pages; the workload's verdict touches every page,
-    then the daemon must exit cleanly."""
-    daemon = BackgroundCriu(r, "lazy-pages", ["-D", str(restore_dir), *lazy_args],
+    then the daemon must exit cleanly. A failure after a helper died (the daemon, or the
+    `upstream` page server feeding it) is reported as that helper's death."""
+    # criu has no RPC request for this daemon: it stays a command. Over RPC the restore's
+    # work dir (where the daemon's socket lives) is the test directory, so it shares that.
+    work = ["--work-dir", str(r.workdir)] if r.backend.name == "rpc" else []
+    daemon = BackgroundCriu(r, "lazy-pages", ["-D", str(restore_dir), *work, *lazy_args],
                             "lazy-pages.log")
     r.attach("criu lazy-pages log", daemon.log)
     r.attach("criu lazy-pages output", daemon.out)
     with r.stage("lazy-pages"):
         daemon.start(r.timeout())
-    r.verify_restored(w, r.restore(restore_dir, ["--lazy-pages"]))
+    try:
+        r.verify_restored(w, r.restore(restore_dir, ["--lazy-pages"]))
+    except ZdtmError as exc:
+        if upstream is not None:
+            upstream.blame(exc)  # the source of the pages went first
+        daemon.blame(exc)  # a dead daemon, not the workload, is the cause
+        raise
     with r.stage("lazy-pages"):
         daemon.wait(r.timeout(2), "lazy-pages")
     return daemon
@@ -112,6 +124,6 @@ def run_remote_criu(r: Run) -> None:
         helper, port = start_criu_server(r, "page-server", ["-D", str(images), "--lazy-pages"],
                                          "page-server.log")
     _lazy_restore(r, restore_dir, w,
-                  ["--page-server", "--address", LOOPBACK, "--port", str(port)])
+                  ["--page-server", "--address", LOOPBACK, "--port", str(port)], helper)
     with r.stage("page-server"):
         helper.wait(r.timeout(), "page-server")

@@ -7,10 +7,17 @@ The server processes themselves are in `background`.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
-from . import Run
-from .background import page_server_args, start_criu_server, start_zdtmpy_server
+from ..errors import ZdtmError
+from . import Run, followed
+from .background import (
+    Blamer,
+    page_server_args,
+    start_criu_server,
+    start_zdtmpy_server,
+)
 from .transforms import COMPRESS_FEATURE, link_copy, refuse_compressed
 
 
@@ -56,7 +63,31 @@ def run_zdtmpy(r: Run) -> None:
             if stamp_inventory(images, spec):
                 srv.log(f"inventory stamped: img_version 3, compression {spec.name}")
 
-    _dump_restore(r, images, page_server_args(srv.port), finish_dump, compressed)
+    _dump_restore(r, images, page_server_args(srv.port), finish_dump, compressed,
+                  ServerBlame(r, srv))
+
+
+class ServerBlame:
+    """zdtmpy's page server (a thread) as the cause of a failed dump: a full disk or a bad
+    session there is what a user needs to read, not criu's "Broken pipe"."""
+
+    SETTLE = 2.0  # seconds for the server thread to record a session criu saw end
+
+    def __init__(self, r: Run, srv):
+        self.r, self.srv = r, srv
+
+    def blame(self, failure: Exception) -> None:
+        from . import StageError
+
+        deadline = time.monotonic() + self.SETTLE
+        while not self.srv.results and time.monotonic() < deadline:
+            time.sleep(0.02)
+        bad = [res for res in self.srv.results if not res.ok]
+        if bad:
+            raise StageError("page-server", self.r.test,
+                             f"zdtmpy page server on port {self.srv.port}: session with "
+                             f"{bad[0].peer} failed: {bad[0].error}\n"
+                             f"what followed: {followed(failure)}") from failure
 
 
 def run_criu(r: Run) -> None:
@@ -79,13 +110,19 @@ def run_criu(r: Run) -> None:
             if not moved:
                 r.fail(f"criu page-server wrote no pagemap into {ps_dir}")
 
-    _dump_restore(r, images, page_server_args(port), finish_dump, False)
+    _dump_restore(r, images, page_server_args(port), finish_dump, False, helper)
 
 
-def _dump_restore(r: Run, images: Path, dump_extra: list, finish_dump, compressed: bool):
+def _dump_restore(r: Run, images: Path, dump_extra: list, finish_dump, compressed: bool,
+                  helper: Blamer | None = None):
     w = r.start_recorded()
     manifest = w.manifest
-    r.dump(w.pid, images, dump_extra, leave_running=r.norst)
+    try:
+        r.dump(w.pid, images, dump_extra, leave_running=r.norst)
+    except ZdtmError as exc:
+        if helper is not None:
+            helper.blame(exc)  # criu's "connection refused" is only what followed
+        raise
     if r.desc.has("crfail"):
         r.stop_workload(w.pid)
         return

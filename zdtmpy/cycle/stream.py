@@ -15,7 +15,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from ..errors import ImageError
+from ..errors import ImageError, ZdtmError
 from ..isolation import tree_pids
 from ..transport.streamproto import CAPTURE_SOCKET, SERVE_SOCKET
 from . import Run
@@ -104,7 +104,11 @@ def run(r: Run) -> None:
                                              stream_file, *capture_args(spec)],
                               images / CAPTURE_SOCKET, "stream-capture.log")
         cap.wait_ready()
-    r.dump(pid, images, extra=["--stream"], leave_running=norst)
+    try:
+        r.dump(pid, images, extra=["--stream"], leave_running=norst)
+    except ZdtmError as exc:
+        cap.blame(exc)
+        raise
     if r.desc.has("crfail"):
         r.stop_workload(pid)
         return
@@ -134,7 +138,11 @@ def run(r: Run) -> None:
                                            stream_file], restore_dir / SERVE_SOCKET,
                               "stream-serve.log")
         srv.wait_ready()
-    new_pid = r.restore(restore_dir, extra=["--stream"])
+    try:
+        new_pid = r.restore(restore_dir, extra=["--stream"])
+    except ZdtmError as exc:
+        srv.blame(exc)
+        raise
     with r.stage("stream-serve"):
         srv.wait_done()
     r.compare_state(before, new_pid)

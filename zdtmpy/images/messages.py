@@ -22,6 +22,7 @@ _NAMES = {
     "MmEntry": "mm_entry",
     "VmaEntry": "vma_entry",
     "FileEntry": "file_entry",
+    "RegFileEntry": "reg_file_entry",
     "MemfdInodeEntry": "memfd_inode_entry",
     "StatsEntry": "stats_entry",
 }

@@ -1,8 +1,9 @@
 """A tiny parser for the proto2 subset our .proto files use, building descriptors at run time.
 
 Why: the project keeps CRIU's message definitions as .proto text but must not need protoc.
-Supported: `syntax`, `package`, `import`, comments, top-level `message` blocks with scalar or
-message-typed fields labelled required/optional/repeated, and the `[packed = true]` option.
+Supported: `syntax`, `package`, `import`, comments, top-level `message` and `enum` blocks,
+fields labelled required/optional/repeated of scalar, message or enum type, and the
+`[packed = ...]` / `[default = ...]` options.
 Anything else is a ValueError naming the file and line, so a typo never loads silently.
 """
 
@@ -21,7 +22,8 @@ _SCALARS = {
 _LABELS = {"required": _F.LABEL_REQUIRED, "optional": _F.LABEL_OPTIONAL,
            "repeated": _F.LABEL_REPEATED}
 
-_TOKEN = re.compile(r'\s+|//[^\n]*|/\*.*?\*/|"[^"]*"|[A-Za-z_][\w.]*|\d+|[{}=;\[\]]', re.DOTALL)
+_TOKEN = re.compile(r'\s+|//[^\n]*|/\*.*?\*/|"[^"]*"|[A-Za-z_][\w.]*|-?(?:0x[0-9a-fA-F]+|\d+)'
+                    r'|[{}=;,\[\]]', re.DOTALL)
 
 
 def _tokens(text, name):
@@ -79,6 +81,8 @@ def parse_proto(text, name):
             s.next(";")
         elif tok == "message":
             _parse_message(s, fdp.message_type.add())
+        elif tok == "enum":
+            _parse_enum(s, fdp.enum_type.add())
         else:
             s.fail(f"unsupported statement {tok!r}")
     return fdp
@@ -99,20 +103,51 @@ def _parse_message(s, msg):
         field = msg.field.add(name=fname, number=int(number), label=_LABELS[label])
         if ftype in _SCALARS:
             field.type = _SCALARS[ftype]
-        else:  # a message type, resolved relative to the package by the pool
-            field.type = _F.TYPE_MESSAGE
+        else:  # a message or enum type, resolved in load_messages
             field.type_name = ftype
         if s.peek() == "[":
             s.next()
-            key = s.next()
-            s.next("=")
-            value = s.next()
-            if key != "packed" or value not in ("true", "false"):
-                s.fail(f"unsupported field option {key}")
-            field.options.packed = value == "true"
+            while True:
+                _field_option(s, field, s.next())
+                if s.peek() != ",":
+                    break
+                s.next(",")
             s.next("]")
         s.next(";")
     s.next("}")
+    if s.peek() == ";":  # criu's files end some blocks with "};"
+        s.next()
+
+
+def _field_option(s, field, key):
+    s.next("=")
+    value = s.next()
+    if key == "packed" and value in ("true", "false"):
+        field.options.packed = value == "true"
+    elif key == "default":
+        try:
+            field.default_value = str(int(value, 0))
+        except ValueError:  # an enum value name, true / false
+            field.default_value = value
+    else:
+        s.fail(f"unsupported field option {key}")
+
+
+def _parse_enum(s, enum):
+    enum.name = s.next()
+    s.next("{")
+    while s.peek() != "}":
+        name = s.next()
+        s.next("=")
+        number = s.next()
+        try:
+            enum.value.add(name=name, number=int(number, 0))
+        except ValueError:
+            s.fail(f"bad enum value {number!r}")
+        s.next(";")
+    s.next("}")
+    if s.peek() == ";":
+        s.next()
 
 
 def load_messages(sources):
@@ -121,9 +156,11 @@ def load_messages(sources):
     classes = {}
     for name, text in sources.items():
         fdp = parse_proto(text, name)
-        for msg in fdp.message_type:  # make message-typed fields absolute within the package
+        enums = {e.name for e in fdp.enum_type}
+        for msg in fdp.message_type:  # named types become absolute within the package
             for field in msg.field:
-                if field.type == _F.TYPE_MESSAGE and not field.type_name.startswith("."):
+                if field.type_name and not field.type_name.startswith("."):
+                    field.type = _F.TYPE_ENUM if field.type_name in enums else _F.TYPE_MESSAGE
                     prefix = f".{fdp.package}." if fdp.package else "."
                     field.type_name = prefix + field.type_name
         pool.Add(fdp)

@@ -72,13 +72,7 @@ class PageReader:
         pages) for a shared file mapping, whose pages live in the file, not the images."""
         from .shmem import shmem_key
 
-        vmas = self._vmas.get(pid)
-        if vmas is None:
-            vmas = self._vmas[pid] = sorted(self.vmas(pid))
-        i = bisect.bisect_right([v.start for v in vmas], vaddr) - 1
-        if i < 0 or vaddr >= vmas[i].end:
-            raise ImageError(f"{self.layers[0].path}/mm-{pid}.img: no mapping covers {vaddr:#x}")
-        vma = vmas[i]
+        vma = self.vma_at(pid, vaddr)
         pages = (vma.end - vaddr) // PAGE_SIZE
         key = shmem_key(self.layers[0].path, vma)
         if key is not None:
@@ -87,14 +81,26 @@ class PageReader:
             return None, vaddr, pages
         return _key(pid), vaddr, pages
 
+    def vma_at(self, pid, vaddr):
+        """The top layer's Vma of process pid that covers vaddr (ImageError if none)."""
+        vmas = self._vmas.get(pid)
+        if vmas is None:
+            vmas = self._vmas[pid] = sorted(self.vmas(pid))
+        i = bisect.bisect_right([v.start for v in vmas], vaddr) - 1
+        if i < 0 or vaddr >= vmas[i].end:
+            raise ImageError(f"{self.layers[0].path}/mm-{pid}.img: no mapping covers {vaddr:#x}")
+        return vmas[i]
+
     def read(self, pid, vaddr, npages, missing="error"):
         """Bytes of npages pages from vaddr. missing="zero" reads pages that no pagemap entry
         of the top layer covers as zeros (CRIU does not dump never-touched / zero-pfn pages);
-        by default they are an ImageError."""
+        a function (start, stop) -> bytes supplies them (filemap.private_file_source: what
+        restore maps there); by default they are an ImageError."""
         if vaddr % PAGE_SIZE:
             raise ImageError(f"read at {vaddr:#x}: address is not page aligned")
-        if missing not in ("error", "zero"):
-            raise ValueError(f"missing must be 'error' or 'zero', not {missing!r}")
+        if missing not in ("error", "zero") and not callable(missing):
+            raise ValueError(f"missing must be 'error', 'zero' or a function (start, stop) "
+                             f"-> bytes, not {missing!r}")
         key = _key(pid)
         out = bytearray(npages * PAGE_SIZE)
         self._fill(0, key, vaddr, vaddr + len(out), out, vaddr, missing, None)
@@ -178,7 +184,9 @@ class PageReader:
                 end = min(stop, nxt) if nxt is not None else stop
                 if child is not None or missing == "error":
                     self._hole(li, key, pos, end, child)
-                pos = end  # left as zeros
+                if callable(missing):  # what restore maps there (a private file's bytes)
+                    out[pos - origin:end - origin] = missing(pos, end)
+                pos = end  # else left as zeros
                 continue
             end = min(stop, e.end)
             if e.flags & PE_PRESENT:

@@ -13,6 +13,8 @@ from __future__ import annotations
 import heapq
 import statistics
 
+import pytest
+
 from ..errors import ZdtmError
 
 
@@ -64,14 +66,24 @@ def select(items: list, k: int, n: int, weights: dict[str, float] | None = None
     return kept, dropped
 
 
+DURATIONS_KEY = pytest.StashKey[dict]()  # item id -> seconds, from --zdtm-shard-durations
+
+
+def configure(config) -> None:
+    """Check --zdtm-shard and read the durations reports once, at start-up: a bad value or
+    report is a usage error, not a crash in the middle of collection."""
+    parse(config.getoption("zdtm_shard"))
+    paths = config.getoption("zdtm_shard_durations") or []
+    config.stash[DURATIONS_KEY] = durations_from(paths) if paths else {}
+
+
 def apply(config, items: list) -> None:
     """Keep this shard's items (pytest collection, after every other selection)."""
     text = config.getoption("zdtm_shard")
     if not text:
         return
     k, n = parse(text)
-    paths = config.getoption("zdtm_shard_durations") or []
-    kept, dropped = select(items, k, n, durations_from(paths) if paths else None)
+    kept, dropped = select(items, k, n, config.stash.get(DURATIONS_KEY, {}))
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = kept

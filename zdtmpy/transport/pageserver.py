@@ -115,8 +115,11 @@ class PageServer:
         line = f"({time.monotonic() - self._t0:9.4f}) {text}\n"
         with self._log_lock:
             if self._logf is not None:
-                self._logf.write(line)
-                self._logf.flush()
+                try:
+                    self._logf.write(line)
+                    self._logf.flush()
+                except OSError:  # a full disk must not end the server before its result
+                    self._logf = None
 
     # -- lifecycle ---------------------------------------------------------------------
     def start(self) -> int:
@@ -244,7 +247,13 @@ class PageServer:
         finally:
             if session is not None:
                 result.entries, result.payload_bytes = session.entries, session.payload_bytes
-                session.release(result.ok)
+                try:
+                    session.release(result.ok)
+                except Exception as exc:  # noqa: BLE001 - never hide the first error
+                    if result.ok:
+                        result.ok, result.error = False, f"releasing the session: {exc}"
+                    else:
+                        self.log(f"releasing the failed session: {exc}")
         result.seconds = time.monotonic() - start
         if result.ok:
             self.log(f"session over: {len(result.files)} pagemap(s), {result.entries} "

@@ -134,14 +134,16 @@ class DumpSession:
         os.rmdir(self.stage)
 
     def abort(self):
-        if self.writer is not None:
-            self.writer.abort()
-            self.writer = None
         try:
-            self._closer.join()
-        except (ZdtmError, OSError):
-            pass   # discarded with the rest
-        shutil.rmtree(self.stage, ignore_errors=True)
+            if self.writer is not None:
+                writer, self.writer = self.writer, None
+                writer.abort()
+            try:
+                self._closer.join()
+            except (ZdtmError, OSError):
+                pass   # discarded with the rest
+        finally:  # whatever the abort raised (a full disk), the staging dir goes
+            shutil.rmtree(self.stage, ignore_errors=True)
 
     # commands
     def handle(self, h):

@@ -1,0 +1,71 @@
+"""The oracle reads every page as restore would, with real criu and a real workload."""
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+LIB = REPO / "tests" / "static" / "lib"
+
+# A private file mapping that is only read: criu keeps its pages in the file, not the images.
+READ_ONLY_FILE_MAPPING = r'''
+#include <sys/mman.h>
+#include <unistd.h>
+#include "lib/zdtmtst.h"
+#include "lib/pagegen.h"
+
+int main(int argc, char **argv)
+{
+	const size_t n = 16;
+	volatile char sink;
+	struct zt_area *a;
+	const char *path;
+	char *p;
+	size_t i;
+	int fd;
+
+	zt_init(argc, argv);
+	path = zt_aux_path("read-only-file");
+	fd = zt_make_file(path, n, 0xa5);
+	p = zt_mmap(n, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0, path);
+	close(fd);
+	for (i = 0; i < n; i++)
+		sink = p[i * 4096];
+	(void)sink;
+	a = zt_area_new(p, n, "file-private-read");
+	zt_area_note(a, 0, n, PG_FILL, 0xa5, 0);
+	zt_area_publish(a, 0);
+	zt_ready();
+	zt_run(NULL, NULL);
+}
+'''
+
+
+@pytest.fixture
+def project(pytester, monkeypatch):
+    from zdtmpy.build import cache_root
+    from zdtmpy.criu import find_criu
+    from zdtmpy.errors import CriuNotFound
+
+    try:
+        find_criu()
+    except CriuNotFound as exc:
+        pytest.skip(f"criu unavailable: {exc}")
+    monkeypatch.setenv("ZDTMPY_CACHE", str(cache_root()))
+    pytester.makeini("[pytest]\nzdtm_descs = descs\nzdtm_static = static\n")
+    (pytester.path / "descs").mkdir()
+    (pytester.path / "static").mkdir()
+    (pytester.path / "static" / "lib").symlink_to(LIB)
+    return pytester
+
+
+@pytest.mark.criu
+def test_untouched_private_file_pages_are_read_from_the_file(project):
+    """criu leaves the pages out of the images; the oracle must expect the file's bytes
+    there (restore maps the file), not zeros."""
+    (project.path / "static" / "filepriv.c").write_text(READ_ONLY_FILE_MAPPING)
+    (project.path / "descs" / "filepriv.desc").write_text("{}")
+    res = project.runpytest_subprocess("-p", "no:cacheprovider", "--zdtm-mode", "plain",
+                                       "--zdtm-compress", "off", "--zdtm-compress", "page",
+                                       "descs")
+    res.assert_outcomes(passed=2)
