@@ -4,12 +4,13 @@ the test (FORMAT.md: compare parsed messages, not bytes)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from . import messages
 from .framing import INVENTORY_MAGIC, PAGEMAP_MAGIC, read_image
 
 
-def _decoded(path: Path) -> tuple:
+def _decoded(path: Path) -> tuple[int, tuple[Any, ...]]:
     img = read_image(path)
     if img.magic == INVENTORY_MAGIC:
         kinds = [messages.InventoryEntry] * len(img.entries)

@@ -12,6 +12,7 @@ import functools
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from ..errors import ImageError
 from . import messages
@@ -42,11 +43,12 @@ def _reg_names(layer_dir: str) -> dict[int, str]:
     return out
 
 
-def is_private_file(vma) -> bool:
+def is_private_file(vma: Any) -> bool:
     return bool(vma.status & VMA_FILE_PRIVATE) and not vma.status & VMA_AREA_MEMFD
 
 
-def private_file_source(layer_dir, vma) -> Callable[[int, int], bytes] | None:
+def private_file_source(layer_dir: str | os.PathLike[str],
+                        vma: Any) -> Callable[[int, int], bytes] | None:
     """For a private file mapping, a function (start, stop) -> the file's bytes that restore
     maps at [start, stop) of the VMA; None for any other mapping."""
     if not is_private_file(vma):

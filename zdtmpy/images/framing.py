@@ -1,7 +1,11 @@
 """Image file framing: magics, then entries each as u32 little-endian length + protobuf bytes."""
 
+from __future__ import annotations
+
 import os
 import struct
+from collections.abc import Iterable
+from typing import Any
 
 from ..errors import ImageError
 from .safeopen import read_regular
@@ -31,11 +35,11 @@ class RawImage:
 
     __slots__ = ("entries", "magic", "path")
 
-    def __init__(self, path, magic, entries):
+    def __init__(self, path: str, magic: int, entries: list[bytes]) -> None:
         self.path, self.magic, self.entries = path, magic, entries
 
 
-def _prefix(magic):
+def _prefix(magic: int) -> bytes:
     if magic == INVENTORY_MAGIC:
         return b""  # the inventory carries no common magic
     if magic == STATS_MAGIC:
@@ -43,7 +47,7 @@ def _prefix(magic):
     return _U32.pack(COMMON_MAGIC)
 
 
-def parse_image(data, name, expect=None):
+def parse_image(data: bytes, name: str, expect: int | None = None) -> RawImage:
     """Split image bytes into a RawImage; `name` is used in error messages."""
     if len(data) < 4:
         raise ImageError(f"{name}: too short for an image magic ({len(data)} bytes)")
@@ -62,7 +66,7 @@ def parse_image(data, name, expect=None):
     if data[:pos - 4] != _prefix(magic):  # criu reads stats only after the service magic
         raise ImageError(f"{name}: leading magic {first:#010x} does not belong to a "
                          f"{MAGIC_NAMES.get(magic, hex(magic))} image")
-    entries = []
+    entries: list[bytes] = []
     end = len(data)
     while pos < end:
         if pos + 4 > end:
@@ -77,14 +81,14 @@ def parse_image(data, name, expect=None):
     return RawImage(name, magic, entries)
 
 
-def read_image(path, expect=None):
+def read_image(path: str | os.PathLike[str], expect: int | None = None) -> RawImage:
     """Read an image file (never a pages file) into a RawImage."""
     return parse_image(read_regular(path), str(path), expect)
 
 
-def encode_image(magic, entries):
+def encode_image(magic: int, entries: Iterable[Any]) -> bytes:
     """Bytes of an image: magic(s) then each entry (bytes or a protobuf message)."""
-    parts = [_prefix(magic), _U32.pack(magic)]
+    parts: list[bytes | bytearray] = [_prefix(magic), _U32.pack(magic)]
     for entry in entries:
         raw = entry if isinstance(entry, (bytes, bytearray)) else entry.SerializeToString()
         parts.append(_U32.pack(len(raw)))
@@ -92,12 +96,13 @@ def encode_image(magic, entries):
     return b"".join(parts)
 
 
-def encode_entry(entry):
-    raw = entry.SerializeToString()
+def encode_entry(entry: Any) -> bytes:
+    raw: bytes = entry.SerializeToString()
     return _U32.pack(len(raw)) + raw
 
 
-def write_image(path, magic, entries, fsync=False):
+def write_image(path: str | os.PathLike[str], magic: int, entries: Iterable[Any],
+                fsync: bool = False) -> None:
     """Write an image file; entries are bytes or messages."""
     data = encode_image(magic, entries)
     with open(path, "wb") as f:

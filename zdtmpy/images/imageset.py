@@ -1,12 +1,15 @@
 """One image layer (a dump directory) and the chain of layers its parent links form."""
 
+from __future__ import annotations
+
 import os
 from pathlib import Path
+from typing import Any
 
 from ..errors import ImageError
 from . import messages
 from .framing import INVENTORY_MAGIC, MM_MAGIC, PSTREE_MAGIC, read_image
-from .pagemap import Pagemap, pagemap_key
+from .pagemap import Pagemap, PagemapKey, pagemap_key
 
 INVENTORY = "inventory.img"
 PARENT_LINK = "parent"
@@ -16,7 +19,7 @@ JOURNAL = ".zdtmpy-journal"  # written by zdtmpy.compress while installing a rew
 class ImageSet:
     """One layer: inventory, pagemaps (pagemap-<pid>.img, pagemap-shmem-<id>.img), parent link."""
 
-    def __init__(self, path):
+    def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         if not self.path.is_dir():
             raise ImageError(f"{self.path}: not a directory")
@@ -26,32 +29,33 @@ class ImageSet:
         raw = read_image(inv_path, INVENTORY_MAGIC)
         if len(raw.entries) != 1:
             raise ImageError(f"{inv_path}: expected 1 inventory entry, found {len(raw.entries)}")
-        self.inventory = messages.decode(messages.InventoryEntry, raw.entries[0], str(inv_path))
-        self._pagemaps = None
+        self.inventory: Any = messages.decode(messages.InventoryEntry, raw.entries[0],
+                                              str(inv_path))
+        self._pagemaps: dict[PagemapKey, Pagemap] | None = None
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"ImageSet({str(self.path)!r})"
 
     @property
-    def img_version(self):
-        return self.inventory.img_version
+    def img_version(self) -> int:
+        return int(self.inventory.img_version)
 
     @property
-    def compress(self):
-        return self.inventory.compress
+    def compress(self) -> int:
+        return int(self.inventory.compress)
 
     @property
-    def compress_region_size(self):
+    def compress_region_size(self) -> int | None:
         inv = self.inventory
-        return inv.compress_region_size if inv.HasField("compress_region_size") else None
+        return int(inv.compress_region_size) if inv.HasField("compress_region_size") else None
 
     @property
-    def journal_pending(self):
+    def journal_pending(self) -> bool:
         """True while an interrupted zdtmpy rewrite still has to be completed."""
         return os.path.lexists(self.path / JOURNAL)
 
     @property
-    def parent_link(self):
+    def parent_link(self) -> str | None:
         """Text of the `parent` symlink (e.g. "../1"), or None when the layer has no parent."""
         link = self.path / PARENT_LINK
         if link.is_symlink():
@@ -59,19 +63,19 @@ class ImageSet:
         return PARENT_LINK if link.exists() else None
 
     @property
-    def parent_path(self):
+    def parent_path(self) -> Path | None:
         if self.parent_link is None:
             return None
         # resolved like the kernel does for criu: relative to the layer directory itself
         return Path(os.path.realpath(self.path / PARENT_LINK))
 
-    def parent(self):
+    def parent(self) -> ImageSet | None:
         """The parent ImageSet, None without a link; ImageError for a broken link."""
         link = self.parent_link
         if link is None:
             return None
         target = self.parent_path
-        if not target.exists():
+        if target is None or not target.exists():
             raise ImageError(f"{self.path}: parent link {link!r} points to a missing "
                              f"directory {target}")
         try:
@@ -80,18 +84,22 @@ class ImageSet:
             raise ImageError(f"{self.path}: parent link {link!r} does not lead to a usable "
                              f"image set: {exc}") from None
 
-    def pagemap_names(self):
+    def pagemap_names(self) -> list[str]:
         return sorted(n for n in os.listdir(self.path) if pagemap_key(n) is not None)
 
     @property
-    def pagemaps(self):
+    def pagemaps(self) -> dict[PagemapKey, Pagemap]:
         """{key: Pagemap}; key is a pid (int) or ("shmem", id)."""
         if self._pagemaps is None:
-            self._pagemaps = {pagemap_key(n): Pagemap.load(self.path / n)
-                              for n in self.pagemap_names()}
+            maps: dict[PagemapKey, Pagemap] = {}
+            for n in self.pagemap_names():
+                key = pagemap_key(n)
+                if key is not None:
+                    maps[key] = Pagemap.load(self.path / n)
+            self._pagemaps = maps
         return self._pagemaps
 
-    def pstree(self):
+    def pstree(self) -> list[Any] | None:
         """pstree entries, or None when this layer has no pstree.img."""
         path = self.path / "pstree.img"
         if not path.exists():
@@ -100,13 +108,13 @@ class ImageSet:
         return [messages.decode(messages.PstreeEntry, d, f"{path}: entry {i}")
                 for i, d in enumerate(raw.entries)]
 
-    def pids(self):
+    def pids(self) -> list[int]:
         tree = self.pstree()
         if tree is not None:
-            return [e.pid for e in tree]
+            return [int(e.pid) for e in tree]
         return sorted(k for k in self.pagemaps if isinstance(k, int))
 
-    def mm(self, pid):
+    def mm(self, pid: int) -> Any:
         path = self.path / f"mm-{pid}.img"
         if not path.exists():
             raise ImageError(f"{self.path}: no mm-{pid}.img (pid {pid} not in this dump?)")
@@ -116,7 +124,7 @@ class ImageSet:
         return messages.decode(messages.MmEntry, raw.entries[0], str(path))
 
 
-def load_chain(path):
+def load_chain(path: str | os.PathLike[str]) -> list[ImageSet]:
     """[layer, parent, grandparent, ...] with every broken-chain case as an ImageError."""
     top = ImageSet(path)
     chain = [top]
@@ -141,6 +149,6 @@ def load_chain(path):
         layer = parent
 
 
-def _pid_set(iset):
+def _pid_set(iset: ImageSet) -> set[int] | None:
     tree = iset.pstree()
     return None if tree is None else {e.pid for e in tree}

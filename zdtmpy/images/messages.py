@@ -2,6 +2,7 @@
 
 import functools
 from pathlib import Path
+from typing import Any
 
 from google.protobuf.message import DecodeError
 
@@ -29,17 +30,17 @@ _NAMES = {
 
 
 @functools.cache
-def _classes():
+def _classes() -> dict[str, Any]:
     return load_messages({name: (PROTO_DIR / name).read_text() for name in _FILES})
 
 
-def __getattr__(name):  # messages.PagemapEntry etc., loaded on first use
+def __getattr__(name: str) -> Any:  # messages.PagemapEntry etc., loaded on first use
     if name in _NAMES:
         return _classes()[_NAMES[name]]
     raise AttributeError(name)
 
 
-def decode(cls, data, where):
+def decode(cls: Any, data: bytes | bytearray | memoryview, where: str) -> Any:
     """Parse one entry; `where` (e.g. "pagemap-1.img entry 3") goes into the error."""
     msg = cls()
     try:

@@ -1,11 +1,15 @@
 """Pagemap files: normalised entries and where each entry's payload lives in the pages file."""
 
+from __future__ import annotations
+
 import bisect
 import itertools
 import os
 import re
+from typing import Any, Union
 
-from ..codec.spec import MAX_REGION_BYTES, PAGE_SIZE
+from ..codec.spec import MAX_REGION_BYTES as MAX_REGION_BYTES
+from ..codec.spec import PAGE_SIZE as PAGE_SIZE
 from ..errors import ImageError
 from . import messages
 from .framing import PAGEMAP_MAGIC, read_image
@@ -23,7 +27,10 @@ _NAME = re.compile(r"pagemap-(?:(shmem)-)?(0|[1-9]\d*)\.img")
 LOOSE_NAME = re.compile(r"pagemap-(?:shmem-)?\d+\.img")
 
 
-def pagemap_key(name):
+PagemapKey = Union[int, tuple[str, int]]   # a pid, or ("shmem", id)
+
+
+def pagemap_key(name: str) -> PagemapKey | None:
     """pagemap-42.img -> 42, pagemap-shmem-7.img -> ("shmem", 7); None for other names."""
     m = _NAME.fullmatch(name)
     if not m:
@@ -31,16 +38,16 @@ def pagemap_key(name):
     return ("shmem", int(m.group(2))) if m.group(1) else int(m.group(2))
 
 
-def pagemap_name(key):
+def pagemap_name(key: PagemapKey) -> str:
     return f"pagemap-shmem-{key[1]}.img" if isinstance(key, tuple) else f"pagemap-{key}.img"
 
 
-def entry_nr_pages(msg):
+def entry_nr_pages(msg: Any) -> int:
     # 4.2+ writes the real count in field 5; 4.1 only has field 2
-    return msg.nr_pages if msg.HasField("nr_pages") else msg.compat_nr_pages
+    return int(msg.nr_pages if msg.HasField("nr_pages") else msg.compat_nr_pages)
 
 
-def set_entry_nr_pages(msg, n):
+def set_entry_nr_pages(msg: Any, n: int) -> None:
     """Store a page count where the entry keeps it: field 5 when the entry already uses it
     (or must), else field 2. With field 5, field 2 keeps its value: criu 4.2 writes it as 0
     and a rewrite must give back equal messages."""
@@ -52,15 +59,15 @@ def set_entry_nr_pages(msg, n):
         msg.compat_nr_pages = n
 
 
-def entry_flags(msg):
+def entry_flags(msg: Any) -> int:
     """Legacy normalisation: no flags means PE_PRESENT; in_parent means PE_PARENT."""
-    flags = msg.flags if msg.HasField("flags") else PE_PRESENT
+    flags: int = msg.flags if msg.HasField("flags") else PE_PRESENT
     if msg.HasField("in_parent") and msg.in_parent:
         flags = (flags & ~PE_PRESENT) | PE_PARENT
     return flags
 
 
-def round_up(n, to=PAGE_SIZE):
+def round_up(n: int, to: int = PAGE_SIZE) -> int:
     return -(-n // to) * to
 
 
@@ -81,106 +88,107 @@ class Entry:
         "vaddr",
     )
 
-    def __init__(self, index, msg):
+    def __init__(self, index: int, msg: Any) -> None:
         self.index = index
         self.msg = msg
-        self.vaddr = msg.vaddr
+        self.vaddr: int = msg.vaddr
         self.nr_pages = entry_nr_pages(msg)
         self.flags = entry_flags(msg)
         has_meta = (len(msg.compressed_size) > 0 or msg.HasField("total_compressed_size")
                     or msg.region_pages > 0)
-        self.sizes = list(msg.compressed_size) if has_meta else None
-        self.total = msg.total_compressed_size if has_meta else None
-        self.block_pages = (msg.region_pages or 1) if has_meta else None
-        self.offset = None  # set by layout()
+        # compression metadata (fields 6-8), None on plain entries
+        self.sizes: list[int] | None = list(msg.compressed_size) if has_meta else None
+        self.total: int | None = msg.total_compressed_size if has_meta else None
+        self.block_pages: int = (msg.region_pages or 1) if has_meta else 1
+        self.offset: int | None = None  # set by layout()
         self.length = 0
-        self._block_offsets = None
+        self._block_offsets: list[int] | None = None
 
     @property
-    def end(self):
+    def end(self) -> int:
         return self.vaddr + self.nr_pages * PAGE_SIZE
 
     @property
-    def present(self):
+    def present(self) -> bool:
         return bool(self.flags & PE_PRESENT)
 
     @property
-    def compressed(self):
+    def compressed(self) -> bool:
         """True when the entry carries compression metadata (fields 6-8)."""
         return self.sizes is not None
 
     @property
-    def nblocks(self):
+    def nblocks(self) -> int:
         return -(-self.nr_pages // self.block_pages) if self.compressed else self.nr_pages
 
-    def block_bytes(self, i):
+    def block_bytes(self, i: int) -> int:
         """Decoded size of block i (the last block of an entry may be shorter)."""
         bp = self.block_pages if self.compressed else 1
         return min(bp, self.nr_pages - i * bp) * PAGE_SIZE
 
     @property
-    def block_offsets(self):
+    def block_offsets(self) -> list[int]:
         """Offsets of each stored block relative to the entry start, plus the end."""
         if self._block_offsets is None:
-            self._block_offsets = [0, *itertools.accumulate(self.sizes)]
+            self._block_offsets = [0, *itertools.accumulate(self.sizes or ())]
         return self._block_offsets
 
 
 class Pagemap:
     """A parsed pagemap file of one layer."""
 
-    def __init__(self, path, head, entries):
+    def __init__(self, path: str, head: Any, entries: list[Entry]) -> None:
         self.path = path
         self.name = os.path.basename(path)
         self.key = pagemap_key(self.name)
         self.head = head
-        self.pages_id = head.pages_id
+        self.pages_id: int = head.pages_id
         self.entries = entries
         self.payload_size = layout(entries)
-        self._starts_cache = None
+        self._starts_cache: list[int] | None = None
 
     @property
-    def pages_name(self):
+    def pages_name(self) -> str:
         return f"pages-{self.pages_id}.img"
 
     @property
-    def pages_path(self):
+    def pages_path(self) -> str:
         return os.path.join(os.path.dirname(self.path), self.pages_name)
 
     @classmethod
-    def load(cls, path):
+    def load(cls, path: str | os.PathLike[str]) -> Pagemap:
         raw = read_image(path, PAGEMAP_MAGIC)
         if not raw.entries:
             raise ImageError(f"{path}: pagemap has no pagemap_head")
         head = messages.decode(messages.PagemapHead, raw.entries[0], f"{path}: head")
-        entries = []
+        entries: list[Entry] = []
         for i, data in enumerate(raw.entries[1:]):
             msg = messages.decode(messages.PagemapEntry, data, f"{path}: entry {i}")
             entries.append(Entry(i, msg))
         return cls(str(path), head, entries)
 
-    def find(self, vaddr):
+    def find(self, vaddr: int) -> Entry | None:
         """Entry covering vaddr, or None (entries are sorted: binary search)."""
         i = bisect.bisect_right(self._starts(), vaddr)
         if i and self.entries[i - 1].end > vaddr:
             return self.entries[i - 1]
         return None
 
-    def next_start(self, vaddr):
+    def next_start(self, vaddr: int) -> int | None:
         """Start of the first entry beginning after vaddr, or None."""
         starts = self._starts()
         i = bisect.bisect_right(starts, vaddr)
         return starts[i] if i < len(starts) else None
 
-    def _starts(self):
+    def _starts(self) -> list[int]:
         if self._starts_cache is None:
             self._starts_cache = [e.vaddr for e in self.entries]
         return self._starts_cache
 
-    def problems(self):
+    def problems(self) -> list[tuple[int | None, str]]:
         """Structural problems, [(entry index or None, text)]; no payload bytes are read."""
-        out = []
-        prev_end = None
+        out: list[tuple[int | None, str]] = []
+        prev_end: int | None = None
         for e in self.entries:
             out.extend((e.index, text) for text in entry_problems(e))
             if prev_end is not None and e.vaddr < prev_end:
@@ -190,7 +198,7 @@ class Pagemap:
             prev_end = max(prev_end or 0, e.end)
         return out
 
-    def payload_problem(self):
+    def payload_problem(self) -> str | None:
         """A text when the computed payload size differs from the pages file size, else None."""
         try:
             size = regular_size(self.pages_path)
@@ -206,9 +214,9 @@ class Pagemap:
         return None
 
 
-def entry_problems(e):
+def entry_problems(e: Entry) -> list[str]:
     """Invariant violations of one entry (FORMAT.md section 3), as texts."""
-    out = []
+    out: list[str] = []
     if e.flags & ~KNOWN_FLAGS:
         out.append(f"unknown flag bits {e.flags & ~KNOWN_FLAGS:#x}")
     if e.flags & PE_PRESENT and e.flags & PE_PARENT:
@@ -223,7 +231,7 @@ def entry_problems(e):
         if e.flags & PE_PAYLOAD_ALIGNED:
             out.append("PE_PAYLOAD_ALIGNED on an entry without PE_PRESENT")
         return out
-    if not e.compressed:
+    if e.sizes is None:
         return out
     msg = e.msg
     if msg.region_pages * PAGE_SIZE > MAX_REGION_BYTES:
@@ -250,7 +258,7 @@ def entry_problems(e):
     return out
 
 
-def layout(entries):
+def layout(entries: list[Entry]) -> int:
     """Assign payload offset/length to present entries; returns the payload size."""
     pos = 0
     for e in entries:
@@ -260,6 +268,6 @@ def layout(entries):
         if e.flags & PE_PAYLOAD_ALIGNED:
             pos = round_up(pos)
         e.offset = pos
-        e.length = e.total if e.compressed else e.nr_pages * PAGE_SIZE
+        e.length = (e.total or 0) if e.compressed else e.nr_pages * PAGE_SIZE
         pos += e.length
     return pos

@@ -7,7 +7,11 @@ fields labelled required/optional/repeated of scalar, message or enum type, and 
 Anything else is a ValueError naming the file and line, so a typo never loads silently.
 """
 
+from __future__ import annotations
+
 import re
+from collections.abc import Iterator
+from typing import Any, NoReturn
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
@@ -26,7 +30,7 @@ _TOKEN = re.compile(r'\s+|//[^\n]*|/\*.*?\*/|"[^"]*"|[A-Za-z_][\w.]*|-?(?:0x[0-9
                     r'|[{}=;,\[\]]', re.DOTALL)
 
 
-def _tokens(text, name):
+def _tokens(text: str, name: str) -> Iterator[tuple[str, int]]:
     pos, line = 0, 1
     while pos < len(text):
         m = _TOKEN.match(text, pos)
@@ -40,15 +44,15 @@ def _tokens(text, name):
 
 
 class _Stream:
-    def __init__(self, text, name):
+    def __init__(self, text: str, name: str) -> None:
         self.toks = list(_tokens(text, name))
         self.i = 0
         self.name = name
 
-    def peek(self):
+    def peek(self) -> str | None:
         return self.toks[self.i][0] if self.i < len(self.toks) else None
 
-    def next(self, expect=None):
+    def next(self, expect: str | None = None) -> str:
         if self.i >= len(self.toks):
             raise ValueError(f"{self.name}: unexpected end of file")
         tok, line = self.toks[self.i]
@@ -57,12 +61,12 @@ class _Stream:
             raise ValueError(f"{self.name}:{line}: expected {expect!r}, got {tok!r}")
         return tok
 
-    def fail(self, what):
+    def fail(self, what: str) -> NoReturn:
         line = self.toks[min(self.i, len(self.toks) - 1)][1]
         raise ValueError(f"{self.name}:{line}: {what}")
 
 
-def parse_proto(text, name):
+def parse_proto(text: str, name: str) -> Any:
     """Parse .proto text into a FileDescriptorProto called `name`."""
     fdp = descriptor_pb2.FileDescriptorProto(name=name, syntax="proto2")
     s = _Stream(text, name)
@@ -88,7 +92,7 @@ def parse_proto(text, name):
     return fdp
 
 
-def _parse_message(s, msg):
+def _parse_message(s: _Stream, msg: Any) -> None:
     msg.name = s.next()
     s.next("{")
     while s.peek() != "}":
@@ -119,7 +123,7 @@ def _parse_message(s, msg):
         s.next()
 
 
-def _field_option(s, field, key):
+def _field_option(s: _Stream, field: Any, key: str) -> None:
     s.next("=")
     value = s.next()
     if key == "packed" and value in ("true", "false"):
@@ -133,7 +137,7 @@ def _field_option(s, field, key):
         s.fail(f"unsupported field option {key}")
 
 
-def _parse_enum(s, enum):
+def _parse_enum(s: _Stream, enum: Any) -> None:
     enum.name = s.next()
     s.next("{")
     while s.peek() != "}":
@@ -150,7 +154,7 @@ def _parse_enum(s, enum):
         s.next()
 
 
-def load_messages(sources):
+def load_messages(sources: dict[str, str]) -> dict[str, Any]:
     """sources: {file name: proto text}, dependencies first. Returns {full name: class}."""
     pool = descriptor_pool.DescriptorPool()
     classes = {}

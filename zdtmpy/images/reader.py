@@ -4,24 +4,57 @@ Each layer is read through its own pagemap metadata (uncompressed, per-page or r
 Only the blocks a request needs are read (pread), located by binary search over the entries.
 """
 
+from __future__ import annotations
+
 import bisect
 import os
-from collections import namedtuple
+from collections.abc import Callable
+from typing import NamedTuple, NoReturn, Union
 
 from ..codec.coding import decode_block, decode_span_into
 from ..errors import ImageError
-from .imageset import load_chain
-from .pagemap import PAGE_SIZE, PE_LAZY, PE_PARENT, PE_PRESENT, pagemap_name
+from .imageset import ImageSet, load_chain
+from .pagemap import (
+    PAGE_SIZE,
+    PE_LAZY,
+    PE_PARENT,
+    PE_PRESENT,
+    Entry,
+    Pagemap,
+    PagemapKey,
+    pagemap_name,
+)
 from .safeopen import open_regular
 
 VMA_FILE_SHARED = 1 << 7
 _BATCH_MIN_BLOCKS = 4   # from this many blocks a read goes through the batch decoder
 
-PageLocation = namedtuple("PageLocation", "layer_dir pagemap_file entry_index block_index")
-Vma = namedtuple("Vma", "start end prot flags status shmid pgoff")
 
 
-def _key(pid):
+class PageLocation(NamedTuple):
+    layer_dir: str
+    pagemap_file: str
+    entry_index: int
+    block_index: int
+
+
+class Vma(NamedTuple):
+    start: int
+    end: int
+    prot: int
+    flags: int
+    status: int
+    shmid: int
+    pgoff: int
+
+
+# pages no entry covers: "error", "zero", or a function (start, stop) -> their bytes
+Missing = Union[str, Callable[[int, int], bytes]]
+# the PE_PARENT entry a read came down from: (layer index, pagemap, entry)
+Child = Union[tuple[int, Pagemap, Entry], None]
+
+
+def _key(pid: int | tuple[str, int]) -> PagemapKey:
     if isinstance(pid, tuple):
         if len(pid) != 2 or pid[0] != "shmem":
             raise ValueError(f"bad pagemap key {pid!r}: use a pid or ('shmem', id)")
@@ -32,24 +65,25 @@ def _key(pid):
 class PageReader:
     """Reads pages of one dump (a layer directory and its parents)."""
 
-    def __init__(self, path):
-        self._maps = {}   # (layer index, key) -> validated Pagemap or None
-        self._fds = {}    # (layer index, key) -> fd of the pages file
-        self._vmas = {}   # pid -> sorted Vma list of the top layer
-        self.layers = load_chain(path)
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        # (layer index, key) -> validated Pagemap or None
+        self._maps: dict[tuple[int, PagemapKey], Pagemap | None] = {}
+        self._fds: dict[tuple[int, PagemapKey | None], int] = {}  # -> fd of the pages file
+        self._vmas: dict[int, list[Vma]] = {}   # pid -> sorted Vma list of the top layer
+        self.layers: list[ImageSet] = load_chain(path)
 
-    def close(self):
+    def close(self) -> None:
         for fd in self._fds.values():
             os.close(fd)
         self._fds.clear()
 
-    def __enter__(self):
+    def __enter__(self) -> PageReader:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def __del__(self):
+    def __del__(self) -> None:
         try:
             self.close()
         except OSError:
@@ -57,15 +91,16 @@ class PageReader:
 
     # -- public API --------------------------------------------------------------------
 
-    def pids(self):
+    def pids(self) -> list[int]:
         return self.layers[0].pids()
 
-    def vmas(self, pid):
+    def vmas(self, pid: int) -> list[Vma]:
         mm = self.layers[0].mm(pid)
         return [Vma(v.start, v.end, v.prot, v.flags, v.status, v.shmid, v.pgoff)
                 for v in mm.vmas]
 
-    def resolve(self, pid, vaddr):
+    def resolve(self, pid: int,
+                vaddr: int) -> tuple[PagemapKey | None, int, int]:
         """Where the page at vaddr of process pid is stored: (key, address, pages) for the
         run of pages up to the end of its mapping — key is pid itself for private memory,
         ("shmem", id) with the offset in the object for shared memory — or (None, vaddr,
@@ -81,7 +116,7 @@ class PageReader:
             return None, vaddr, pages
         return _key(pid), vaddr, pages
 
-    def vma_at(self, pid, vaddr):
+    def vma_at(self, pid: int, vaddr: int) -> Vma:
         """The top layer's Vma of process pid that covers vaddr (ImageError if none)."""
         vmas = self._vmas.get(pid)
         if vmas is None:
@@ -91,7 +126,8 @@ class PageReader:
             raise ImageError(f"{self.layers[0].path}/mm-{pid}.img: no mapping covers {vaddr:#x}")
         return vmas[i]
 
-    def read(self, pid, vaddr, npages, missing="error"):
+    def read(self, pid: int | tuple[str, int], vaddr: int, npages: int,
+             missing: Missing = "error") -> bytes:
         """Bytes of npages pages from vaddr. missing="zero" reads pages that no pagemap entry
         of the top layer covers as zeros (CRIU does not dump never-touched / zero-pfn pages);
         a function (start, stop) -> bytes supplies them (filemap.private_file_source: what
@@ -106,15 +142,16 @@ class PageReader:
         self._fill(0, key, vaddr, vaddr + len(out), out, vaddr, missing, None)
         return bytes(out)
 
-    def locate(self, pid, vaddr):
+    def locate(self, pid: int | tuple[str, int], vaddr: int) -> PageLocation:
         """Where the bytes of the page at vaddr are stored (following PE_PARENT)."""
         key = _key(pid)
         vaddr -= vaddr % PAGE_SIZE
-        li, child = 0, None
+        li = 0
+        child: Child = None
         while True:
             pm = self._pagemap(li, key)
             e = pm.find(vaddr) if pm is not None else None
-            if e is None:
+            if pm is None or e is None:
                 self._hole(li, key, vaddr, vaddr + PAGE_SIZE, child)
             if e.flags & PE_PRESENT:
                 page = (vaddr - e.vaddr) // PAGE_SIZE
@@ -126,7 +163,7 @@ class PageReader:
 
     # -- internals ---------------------------------------------------------------------
 
-    def _pagemap(self, li, key):
+    def _pagemap(self, li: int, key: PagemapKey) -> Pagemap | None:
         """The layer's pagemap for key, validated once; None when the layer has none."""
         k = (li, key)
         if k in self._maps:
@@ -139,13 +176,13 @@ class PageReader:
         if pm is not None:
             for index, text in pm.problems():
                 raise ImageError(f"{pm.path}: entry {index}: {text}")
-            text = pm.payload_problem()
-            if text:
-                raise ImageError(f"{pm.path}: {text}")
+            why = pm.payload_problem()
+            if why:
+                raise ImageError(f"{pm.path}: {why}")
         self._maps[k] = pm
         return pm
 
-    def _fd(self, li, pm):
+    def _fd(self, li: int, pm: Pagemap) -> int:
         k = (li, pm.key)
         fd = self._fds.get(k)
         if fd is None:
@@ -153,7 +190,8 @@ class PageReader:
             self._fds[k] = fd
         return fd
 
-    def _hole(self, li, key, start, stop, child):
+    def _hole(self, li: int, key: PagemapKey, start: int, stop: int,
+              child: Child) -> NoReturn:
         layer = self.layers[li]
         name = pagemap_name(key)
         if child is not None:
@@ -164,7 +202,7 @@ class PageReader:
         raise ImageError(f"{layer.path}/{name}: no entry covers {start:#x}-{stop:#x} "
                          "(pages not dumped)")
 
-    def _check_not_present(self, li, pm, e):
+    def _check_not_present(self, li: int, pm: Pagemap, e: Entry) -> None:
         """For an entry without PE_PRESENT: ImageError unless it points to a parent layer."""
         if not e.flags & PE_PARENT:
             what = "PE_LAZY (pages are not in the images)" if e.flags & PE_LAZY else \
@@ -174,12 +212,13 @@ class PageReader:
             raise ImageError(f"{pm.path}: entry {e.index} at {e.vaddr:#x} is PE_PARENT but "
                              f"{self.layers[li].path} has no parent link")
 
-    def _fill(self, li, key, start, stop, out, origin, missing, child):
+    def _fill(self, li: int, key: PagemapKey, start: int, stop: int, out: bytearray,
+              origin: int, missing: Missing, child: Child) -> None:
         pm = self._pagemap(li, key)
         pos = start
         while pos < stop:
             e = pm.find(pos) if pm is not None else None
-            if e is None:
+            if pm is None or e is None:
                 nxt = pm.next_start(pos) if pm is not None else None
                 end = min(stop, nxt) if nxt is not None else stop
                 if child is not None or missing == "error":
@@ -196,18 +235,20 @@ class PageReader:
                 self._fill(li + 1, key, pos, end, out, origin, "error", (li, pm, e))
             pos = end
 
-    def _copy(self, li, pm, e, a, b, out, origin):
+    def _copy(self, li: int, pm: Pagemap, e: Entry, a: int, b: int, out: bytearray,
+              origin: int) -> None:
         p0 = (a - e.vaddr) // PAGE_SIZE
         p1 = (b - e.vaddr) // PAGE_SIZE
         fd = self._fd(li, pm)
         dst = a - origin
-        if not e.compressed:
+        assert e.offset is not None   # a present entry: layout() placed it
+        if e.sizes is None:
             n = (p1 - p0) * PAGE_SIZE
-            data = os.pread(fd, n, e.offset + p0 * PAGE_SIZE)
-            if len(data) != n:
+            plain = os.pread(fd, n, e.offset + p0 * PAGE_SIZE)
+            if len(plain) != n:
                 raise ImageError(f"{pm.pages_path}: short read for entry {e.index} of "
-                                 f"{pm.name} ({len(data)} of {n} bytes)")
-            out[dst:dst + n] = data
+                                 f"{pm.name} ({len(plain)} of {n} bytes)")
+            out[dst:dst + n] = plain
             return
         bp = e.block_pages
         b0, b1 = p0 // bp, (p1 - 1) // bp + 1
@@ -246,6 +287,7 @@ class PageReader:
             nbytes = e.block_bytes(i)
             start = i * bp * PAGE_SIZE
             lo, hi = max(start, lo_want), min(start + nbytes, hi_want)
+            data: bytes | memoryview
             try:
                 data = stored if size == nbytes else decode_block(stored, size, nbytes)
             except ImageError as exc:

@@ -9,7 +9,9 @@ mapping of an ordinary file keeps its pages in that file: it has no shmem object
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
+from typing import Any
 
 from ..errors import ImageError
 from . import messages
@@ -40,7 +42,7 @@ def _memfd_shmids(layer_dir: str) -> dict[int, int]:
     return out
 
 
-def shmem_key(layer_dir, vma):
+def shmem_key(layer_dir: str | os.PathLike[str], vma: Any) -> tuple[str, int] | None:
     """("shmem", id) holding the VMA's pages, or None when they are not in the images."""
     if vma.status & VMA_AREA_MEMFD:
         shmid = _memfd_shmids(str(layer_dir)).get(vma.shmid)
@@ -49,5 +51,5 @@ def shmem_key(layer_dir, vma):
                              f"file id {vma.shmid}, which files.img does not list as a memfd")
         return ("shmem", shmid)
     if vma.status & VMA_ANON_SHARED:
-        return ("shmem", vma.shmid)
+        return ("shmem", int(vma.shmid))
     return None
