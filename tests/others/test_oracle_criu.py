@@ -4,8 +4,10 @@ from pathlib import Path
 
 import pytest
 
+from zdtmpy.builtin import workloads_dir
+
 REPO = Path(__file__).resolve().parents[2]
-LIB = REPO / "tests" / "static" / "lib"
+LIB = workloads_dir() / "lib"
 
 # A private file mapping that is only read: criu keeps its pages in the file, not the images.
 READ_ONLY_FILE_MAPPING = r'''
