@@ -10,7 +10,7 @@ from zdtmpy.reporting import records, summary
 
 def item(rid, outcome="passed", mode="plain", comp="off", **extra):
     props = [("zdtm_mode", mode), ("zdtm_compression", comp), ("zdtm_stage_dump_s", 0.1),
-             ("zdtm_stage_restore_s", 0.1), ("zdtm_timings", {"dump": 0.1}), ("other", 1)]
+             ("zdtm_stage_restore_s", 0.1), ("other", 1)]
     props += [(f"zdtm_{k}", v) for k, v in extra.items()]
     return records.item_record(rid, outcome, 1.0, props)
 

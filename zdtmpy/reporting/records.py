@@ -49,7 +49,7 @@ def item_record(nodeid: str, outcome: str, duration: float, properties, message:
             continue
         if name.startswith(STAGE_PREFIX) and name.endswith(STAGE_SUFFIX):
             rec["stages"][name[len(STAGE_PREFIX):-len(STAGE_SUFFIX)]] = value
-        elif name != "zdtm_timings":  # the bench's dict form of the same stage times
+        else:
             rec[name[len(PREFIX):]] = value
     if message:
         rec["message"] = message[:MAX_MESSAGE]
