@@ -10,13 +10,17 @@ import time
 from zdtmpy import marker
 from zdtmpy.isolation import alive, wait_gone
 
+# The "session": starts a marked process, reports its pid, then waits to be killed. It stays
+# alive until just before the next session starts, so no other session on this shared
+# machine sweeps its process first.
 LEAVE_ONE = textwrap.dedent("""
-    import subprocess
+    import subprocess, sys
     from zdtmpy import marker
     p = subprocess.Popen(["sleep", "600"], env=marker.env("crashed-session"),
                          start_new_session=True, stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL)
     print(p.pid, flush=True)
+    sys.stdin.read()
     """)
 
 
@@ -31,14 +35,16 @@ def _running_sleep(pid: int) -> None:
 
 
 def test_next_session_kills_what_a_gone_session_left(pytester):
-    out = subprocess.run([sys.executable, "-c", LEAVE_ONE], capture_output=True, text=True,
-                         timeout=30, check=True)
-    orphan = int(out.stdout.split()[0])
+    session = subprocess.Popen([sys.executable, "-c", LEAVE_ONE], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, text=True)
+    orphan = int(session.stdout.readline())
     _running_sleep(orphan)
     live = subprocess.Popen(["sleep", "600"], env=marker.env("live-session"))
     _running_sleep(live.pid)
     try:
         pytester.makepyfile(test_nothing="def test_nothing():\n    pass\n")
+        session.kill()  # the session crashes
+        session.wait()
         res = pytester.runpytest_subprocess("-p", "no:cacheprovider")  # plugin autoloads
         res.assert_outcomes(passed=1)
         text = res.stdout.str()
@@ -47,6 +53,8 @@ def test_next_session_kills_what_a_gone_session_left(pytester):
         assert wait_gone(orphan, 5)
         assert live.poll() is None  # this session (its owner) is alive
     finally:
+        session.kill()
+        session.wait()
         live.kill()
         live.wait()
         if alive(orphan):
