@@ -25,6 +25,7 @@ from .suite import Suite, UpstreamTest
 from .updesc import load as load_desc
 
 NS_ROOT_KEY = pytest.StashKey[NsRoot]()
+BUILT_KEY = pytest.StashKey[set]()
 
 
 class SuiteFlavor(pytest.Collector):
@@ -146,10 +147,13 @@ class CorpusItem(ZdtmItem):
         why = gate.at_run(self.suite, self.test)
         if why:
             raise pytest.skip.Exception(why, _use_item_location=True)
-        selected = [i.test for i in self.session.items
-                    if isinstance(i, CorpusItem) and i.suite == self.suite
-                    and not i.gate_reason]
-        build.ensure_built(self.suite, selected)
+        built = self.config.stash.setdefault(BUILT_KEY, set())
+        if self.suite not in built:  # once per process: every selected test of this suite
+            selected = [i.test for i in self.session.items
+                        if isinstance(i, CorpusItem) and i.suite == self.suite
+                        and not i.gate_reason]
+            build.ensure_built(self.suite, selected)
+            built.add(self.suite)
 
     def reportinfo(self):
         return self.suite.zdtm / self.test.subdir, 0, f"{self.name} ({self.flavor})"
