@@ -26,6 +26,9 @@ from .updesc import load as load_desc
 
 NS_ROOT_KEY = pytest.StashKey[NsRoot]()
 BUILT_KEY = pytest.StashKey[set]()
+# Upstream tests that open inet/packet/netlink sockets on the host network in flavor h.
+PORT_USERS = re.compile(r"tcp|udp|sock|inet|packet|net|ipv6|ip_opts|freebind|linger|raw|"
+                        r"conntrack|macvlan|veth|bridge|sit|tun")
 
 
 class SuiteFlavor(pytest.Collector):
@@ -154,6 +157,17 @@ class CorpusItem(ZdtmItem):
                         and not i.gate_reason]
             build.ensure_built(self.suite, selected)
             built.add(self.suite)
+
+    def runtest(self):
+        if self.flavor != "h" or not PORT_USERS.search(self.test.short):
+            return super().runtest()
+        # Flavor h shares the host's network: upstream's inet tests use fixed ports (8880...),
+        # so two of them at once (xdist) meet each other's sockets. One at a time.
+        from ..isolation import exclusive_lock
+        from ..runner import results_root
+
+        with exclusive_lock(results_root(self.config) / ".corpus-ports.lock", True):
+            return super().runtest()
 
     def reportinfo(self):
         return self.suite.zdtm / self.test.subdir, 0, f"{self.name} ({self.flavor})"
