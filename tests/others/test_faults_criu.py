@@ -146,6 +146,18 @@ def test_restored_workload_killed_before_the_check_is_named(fault, pytester):
     _clean(fault)
 
 
+def test_workload_killed_during_the_dump_is_named(fault, pytester):
+    fault.pause("dump", "pre-dump")
+    fault.start(pytester, "--zdtm-mode", "plain")
+    fault.wait_paused()
+    os.kill(ns_init(workload_pids(fault.root, "pages01")), signal.SIGKILL)
+    fault.release()
+    out = fault.finish()
+    _once(out, "dump")
+    assert "the workload (pid " in out and ") was killed by SIGKILL" in out, out
+    _clean(fault)
+
+
 @pytest.mark.parametrize("mode", ["lazy", "remote-lazy-criu"])
 def test_killed_lazy_helper_is_blamed_not_the_workload(fault, pytester, mode):
     """A helper feeding lazy pages dies after the restore: the report names its death."""
