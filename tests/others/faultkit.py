@@ -97,8 +97,8 @@ class Fault:
             return "(still running)"
         return self.proc.stdout.read().decode(errors="replace")
 
-    def interrupt(self) -> None:
-        os.kill(self.proc.pid, signal.SIGINT)
+    def interrupt(self, signo: int = signal.SIGINT) -> None:
+        os.kill(self.proc.pid, signo)
 
     def leftovers(self) -> list[str]:
         return leftovers(self.root)

@@ -58,13 +58,15 @@ def _once(text: str, stage: str) -> None:
 
 # -- Ctrl-C --------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("signo", [signal.SIGINT, signal.SIGTERM])
 @pytest.mark.parametrize("action,hook", [("dump", "post-dump"), ("restore", "post-restore")])
-def test_sigint_during_criu_leaves_nothing(fault, pytester, action, hook):
-    """Ctrl-C while criu dumps (tree frozen) or restores (tree restored, not yet resumed)."""
+def test_interrupt_during_criu_leaves_nothing(fault, pytester, action, hook, signo):
+    """Ctrl-C or SIGTERM while criu dumps (tree frozen) or restores (tree restored, not yet
+    resumed): the run unwinds every test's cleanup."""
     fault.pause(action, hook)
     fault.start(pytester, "--zdtm-mode", "plain")
     fault.wait_paused()
-    fault.interrupt()
+    fault.interrupt(signo)
     out = fault.finish()
     assert "KeyboardInterrupt" in out, out
     _clean(fault)
