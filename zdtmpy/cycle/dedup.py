@@ -22,6 +22,7 @@ from . import Run
 from .chain import (
     _decompress_chain,
     _dump_steps,
+    _dumped_every_layer,
     _restore_top,
     _verify,
     rebase_layers,
@@ -84,9 +85,8 @@ def run_dedup(r: Run) -> None:
     layers, manifests, before_state, host_tree = _dump_steps(r, pid, len(kinds), dump_one)
     if not norst:
         r.wait_tree_gone(host_tree)
-    r.dumped(layers[-1])
     full_top = link_copy(layers[-1], r.path("img-full") / layers[-1].name)
-    rebase_layers(r, layers, kinds)
+    rebase_layers(r, layers, kinds)  # calls the after-dump hook for every layer
     _verify(r, layers, None, "rebased chain")
 
     before = _sizes(layers)
@@ -126,7 +126,7 @@ def run_auto_dedup(r: Run) -> None:
     layers, manifests, before_state, host_tree = _dump_steps(r, pid, AUTO_LAYERS, dump_one)
     if not norst:
         r.wait_tree_gone(host_tree)
-    r.dumped(layers[-1])
+    _dumped_every_layer(r, layers)
     _report(r, layers, sizes, "criu dump --auto-dedup")
     _check_top(r, layers, None, manifests[-1])
     _restore_top(r, layers, before_state, pid, norst)
