@@ -38,7 +38,7 @@ stamp=.venv/.zdtmpy-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
 	echo "setup: installing zdtmpy into .venv" >&2
 	.venv/bin/python -m pip install -q --upgrade pip >&2
-	.venv/bin/python -m pip install -q -e '.[lint,bench,package]' >&2
+	.venv/bin/python -m pip install -q -e '.[lint,bench,package,test]' >&2
 	touch "$stamp"
 fi
 

@@ -18,6 +18,7 @@ COMMANDS = {
     "verify": "verify",
     "show": "show",
     "rebase": "rebase",
+    "dedup": "dedup",
     "page-server": "page_server",
     "stream": "stream",
     "bench": "bench",

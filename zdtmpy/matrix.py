@@ -30,6 +30,7 @@ class Mode:
     description: str = ""
     only_off: bool = False  # criu's own servers write plain images: no compression axis
     layered: bool = False  # compression is chosen per layer of a parent chain
+    layouts: str = "chain"  # layered modes: which layer mixes ("chain" or "dedup")
     rpc: bool = True  # criu's RPC offers what this mode needs (else cli only)
 
 
@@ -55,6 +56,12 @@ MODES = {
              only_off=True, description="lazy pages served by criu page-server --lazy-pages"),
         Mode("stream", "stream:run", rpc=False,
              description="dump and restore through zdtmpy's image streamer"),
+        Mode("dedup", "dedup:run_dedup", layered=True, layouts="dedup", rpc=False,
+             description="rebased chain, parents deduplicated (criu dedup / zdtmpy dedup), "
+                         "restore from the top"),
+        Mode("auto-dedup", "dedup:run_auto_dedup", only_off=True,
+             features=("mem_dirty_track",),
+             description="criu dump --track-mem --auto-dedup chain, restore"),
     )
 }
 # Modes whose cycle module exists: the default selection.
@@ -106,6 +113,16 @@ class Variant:
         return cell if self.api == "cli" else f"{cell}-{self.api}"
 
 
+# Dedup: three layers of one kind each (every parent format), plus one mix.
+DEDUP_MIXES = (("page", "region64k", "off"),)
+
+
+def dedup_layouts(compressions: Iterable[str]) -> list[tuple[str, ...]]:
+    names = set(compressions)
+    same: list[tuple[str, ...]] = [(k, k, k) for k in CHAIN_KINDS if k in names]
+    return same + [t for t in DEDUP_MIXES if all(c in names for c in t)]
+
+
 def chain_layouts(compressions: Iterable[str]) -> list[tuple[str, ...]]:
     names = set(compressions)
     kinds = [c for c in CHAIN_KINDS if c in names]
@@ -149,7 +166,8 @@ def _cells(desc, modes: Sequence[str], compressions: Sequence[Setting],
         if m.lazy and desc.has("nolazy"):
             continue
         if m.layered:
-            for layout in chain_layouts(chosen):
+            pick = dedup_layouts if m.layouts == "dedup" else chain_layouts
+            for layout in pick(chosen):
                 layers = tuple(compression(c, accel) for c in layout)
                 out.append(Variant(m, layers[-1], layers))
             continue

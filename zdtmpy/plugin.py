@@ -94,15 +94,15 @@ def pytest_configure(config):
         )
         if config.getoption("zdtm_shard"):
             shard.configure(config)
+        if config.getoption("zdtm_report") and not hasattr(config, "workerinput"):
+            from .reporting.collector import ReportCollector
+
+            config.pluginmanager.register(
+                ReportCollector(config, config.getoption("zdtm_report")), "zdtmpy-report")
     except ZdtmError as exc:
         raise pytest.UsageError(str(exc)) from None
     if config.getoption("help", False):
         return
-    if config.getoption("zdtm_report") and not hasattr(config, "workerinput"):
-        from .reporting.collector import ReportCollector
-
-        config.pluginmanager.register(ReportCollector(config, config.getoption("zdtm_report")),
-                                      "zdtmpy-report")
     from .outcomes import CriuOutcomes
 
     config.pluginmanager.register(CriuOutcomes(), "zdtmpy-criu-outcomes")

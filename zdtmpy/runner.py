@@ -111,7 +111,6 @@ def run_item(item) -> None:
     finally:
         problems = run.cleanup()
         isolation.reap_orphans()
-        item.user_properties.append(("zdtm_timings", dict(run.timings)))
         item.user_properties.extend(run_properties(run, passed))
         if not passed:
             for att in run.attachments:

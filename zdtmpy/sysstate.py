@@ -15,14 +15,13 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-SYSCTLS = (
-    "fs/pipe-max-size",
-    "vm/nr_hugepages",
-    "net/ipv4/ping_group_range",
-    "kernel/sysrq",
-    "fs/mqueue/msg_max",
-    "kernel/pid_max",
-)
+# sysctl -> the value zdtmpy (or the corpus) sets it to. Only a sysctl that now holds exactly
+# that value is put back: several sessions share this machine, and a value someone else set
+# (or already put back) is not ours to change.
+SYSCTLS = {
+    "fs/pipe-max-size": "4194304",  # cycle/lazy.py, for criu's remote lazy pages
+    "vm/nr_hugepages": "20",  # corpus/sysprep.py, upstream's hugetlb tests
+}
 # Only upstream's own named hierarchies: other cgroup mounts may belong to someone else.
 CGROUP_NAME = "name=zdtmtst"
 UMOUNT_TIMEOUT = 30
@@ -58,19 +57,21 @@ class Snapshot:
     sysctls: dict[str, str] = field(default_factory=dict)
     cgroups: dict[str, str] = field(default_factory=dict)
     proc_sys: Path = PROC_SYS
+    ours: dict[str, str] = field(default_factory=lambda: dict(SYSCTLS))
 
     @classmethod
-    def take(cls, proc_sys: Path = PROC_SYS, names: tuple[str, ...] = SYSCTLS) -> Snapshot:
-        values = {n: v for n in names if (v := _read(proc_sys, n)) is not None}
-        return cls(values, _cgroup_mounts(), proc_sys)
+    def take(cls, proc_sys: Path = PROC_SYS, ours: dict[str, str] | None = None) -> Snapshot:
+        ours = SYSCTLS if ours is None else ours
+        values = {n: v for n in ours if (v := _read(proc_sys, n)) is not None}
+        return cls(values, _cgroup_mounts(), proc_sys, dict(ours))
 
     def restore(self, cgroups: bool = True) -> list[str]:
         """Put back what changed; returns one line per change made or failed."""
         done = []
         for name, value in self.sysctls.items():
             now = _read(self.proc_sys, name)
-            if now is None or now == value:
-                continue
+            if now is None or now == value or now != self.ours.get(name):
+                continue  # unchanged, or changed by someone else
             try:
                 (self.proc_sys / name).write_text(value)
                 done.append(f"sysctl {name.replace('/', '.')}: {now} -> {value} (restored)")

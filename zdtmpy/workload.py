@@ -193,6 +193,16 @@ class Workload:
             return None
         return (-rc) & 0x7F if rc < 0 else (rc & 0xFF) << 8
 
+    def death(self) -> str | None:
+        """How the tree's init ended, as its launcher mirrored it; None while it runs."""
+        status = self._launcher_status()
+        if status is None:
+            return None
+        code = os.waitstatus_to_exitcode(status)
+        if code > 128:  # the launcher exits 128 + the signal that killed the init
+            return f"was killed by {signal_name(code - 128)}"
+        return _exit_text(status)
+
     # -- protocol --------------------------------------------------------------------------
 
     def start(self) -> int:

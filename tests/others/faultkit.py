@@ -45,6 +45,7 @@ class Fault:
     ctl: Path
     criu: Path
     proc: subprocess.Popen | None = None
+    max_rss_kib: int = 0  # peak RSS of the inner run (and what it reaped), from wait4
 
     def pause(self, action: str, hook: str) -> None:
         """criu ACTION stops at action-script HOOK (pre-dump, post-dump, post-restore, ...)."""
@@ -78,22 +79,26 @@ class Fault:
         return int((self.ctl / f"{action}.pid").read_text())
 
     def finish(self, timeout: float = 120) -> str:
-        """Wait for the inner run; its whole output."""
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            raise AssertionError(f"the run did not end within {timeout}s:\n"
-                                 + self.output()) from None
-        return self.output()
+        """Wait for the inner run (recording its peak RSS); its whole output."""
+        deadline = time.monotonic() + timeout
+        while True:
+            pid, status, usage = os.wait4(self.proc.pid, os.WNOHANG)
+            if pid:
+                self.proc.returncode = os.waitstatus_to_exitcode(status)
+                self.max_rss_kib = usage.ru_maxrss
+                return self.output()
+            if time.monotonic() > deadline:
+                self.proc.kill()
+                raise AssertionError(f"the run did not end within {timeout}s")
+            time.sleep(0.05)
 
     def output(self) -> str:
         if self.proc.stdout is None or self.proc.poll() is None:
             return "(still running)"
         return self.proc.stdout.read().decode(errors="replace")
 
-    def interrupt(self) -> None:
-        os.kill(self.proc.pid, signal.SIGINT)
+    def interrupt(self, signo: int = signal.SIGINT) -> None:
+        os.kill(self.proc.pid, signo)
 
     def leftovers(self) -> list[str]:
         return leftovers(self.root)

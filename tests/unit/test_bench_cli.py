@@ -2,18 +2,18 @@
 
 import pytest
 
-from zdtmpy.bench import TIMINGS_PROPERTY, BenchError, parse_junit
+from zdtmpy.bench import BenchError, parse_junit
 from zdtmpy.bench.cycle import criu_log_seconds, item_record, make_copies, parse_upstream_line
 from zdtmpy.cli import main
 
 # A test file that records timings the way the runner does.
 RECORDING_TESTS = """
 def test_ok(request):
-    request.node.user_properties.append(
-        ("zdtm_timings", {"build": 0.5, "dump": 0.25, "visible-state": 0.125}))
+    request.node.user_properties.extend([("zdtm_stage_build_s", 0.5), ("zdtm_stage_dump_s", 0.25),
+                                         ("zdtm_stage_visible-state_s", 0.125)])
 
 def test_bad(request):
-    request.node.user_properties.append(("zdtm_timings", {"start": 1.0}))
+    request.node.user_properties.append(("zdtm_stage_start_s", 1.0))
     assert False, "workload says FAIL"
 
 def test_skip():
@@ -73,7 +73,7 @@ def test_parse_junit_bad_input(tmp_path):
         parse_junit(bad)
     odd = tmp_path / "odd.xml"
     odd.write_text('<testsuite><testcase classname="c" name="t" time="1.5"><properties>'
-                   f'<property name="{TIMINGS_PROPERTY}" value="not a literal("/>'
+                   '<property name="zdtm_stage_dump_s" value="not a literal("/>'
                    "</properties></testcase></testsuite>")
     (case,) = parse_junit(odd)
     assert case.time == 1.5 and case.timings == {}
@@ -82,9 +82,10 @@ def test_parse_junit_bad_input(tmp_path):
 def test_item_record_groups_stages(tmp_path):
     from zdtmpy.bench import JunitCase
 
+    stages = {"build": 0.25, "start": 0.25, "visible-state": 0.125, "dump": 0.5,
+              "oracle": 0.125, "restore": 0.25, "verdict": 0.25, "odd": 0.125}
     case = JunitCase("descs", "pages00_c2[plain-off]", 2.0, "passed", properties={
-        TIMINGS_PROPERTY: {"build": 0.25, "start": 0.25, "visible-state": 0.125, "dump": 0.5,
-                           "oracle": 0.125, "restore": 0.25, "verdict": 0.25, "odd": 0.125}})
+        f"zdtm_stage_{k}_s": v for k, v in stages.items()})
     workdir = tmp_path / "pages00_c2-plain-off"
     workdir.mkdir()
     (workdir / "dump.log").write_text("(00.000010) start\n(00.375000) done\n")

@@ -27,8 +27,9 @@ def _sleeper(env) -> subprocess.Popen:
     return p
 
 
-def _orphan_with_gone_owner() -> int:
-    """A `sleep` marked by a python process that has exited since: its owner is gone."""
+def _owner_with_a_child():
+    """A python process that started a marked `sleep` and waits: kill it and the sleep's
+    owner is gone. (Killed just before a sweep, so other sessions do not sweep it first.)"""
     code = textwrap.dedent("""
         import subprocess, sys
         from zdtmpy import marker
@@ -36,12 +37,13 @@ def _orphan_with_gone_owner() -> int:
                              start_new_session=True, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
         print(p.pid, flush=True)
+        sys.stdin.read()
         """)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=30, check=True)
-    pid = int(out.stdout.split()[0])
+    owner = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    pid = int(owner.stdout.readline())
     _execed(pid)
-    return pid
+    return owner, pid
 
 
 def test_mark_is_inherited_and_read_back():
@@ -71,16 +73,20 @@ def test_kill_tagged_kills_only_that_tag():
 
 def test_sweep_kills_orphans_of_gone_owners_and_spares_live_ones():
     live = _sleeper(marker.env("live-session"))
-    orphan = _orphan_with_gone_owner()
+    owner, orphan = _owner_with_a_child()
     try:
-        assert alive(orphan)
+        assert orphan not in [k.pid for k in marker.sweep()]
+        assert alive(orphan)  # its owner lives: spared
+        owner.kill()
+        owner.wait()
         killed = marker.sweep()
-        assert orphan in [k.pid for k in killed]
+        # another session on this machine may have swept it first: it must be gone anyway
+        assert orphan in [k.pid for k in killed] or not alive(orphan)
         assert wait_gone(orphan, 5)
         assert live.poll() is None  # its owner (this process) is alive: never touched
-        assert "crashed-run" in marker.describe(killed)
-        assert "sleep 600" in marker.describe(killed)
     finally:
+        owner.kill()
+        owner.wait()
         live.kill()
         live.wait()
         if alive(orphan):
@@ -105,3 +111,9 @@ def test_malformed_marks_are_ignored():
         finally:
             p.kill()
             p.wait()
+
+
+def test_describe_names_the_process_its_test_and_its_gone_owner():
+    m = marker.Mark(marker.Owner(12345, 1, 1), "crashed-run")
+    text = marker.describe([marker.Killed(77, m, "sleep 600")])
+    assert text == "  pid 77: sleep 600 (test crashed-run, owner pid 12345 gone)"

@@ -10,7 +10,7 @@ from zdtmpy.reporting import records, summary
 
 def item(rid, outcome="passed", mode="plain", comp="off", **extra):
     props = [("zdtm_mode", mode), ("zdtm_compression", comp), ("zdtm_stage_dump_s", 0.1),
-             ("zdtm_stage_restore_s", 0.1), ("zdtm_timings", {"dump": 0.1}), ("other", 1)]
+             ("zdtm_stage_restore_s", 0.1), ("other", 1)]
     props += [(f"zdtm_{k}", v) for k, v in extra.items()]
     return records.item_record(rid, outcome, 1.0, props)
 
@@ -104,3 +104,23 @@ def test_report_command_names_a_bad_file(tmp_path, capsys):
     bad.write_text("{}")
     assert main(["report", str(bad)]) == 1
     assert f"{bad}: not a zdtmpy report" in capsys.readouterr().err
+
+
+def test_a_fifo_or_a_directory_is_refused_without_hanging(tmp_path):
+    import os
+
+    fifo = tmp_path / "fifo.json"
+    os.mkfifo(fifo)
+    with pytest.raises(records.ReportError, match="fifo.json: not a regular file"):
+        records.load(fifo)
+    with pytest.raises(records.ReportError, match="not a regular file"):
+        records.load(tmp_path)
+
+
+def test_report_path_that_cannot_be_written_is_a_usage_error(pytester):
+    (pytester.path / "descs").mkdir()
+    for bad, why in ((pytester.path, "is a directory"),
+                     (pytester.path / "no" / "r.json", "does not exist")):
+        res = pytester.runpytest_subprocess("--co", f"--zdtm-report={bad}", "descs")
+        assert res.ret == pytest.ExitCode.USAGE_ERROR
+        assert why in res.stderr.str()

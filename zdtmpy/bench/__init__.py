@@ -2,9 +2,9 @@
 
 Shared here: reading per-item stage timings out of a pytest junit XML file, and small
 statistics helpers. The plugin records each item's stage timings in `item.user_properties`
-as ("zdtm_timings", {stage: seconds}); pytest's junitxml writes every user property of a
-test as `<property name=... value=str(value)>` (also under xdist, whose reports carry
-user_properties), so a benchmark needs no conftest and no plugin hook of its own.
+as ("zdtm_stage_<stage>_s", seconds) (zdtmpy.reporting.properties); pytest's junitxml writes
+every user property of a test as `<property name=... value=str(value)>` (also under xdist,
+whose reports carry user_properties), so a benchmark needs no conftest and no hook of its own.
 """
 
 from __future__ import annotations
@@ -16,8 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ZdtmError
-
-TIMINGS_PROPERTY = "zdtm_timings"
+from ..reporting.properties import STAGE_PREFIX, STAGE_SUFFIX
 
 
 class BenchError(ZdtmError):
@@ -38,8 +37,10 @@ class JunitCase:
     @property
     def timings(self) -> dict:
         """The item's {stage: seconds}, or {} when the plugin recorded none."""
-        value = self.properties.get(TIMINGS_PROPERTY)
-        return value if isinstance(value, dict) else {}
+        return {name[len(STAGE_PREFIX):-len(STAGE_SUFFIX)]: value
+                for name, value in self.properties.items()
+                if name.startswith(STAGE_PREFIX) and name.endswith(STAGE_SUFFIX)
+                and isinstance(value, (int, float)) and not isinstance(value, bool)}
 
 
 def _property_value(text: str):

@@ -2,9 +2,10 @@
 
 zdtmpy side: `pytest DESCS --zdtm-mode plain --zdtm-compress C... -p no:cacheprovider -q -n W`
 from the repo root, W = 1 then 2, --repeat times. Stage timings per item come from the junit
-XML (`zdtm_timings` property); criu's own dump/restore time from the last timestamp of each
-kept criu log. Each run holds every descriptor --copies times (copies are YAML twins of the
-descriptor under another name, same workload): with only 3 items, -n 2 cannot show much.
+XML (`zdtm_stage_<stage>_s` properties); criu's own dump/restore time from the last
+timestamp of each kept criu log. Each run holds every descriptor --copies times (copies
+are YAML twins of the descriptor under another name, same workload): with only 3 items,
+-n 2 cannot show much.
 
 Upstream side: bench/upstream_zdtm.sh runs test/zdtm.py (maps00, cow01) from the criu
 source tree in the build cache, with the same criu binary.

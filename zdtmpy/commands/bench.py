@@ -15,6 +15,7 @@ KINDS = {
     "page-server": "pageserver",
     "stream": "stream",
     "corpus": "corpus",
+    "rpc": "rpc",
 }
 
 

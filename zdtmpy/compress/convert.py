@@ -53,6 +53,10 @@ def _rewrite(iset, pms, spec, inventory, backup, progress, label):
         if inventory is not None:
             write_image(stage / INVENTORY, INVENTORY_MAGIC, [inventory], fsync=True)
             names.append(INVENTORY)
+    except OSError as exc:  # e.g. ENOSPC while staging: the first error is the one to show
+        discard_stage(path)
+        raise ImageError(f"{path}: {label} failed, nothing was changed: "
+                         f"{exc.filename or path}: {exc.strerror}") from None
     except BaseException:
         discard_stage(path)
         raise

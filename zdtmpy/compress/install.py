@@ -12,6 +12,7 @@ a link, and all of it is checked before the first rename (a refusal changes noth
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -123,16 +124,23 @@ def install(dirpath: PathLike, names: Iterable[str], backup: bool,
     dirpath = Path(dirpath)
     names = list(names)
     stage = dirpath / STAGE
-    for name in names:
-        if not os.path.islink(stage / name):  # a staged symlink (e.g. `parent`): no data
-            fsync_file(stage / name)
-    fsync_dir(stage)
     tmp = dirpath / JOURNAL_TMP
-    with open(tmp, "w") as f:
-        json.dump({"stage": STAGE, "files": names, "backup": bool(backup)}, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.rename(tmp, dirpath / JOURNAL)  # commit point
+    try:
+        for name in names:
+            if not os.path.islink(stage / name):  # a staged symlink (e.g. `parent`): no data
+                fsync_file(stage / name)
+        fsync_dir(stage)
+        with open(tmp, "w") as f:
+            json.dump({"stage": STAGE, "files": names, "backup": bool(backup)}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.rename(tmp, dirpath / JOURNAL)  # commit point
+    except OSError as exc:  # before the commit point: the original set is untouched
+        discard_stage(dirpath)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise ImageError(f"{dirpath}: cannot commit the rewrite, nothing was changed: "
+                         f"{exc.filename or tmp}: {exc.strerror}") from None
     fsync_dir(dirpath)
     _apply(dirpath, crash_after)
 

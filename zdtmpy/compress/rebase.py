@@ -76,6 +76,10 @@ def rebase_dir(path, parent, spec=None, in_place=False, progress=None):
         discard_stage(path)
         raise ImageError(f"{path}: rebase onto {parent} failed, nothing was changed: "
                          f"{exc}") from None
+    except OSError as exc:  # e.g. ENOSPC while staging
+        discard_stage(path)
+        raise ImageError(f"{path}: rebase onto {parent} failed, nothing was changed: "
+                         f"{exc.filename or path}: {exc.strerror}") from None
     except BaseException:
         discard_stage(path)
         raise

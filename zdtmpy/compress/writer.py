@@ -80,7 +80,7 @@ class PagemapWriter(PipelinedEntries, SourceEntries):
         if head_template is not None:
             head.CopyFrom(head_template)  # keeps unknown fields of the original head
         head.pages_id = pages_id
-        self._pm.write(encode_image(PAGEMAP_MAGIC, [head]))
+        self._pm_write(encode_image(PAGEMAP_MAGIC, [head]))
 
     def __enter__(self):
         return self
@@ -186,7 +186,10 @@ class PagemapWriter(PipelinedEntries, SourceEntries):
         self._cancel_pipeline()
         for f in (self._pm, self._pages):
             if f is not None and not f.closed:
-                f.close()
+                try:
+                    f.close()
+                except OSError:
+                    pass  # flushing what we discard (e.g. ENOSPC again): the first error counts
         for p in (self._tmp_pm, self._tmp_pages):
             try:
                 os.unlink(p)
@@ -235,8 +238,14 @@ class PagemapWriter(PipelinedEntries, SourceEntries):
             msg.flags = flags
             if msg.HasField("in_parent") and not flags & PE_PARENT:
                 msg.ClearField("in_parent")
-        self._pm.write(encode_entry(msg))
+        self._pm_write(encode_entry(msg))
         self.entries += 1
+
+    def _pm_write(self, data):
+        try:
+            self._pm.write(data)
+        except OSError as exc:  # e.g. ENOSPC: the user must see this, naming the file
+            raise ImageError(f"{self._tmp_pm}: write failed: {exc.strerror}") from None
 
     def _write(self, data):
         self._write_parts([data])

@@ -7,8 +7,11 @@ with the same clean environment the test gets plus ZDTM_TEST_PID / ZDTM_IMG_DIR 
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
+import tempfile
 from pathlib import Path
 
 from ..errors import ZdtmError
@@ -22,15 +25,25 @@ _checkskip_cache: dict[Path, str | None] = {}
 
 
 def _run(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[int, str]:
-    try:
-        r = subprocess.run(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=TIMEOUT,
-                           start_new_session=True)
-    except subprocess.TimeoutExpired:
-        return -1, f"(killed after {TIMEOUT} s)"
-    except OSError as exc:
-        return -1, f"(cannot run: {exc})"
-    return r.returncode, r.stdout.decode(errors="replace")[-_SHOW:]
+    """Run a script; output goes to a file, so a daemon it leaves behind cannot hold us."""
+    with tempfile.TemporaryFile() as out:
+        try:
+            proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                                    stdout=out, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+        except OSError as exc:
+            return -1, f"(cannot run: {exc})"
+        try:
+            rc = proc.wait(TIMEOUT)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            rc = -1
+        out.seek(0, os.SEEK_END)
+        out.seek(max(0, out.tell() - _SHOW))
+        text = out.read().decode(errors="replace")
+    return rc, text + (f"\n(killed after {TIMEOUT} s)" if rc == -1 else "")
 
 
 def checkskip(suite: Suite, test: UpstreamTest) -> str | None:
@@ -52,18 +65,40 @@ def has_hook(suite: Suite, test: UpstreamTest) -> bool:
     return os.access(test.file(suite, ".hook"), os.X_OK)
 
 
+def hook_view(suite: Suite, test: UpstreamTest, workdir: Path) -> Path:
+    """A directory that looks like the tree's test/ to a hook, except that
+    `zdtm/<subdir>` is the test's own work directory: hooks name the test's files relative
+    to test/ (`zdtm/static/cr_veth.pid.inprogress`, `zdtm/static/net_lock.sync`), and here
+    each test runs in a directory of its own. Made of symlinks; returns the test/ stand-in."""
+    view = workdir / ".upstream"
+    layers = [(suite.tree, view, "test"), (suite.test_dir, view / "test", "zdtm"),
+              (suite.zdtm, view / "test" / "zdtm", test.subdir)]
+    for real, fake, inner in layers:
+        fake.mkdir(parents=True, exist_ok=True)
+        for entry in os.listdir(real):
+            link = fake / entry
+            if entry != inner and not link.is_symlink():
+                link.symlink_to(real / entry)
+    own = view / "test" / "zdtm" / test.subdir
+    if not own.is_symlink():
+        own.symlink_to(workdir)
+    return view / "test"
+
+
 def run_hook(suite: Suite, test: UpstreamTest, point: str, pid: int | None = None,
-             images: Path | None = None) -> str:
+             images: Path | None = None, cwd: Path | None = None,
+             mark: dict[str, str] | None = None) -> str:
     """Call the test's hook at `point` ('--pre-dump', ...); ZdtmError if it fails."""
     script = test.file(suite, ".hook")
     if not os.access(script, os.X_OK):
         return ""
     env = base_env("/tmp")
+    env.update(mark or {})  # daemons a hook leaves behind die with the test's processes
     if pid is not None:
         env["ZDTM_TEST_PID"] = str(pid)
     if images is not None:
         env["ZDTM_IMG_DIR"] = str(images)
-    rc, out = _run([str(script), point], suite.test_dir, env)
+    rc, out = _run([str(script), point], cwd or suite.test_dir, env)
     if rc != 0:
         raise ZdtmError(f"{test.name}: {script.name} {point} exited {rc}:\n{out}")
     return out

@@ -25,6 +25,10 @@ from .suite import Suite, UpstreamTest
 from .updesc import load as load_desc
 
 NS_ROOT_KEY = pytest.StashKey[NsRoot]()
+BUILT_KEY = pytest.StashKey[set]()
+# Upstream tests that open inet/packet/netlink sockets on the host network in flavor h.
+PORT_USERS = re.compile(r"tcp|udp|sock|inet|packet|net|ipv6|ip_opts|freebind|linger|raw|"
+                        r"conntrack|macvlan|veth|bridge|sit|tun")
 
 
 class SuiteFlavor(pytest.Collector):
@@ -126,6 +130,8 @@ class CorpusItem(ZdtmItem):
         self.gate_reason = gate_reason
         self.as_root = as_root
         self._workload: UpstreamWorkload | None = None
+        self._hook_cwd: Path | None = None
+        self._mark: dict[str, str] = {}
         self.add_marker(MARKER)
         if flavor == "ns":
             self.workdir_parent = ns_root_of(self.config).workdirs
@@ -144,10 +150,24 @@ class CorpusItem(ZdtmItem):
         why = gate.at_run(self.suite, self.test)
         if why:
             raise pytest.skip.Exception(why, _use_item_location=True)
-        selected = [i.test for i in self.session.items
-                    if isinstance(i, CorpusItem) and i.suite == self.suite
-                    and not i.gate_reason]
-        build.ensure_built(self.suite, selected)
+        built = self.config.stash.setdefault(BUILT_KEY, set())
+        if self.suite not in built:  # once per process: every selected test of this suite
+            selected = [i.test for i in self.session.items
+                        if isinstance(i, CorpusItem) and i.suite == self.suite
+                        and not i.gate_reason]
+            build.ensure_built(self.suite, selected)
+            built.add(self.suite)
+
+    def runtest(self):
+        if self.flavor != "h" or not PORT_USERS.search(self.test.short):
+            return super().runtest()
+        # Flavor h shares the host's network: upstream's inet tests use fixed ports (8880...),
+        # so two of them at once (xdist) meet each other's sockets. One at a time.
+        from ..isolation import exclusive_lock
+        from ..runner import results_root
+
+        with exclusive_lock(results_root(self.config) / ".corpus-ports.lock", True):
+            return super().runtest()
 
     def reportinfo(self):
         return self.suite.zdtm / self.test.subdir, 0, f"{self.name} ({self.flavor})"
@@ -160,7 +180,10 @@ class CorpusItem(ZdtmItem):
         env.update(uid_env(self.as_root, self.desc.has("suid")))
         # The session's process marker (not read by upstream): cleanup and sweeps find the
         # test's processes by it, restored ones included.
-        env[marker.VAR] = run.env()[marker.VAR]
+        self._mark = {marker.VAR: run.env()[marker.VAR]}
+        env.update(self._mark)
+        if self.desc.has("pre-dump-notify"):
+            env.update(ZDTM_NOTIFY_FDIN="100", ZDTM_NOTIFY_FDOUT="101")  # as upstream
         run.on_cleanup(lambda: unmount_below(run.workdir))
         if env.get("ZDTM_UID"):
             os.chmod(run.workdir, 0o777)  # upstream opens the test's directory for its uid
@@ -176,16 +199,20 @@ class CorpusItem(ZdtmItem):
             cwd = run.workdir
         spawned = None
         if hooks.has_hook(self.suite, self.test):
+            self._hook_cwd = hooks.hook_view(self.suite, self.test, run.workdir)
+
             def spawned(pid: int) -> None:
                 with run.stage("hook post-start"):
-                    hooks.run_hook(self.suite, self.test, "--post-start", pid)
+                    hooks.run_hook(self.suite, self.test, "--post-start", pid,
+                                   cwd=self._hook_cwd, mark=self._mark)
         self._workload = UpstreamWorkload(self.test, exe, run.workdir, env,
                                           start_timeout=run.timeout(), cwd=cwd,
                                           on_spawned=spawned)
         run.attach(f"{self.test.short}.out.inprogress (the test's log while it runs)",
                    self._workload.inprogress)
         if hooks.has_hook(self.suite, self.test):
-            run.on_cleanup(lambda: hooks.run_hook(self.suite, self.test, "--clean"))
+            run.on_cleanup(lambda: hooks.run_hook(self.suite, self.test, "--clean",
+                                                  cwd=self._hook_cwd, mark=self._mark))
         return self._workload
 
     def event(self, point: str, pid: int | None, images: Path | None) -> None:
@@ -196,4 +223,5 @@ class CorpusItem(ZdtmItem):
             self.run_state.on_cleanup(lambda: wl._kill_tree(pid))
         if pid is None and self._workload is not None:
             pid = self._workload.pid
-        hooks.run_hook(self.suite, self.test, f"--{point}", pid, images)
+        hooks.run_hook(self.suite, self.test, f"--{point}", pid, images, cwd=self._hook_cwd,
+                       mark=self._mark)

@@ -177,8 +177,15 @@ class UpstreamWorkload:
         return self.manifest()
 
     def wait_launcher(self, timeout: float = 30) -> int:
+        """After a dump: the launcher is long gone; reap the dumped tree's zombies (we are
+        their subreaper), whose pids a restore in the same pid namespace needs free."""
         if self._proc is None:
             raise WorkloadError(f"{self.name}: stage 'wait-launcher': not started")
+        if self.pid is not None:
+            for child in children(os.getpid()):
+                if _session_of(child) == self.pid and not alive(child):
+                    with contextlib.suppress(ChildProcessError, OSError):
+                        os.waitpid(child, os.WNOHANG)
         return self._proc.wait(timeout)
 
     def stop(self, pid: int, timeout: float = 30) -> Verdict:

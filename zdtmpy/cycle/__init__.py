@@ -288,8 +288,23 @@ class Run:
             args.append("--leave-running")
         self.notify("pre-dump", pid, images)
         with self.stage(stage):
-            return self.criu_run("dump", args, log_name, stage,
-                                 expect_fail=self.desc.has("crfail"))
+            try:
+                return self.criu_run("dump", args, log_name, stage,
+                                     expect_fail=self.desc.has("crfail"))
+            except ZdtmError as exc:
+                self.blame_workload(pid, exc)  # a failed dump resumes the tree: it must live
+                raise
+
+    def blame_workload(self, pid: int, failure: Exception):
+        """If the workload died, that (with its signal) is the cause of `failure`."""
+        death = getattr(self.workload, "death", None)
+        if death is None or isolation.alive(pid):
+            return
+        deadline = time.monotonic() + 2.0  # the launcher mirrors the init's end: a moment
+        while (how := death()) is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if how is not None:
+            self.fail(f"the workload (pid {pid}) {how}; what followed: {followed(failure)}")
 
     def wait_tree_gone(self, tree: list[int]) -> None:
         """After a dump: the launcher exits, and no process of the old tree survives."""

@@ -107,9 +107,6 @@ def _sizes_text(rows) -> str:
 def run_rebased(r: Run) -> None:
     """Full dumps at successive steps (--leave-running, the last one kills the tree),
     rebased into a parent chain with per-layer compression, restored from the top."""
-    from ..compress import compress_dir
-    from ..compress.rebase import rebase_dir
-
     kinds = r.variant.layers or (r.variant.compression,)
     norst = r.norst
     pid = r.start_workload()
@@ -129,6 +126,21 @@ def run_rebased(r: Run) -> None:
         r.wait_tree_gone(host_tree)
 
     fulls = [link_copy(layer, r.path("img-full") / layer.name) for layer in layers]
+    rebase_layers(r, layers, kinds)
+
+    _verify(r, layers, fulls, "rebased chain")
+    _oracle_every_layer(r, layers, manifests, kinds)
+    _decompress_chain(r, layers, kinds)
+    _verify(r, layers, fulls, "decompressed chain")
+    _restore_top(r, layers, before, pid, norst)
+
+
+def rebase_layers(r: Run, layers: list, kinds) -> None:
+    """Compress the bottom full dump and rebase each further one onto the layer below,
+    each stored as its kind; the sizes are attached to the report."""
+    from ..compress import compress_dir
+    from ..compress.rebase import rebase_dir
+
     rows = []
     with r.stage("rebase"):
         for i, (layer, kind) in enumerate(zip(layers, kinds)):
@@ -143,12 +155,6 @@ def run_rebased(r: Run) -> None:
                          note.splitlines()[0]))
     r.attach("chain layer sizes (pages bytes)", text=_sizes_text(rows))
     _dumped_every_layer(r, layers)  # as restore will read them: rebased and compressed
-
-    _verify(r, layers, fulls, "rebased chain")
-    _oracle_every_layer(r, layers, manifests, kinds)
-    _decompress_chain(r, layers, kinds)
-    _verify(r, layers, fulls, "decompressed chain")
-    _restore_top(r, layers, before, pid, norst)
 
 
 class _Crfail(Exception):

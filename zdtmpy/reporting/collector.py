@@ -17,6 +17,7 @@ _RANK = {"passed": 0, "skipped": 1, "xfailed": 1, "xpassed": 1, "failed": 2, "er
 
 class ReportCollector:
     def __init__(self, config, path: str):
+        records.check_writable(path)
         self.config = config
         self.path = path
         self.started = time.time()
@@ -49,8 +50,16 @@ class ReportCollector:
         for nodeid, e in self._items.items():
             report.items[nodeid] = records.item_record(nodeid, e["outcome"], e["duration"],
                                                        e["props"], e["message"])
-        records.write(self.path, report)
         tr = self.config.pluginmanager.get_plugin("terminalreporter")
+        try:
+            records.write(self.path, report)
+        except OSError as exc:  # e.g. a full disk: say so, and do not pass the run
+            if tr:
+                tr.write_line(f"zdtmpy: cannot write the JSON report {self.path}: "
+                              f"{exc.strerror or exc}", red=True)
+            if session.exitstatus == 0:
+                session.exitstatus = 1
+            return
         if tr:
             tr.write_line(f"zdtmpy: JSON report ({len(report.items)} items) in {self.path}")
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,7 +51,7 @@ def item_record(nodeid: str, outcome: str, duration: float, properties, message:
             continue
         if name.startswith(STAGE_PREFIX) and name.endswith(STAGE_SUFFIX):
             rec["stages"][name[len(STAGE_PREFIX):-len(STAGE_SUFFIX)]] = value
-        elif name != "zdtm_timings":  # the bench's dict form of the same stage times
+        else:
             rec[name[len(PREFIX):]] = value
     if message:
         rec["message"] = message[:MAX_MESSAGE]
@@ -124,10 +126,18 @@ def load(path: str | Path) -> Report:
     """Read and check one report file."""
     path = Path(path)
     try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_BYTES + 1)
+        # O_NONBLOCK: a FIFO given as a report must not hang the reader
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
         raise ReportError(f"{path}: cannot read: {exc.strerror}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ReportError(f"{path}: not a regular file")
+    with os.fdopen(fd, "rb") as f:
+        try:
+            data = f.read(MAX_BYTES + 1)
+        except OSError as exc:
+            raise ReportError(f"{path}: cannot read: {exc.strerror}") from None
     if len(data) > MAX_BYTES:
         raise ReportError(f"{path}: larger than {MAX_BYTES >> 20} MiB; not a zdtmpy report")
     try:
@@ -183,6 +193,16 @@ def merge(reports: list[Report]) -> Report:
 
 def load_all(paths) -> Report:
     return merge([load(p) for p in paths])
+
+
+def check_writable(path: str | Path) -> None:
+    """Refuse at start-up, not after the run, a report path that cannot be written."""
+    path = Path(path)
+    if path.is_dir():
+        raise ReportError(f"--zdtm-report {path}: is a directory")
+    if not path.resolve().parent.is_dir():
+        raise ReportError(f"--zdtm-report {path}: directory {path.resolve().parent} "
+                          "does not exist")
 
 
 def write(path: str | Path, report: Report) -> None:

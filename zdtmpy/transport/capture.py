@@ -152,14 +152,19 @@ class Capture:
                     os.fsync(fobj.fileno())
                 fobj.close()
                 os.rename(part, self.out)
-        except BaseException:
+        except BaseException as exc:
             for o in opened.values():
                 with contextlib.suppress(OSError):
                     os.close(o.fd)
             if part is not None:
-                fobj.close()
+                with contextlib.suppress(OSError):  # flushing again fails again (ENOSPC)
+                    fobj.close()
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(part)
+            if isinstance(exc, OSError):  # the first error, named, never a traceback
+                what = part or exc.filename or "the stream"
+                raise StreamerError(f"capture: writing {what} failed: "
+                                    f"{exc.strerror or exc}") from None
             raise
         finally:
             if conn is not None:
