@@ -25,19 +25,24 @@ mkdir "$work/src"
 tar -C "$src" --exclude=./.git --exclude=./.venv --exclude=./.tox --exclude=./zdtm-results \
 	--exclude=./build --exclude=./dist --exclude='*.egg-info' -cf - . | tar -C "$work/src" -xf -
 python3 -m venv "$work/venv"
-# editable: the package finds its C workload library in the tree it was installed from
-timeout 900 "$work/venv/bin/python" -m pip install -q --disable-pip-version-check -e "$work/src" \
+# editable: the package finds its C workload library in the tree it was installed from.
+# The build backend goes into the venv itself: no second, isolated build environment.
+pip=("$work/venv/bin/python" -m pip install -q --disable-pip-version-check)
+timeout 900 "${pip[@]}" "setuptools>=77" \
+	&& timeout 900 "${pip[@]}" --no-build-isolation -e "$work/src" \
 	|| { echo "run-installed-matrix: pip install of zdtmpy from $src failed" >&2; exit 1; }
-"$work/venv/bin/python" -c 'import zdtmpy, sys; print(f"run-installed-matrix: zdtmpy {zdtmpy.__version__} installed at {zdtmpy.__file__}")'
+(cd "$work" && "$work/venv/bin/python" -I -c 'import zdtmpy, sys; print(f"run-installed-matrix: zdtmpy {zdtmpy.__version__} installed at {zdtmpy.__file__}")')
+echo "run-installed-matrix: venv and install took ${SECONDS}s"
 
 cd "$work/src"
 rc=0
 # shellcheck disable=SC2086 # ZDTMPY_ARGS is a word list by design
 "$work/venv/bin/pytest" -p no:cacheprovider -rs -n auto --zdtm-require-criu \
 	--zdtm-results "$work/results" --junitxml "$out/junit.xml" \
-	--zdtm-report "$out/zdtm-report.json" descs ${ZDTMPY_ARGS:-} "$@" || rc=$?
+	--zdtm-report "$out/zdtm-report.json" zdtmpy/descs ${ZDTMPY_ARGS:-} "$@" || rc=$?
 if [ -d "$work/results" ] && [ -n "$(ls -A "$work/results" 2>/dev/null)" ]; then
 	cp -a "$work/results" "$out/zdtm-results"  # only failing tests keep a directory
 fi
 "$work/venv/bin/zdtmpy" report "$out/zdtm-report.json" || true
+echo "run-installed-matrix: done after ${SECONDS}s (pytest exit $rc)"
 exit $rc

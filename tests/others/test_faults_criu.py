@@ -239,8 +239,7 @@ def test_disk_full_names_the_stage_and_enospc(fault, pytester, small_disk, mode,
     assert f"stage '{stage}'" in headline[0], out
     assert "No space left on device" in out, out
     assert "Broken pipe" not in headline[0]
-    if mode == "page-server":  # the streamer's own traceback is the library's (hostile's) part
-        assert "Traceback" not in out
+    assert "Traceback" not in out
     left = wait_no_leftovers(fault.root, results=small_disk, mine="zdtmpy-full")
     assert left == [], "left behind:\n" + "\n".join(left)
 

@@ -6,6 +6,7 @@ import os
 import random
 import socket
 import struct
+import time
 
 import lz4.block
 import pytest
@@ -245,23 +246,45 @@ MALFORMED = {
 }
 
 
+# refused at the very first command: not a criu session, so it is logged and ignored (it
+# neither uses up --sessions nor becomes the result of the session criu will open)
+FIRST_COMMAND = {"add-before-open", "bad-dst-type", "flags-on-open", "get-while-receiving",
+                 "unknown-command"}
+
+
+def wait_ignored(server, n=1, timeout=5):
+    deadline = time.monotonic() + timeout
+    while len(server.ignored) < n and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return server.ignored
+
+
 @pytest.mark.parametrize("case", sorted(MALFORMED))
 def test_malformed_stream_is_refused_cleanly(server, header_size, case):
     action, expected = MALFORMED[case]
     c = Client(server.port, header_size)
     action(c)
-    with pytest.raises(ps.PageServerError) as info:
-        server.wait(5)
-    msg = str(info.value)
-    assert expected in msg, msg
-    assert f"port {server.port}" in msg
+    if case in FIRST_COMMAND:
+        ignored = wait_ignored(server)
+        assert len(ignored) == 1 and expected in ignored[0].error, ignored
+        assert server.results == []
+        with pytest.raises(ps.PageServerError) as info:
+            server.wait(0.3)
+        msg = str(info.value)  # a later wait still says why
+        assert "failed before their first command" in msg and expected in msg, msg
+    else:
+        with pytest.raises(ps.PageServerError) as info:
+            server.wait(5)
+        msg = str(info.value)
+        assert expected in msg, msg
+        assert f"port {server.port}" in msg
     c.drop()
     # nothing installed, no staging left
     assert installed(server) == []
     assert not [n for n in os.listdir(server.images_dir) if n.startswith(".")]
     # the server is healthy: the next session goes through
     good_session(server, header_size)
-    assert server.wait(5, index=1).ok
+    assert server.wait(5, index=0 if case in FIRST_COMMAND else 1).ok
     assert installed(server) == [f"pagemap-{PID}.img", "pages-65537.img"]
     log = server.log_path.read_text()
     assert "session FAILED" in log and expected.split(" ")[0] in log
@@ -272,9 +295,59 @@ def test_lazy_server_refuses_dump_commands(tmp_path, header_size):
     with ps.PageServer(tmp_path, header_size=header_size, lazy=True, timeout=1) as srv:
         c = Client(srv.port, header_size)
         c.open2()
+        assert "accepts only GET and CLOSE" in wait_ignored(srv)[0].error
         with pytest.raises(ps.PageServerError, match="accepts only GET and CLOSE"):
+            srv.wait(0.3)
+        c.drop()
+
+
+@pytest.mark.parametrize("stray", [b"", b"GET / HTTP/1.0\r\n\r\n" * 3, b"\xff" * 7])
+def test_stray_connection_does_not_use_up_the_only_session(tmp_path, header_size, stray):
+    """A port scan (connect, send nothing or garbage, hang up) before criu connects."""
+    images = tmp_path / "img"
+    images.mkdir()
+    with ps.PageServer(images, header_size=header_size, timeout=0.5, sessions=1) as srv:
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
+            s.sendall(stray)
+        wait_ignored(srv)
+        assert srv._thread.is_alive()
+        data = good_session(srv, header_size)
+        assert srv.wait(5).ok and srv.results[0].payload_bytes == len(data)
+    assert len(srv.ignored) == 1 and not srv.ignored[0].ok
+
+
+def test_session_deadline_ends_a_dripping_peer(tmp_path, header_size):
+    """One byte per half read-timeout never trips the per-read timeout; the session's
+    overall deadline ends it."""
+    images = tmp_path / "img"
+    images.mkdir()
+    with ps.PageServer(images, header_size=header_size, timeout=1.0,
+                       session_timeout=1.5) as srv:
+        c = Client(srv.port, header_size)
+        assert c.open2() == b"\0"
+        t0 = time.monotonic()
+        with pytest.raises(ps.PageServerError, match="overall deadline of 1.5s"):
+            for byte in ps.HeaderLayout(header_size).pack(ps.ADD_F, PE_LAZY, 1, A, DST) * 4:
+                c.sock.sendall(bytes([byte]))
+                time.sleep(0.5)
+                if srv.results:
+                    srv.wait(0)
+        assert time.monotonic() - t0 < 6
+        c.drop()
+
+
+def test_pagemaps_per_session_are_bounded(tmp_path, header_size, monkeypatch):
+    monkeypatch.setattr("zdtmpy.transport.psdump.MAX_PAGEMAPS", 5)
+    images = tmp_path / "img"
+    images.mkdir()
+    with ps.PageServer(images, header_size=header_size, timeout=1) as srv:
+        c = Client(srv.port, header_size)
+        for pid in range(1, 7):
+            c.send(ps.OPEN, dst=ps.encode_dst(pid))
+        with pytest.raises(ps.PageServerError, match="more than 5 pagemaps in one session"):
             srv.wait(5)
         c.drop()
+        assert not [n for n in os.listdir(images) if n.startswith((".", "pagemap", "pages"))]
 
 
 def test_stop_during_session_discards_it(tmp_path, header_size):

@@ -6,7 +6,7 @@ import sys
 import threading
 
 from ..codec.options import add_options, spec_from_args
-from ..transport.pageserver import PageServer, header_size_for
+from ..transport.pageserver import SESSION_TIMEOUT, PageServer, header_size_for
 
 
 def register(subparsers):
@@ -26,6 +26,8 @@ def register(subparsers):
     p.add_argument("--sessions", type=int, default=1, metavar="N",
                    help="connections to serve before exiting (0: until interrupted)")
     p.add_argument("--timeout", type=float, default=60.0, help="per-read timeout (seconds)")
+    p.add_argument("--session-timeout", type=float, default=SESSION_TIMEOUT, metavar="S",
+                   help="a whole session ends within S seconds (default %(default)g)")
     p.add_argument("--log", metavar="FILE", help="write the session log to FILE")
     p.set_defaults(func=run)
 
@@ -47,7 +49,8 @@ def run(args):
     header = args.header_size or header_size_for(_peer_version(args.criu_version))
     server = PageServer(args.images_dir, spec=spec, header_size=header, address=args.address,
                         port=args.port, lazy=args.lazy, timeout=args.timeout,
-                        sessions=args.sessions or None, log_path=args.log)
+                        sessions=args.sessions or None, log_path=args.log,
+                        session_timeout=args.session_timeout)
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     port = server.start()
@@ -56,7 +59,12 @@ def run(args):
     failed = 0
     try:
         index = 0
+        strays = 0
         while not done.is_set() and (not args.sessions or index < args.sessions):
+            for stray in server.ignored[strays:]:
+                print(f"zdtmpy page-server: ignored a connection from {stray.peer} that "
+                      f"failed before its first command: {stray.error}", file=sys.stderr)
+                strays += 1
             try:
                 result = server.wait(1.0, index)
             except Exception as exc:  # noqa: BLE001 - a timeout or a failed session

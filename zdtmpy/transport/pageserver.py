@@ -57,6 +57,9 @@ __all__ = [
     "header_size_for", "pagemap_for", "stamp_inventory", "HeaderLayout", "Header",
 ]
 
+# a whole session (one dump or one lazy restore) ends within this many seconds
+SESSION_TIMEOUT = 1800.0
+
 
 @dataclass
 class SessionResult:
@@ -66,6 +69,7 @@ class SessionResult:
     files: list = field(default_factory=list)   # (pagemap, pages) installed
     entries: int = 0
     payload_bytes: int = 0  # bytes of page payload received (dump) or pages served (lazy)
+    commands: int = 0       # commands accepted; 0 on a failure: a stray connection
     seconds: float = 0.0
 
 
@@ -83,8 +87,9 @@ class PageServer:
 
     def __init__(self, images_dir, *, spec=None, header_size=32, address="127.0.0.1",
                  port=0, lazy=False, timeout=30.0, sessions=None, log_path=None,
-                 pagemap_nr_pages_field=None):
+                 pagemap_nr_pages_field=None, session_timeout=SESSION_TIMEOUT):
         self.images_dir = Path(images_dir)
+        self.session_timeout = session_timeout
         self.spec = spec or OFF
         self.layout = HeaderLayout(header_size)
         self.address = address
@@ -101,6 +106,7 @@ class PageServer:
             self._template = messages.PagemapEntry()
             self._template.nr_pages = 1
         self.results = []
+        self.ignored = []  # SessionResults of stray connections (no valid command)
         self._cond = threading.Condition()
         self._stop = threading.Event()
         self._sock = None
@@ -183,9 +189,13 @@ class PageServer:
                 left = deadline - time.monotonic()
                 if left <= 0 or (self._thread is not None and not self._thread.is_alive()
                                  and len(self.results) <= index):
+                    strays = ""
+                    if self.ignored:  # e.g. a peer speaking the other header layout
+                        strays = (f"; {len(self.ignored)} connection(s) failed before their "
+                                  f"first command, the last: {self.ignored[-1].error}")
                     raise PageServerError(
                         f"page server on port {self.port}: session {index + 1} did not end "
-                        f"within {timeout:g}s (see {self.log_path or 'its log'})")
+                        f"within {timeout:g}s (see {self.log_path or 'its log'}){strays}")
                 self._cond.wait(min(left, 0.5))
             result = self.results[index]
         if not result.ok:
@@ -206,13 +216,22 @@ class PageServer:
             except OSError as exc:
                 self.log(f"accept failed: {exc}")
                 break
-            served += 1
             with csock:
                 self._active = csock
                 try:
                     result = self._session(csock, f"{addr[0]}:{addr[1]}")
                 finally:
                     self._active = None
+            if not result.ok and result.commands == 0:
+                # a port scan or a stray client: not criu, so it neither uses up --sessions
+                # nor becomes the result criu's session is judged by
+                self.log(f"stray connection from {result.peer} ignored ({result.error}); "
+                         "still waiting for criu")
+                with self._cond:
+                    self.ignored.append(result)
+                    self._cond.notify_all()
+                continue
+            served += 1
             with self._cond:
                 self.results.append(result)
                 self._cond.notify_all()
@@ -225,7 +244,7 @@ class PageServer:
         start = time.monotonic()
         self.log(f"session {len(self.results) + 1}: connection from {peer}")
         csock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        conn = Conn(csock, self.timeout, peer)
+        conn = Conn(csock, self.timeout, peer, self.session_timeout)
         result = SessionResult(peer, False)
         session = None
         try:
@@ -255,6 +274,7 @@ class PageServer:
                     else:
                         self.log(f"releasing the failed session: {exc}")
         result.seconds = time.monotonic() - start
+        result.commands = conn.commands
         if result.ok:
             self.log(f"session over: {len(result.files)} pagemap(s), {result.entries} "
                      f"entries, {result.payload_bytes} payload bytes, {result.seconds:.3f}s")
@@ -290,7 +310,9 @@ class PageServer:
                 raise PageServerError(f"peer {peer}: connection closed without CLOSE")
             h = self.layout.unpack(header)
             self.log(f"<- {h}")
-            if session.handle(h):
+            done = session.handle(h)
+            conn.commands += 1
+            if done:
                 break
         # Status 0 = "all data received" (criu's meaning): every payload byte is in the
         # writer's files by now; the fsync of closed() need not hold the dump up.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import time
 
 from ..errors import PageServerError
 
@@ -11,10 +12,16 @@ from ..errors import PageServerError
 class Conn:
     """A connected socket whose every read has a timeout and names what it waited for."""
 
-    def __init__(self, sock, timeout, peer):
+    def __init__(self, sock, timeout, peer, session_timeout=None):
         self.sock = sock
         self.peer = peer
         self.timeout = timeout
+        # the whole session's deadline: a peer dripping a byte per read-timeout cannot hold
+        # the (one-session-at-a-time) server for ever
+        self.session_timeout = session_timeout
+        self.deadline = None if session_timeout is None else \
+            time.monotonic() + session_timeout
+        self.commands = 0  # commands the session accepted (0: not a criu session at all)
         # A blocking socket with kernel timeouts, not settimeout(): Python would poll()
         # before every recv, and MSG_WAITALL (one recv per payload chunk) needs blocking.
         sock.settimeout(None)
@@ -37,6 +44,10 @@ class Conn:
         got = 0
         recv_into = self.sock.recv_into
         while got < n:
+            if self.deadline is not None and time.monotonic() > self.deadline:
+                raise PageServerError(f"peer {self.peer}: session still running after its "
+                                      f"overall deadline of {self.session_timeout:g}s "
+                                      f"(waiting for {what})")
             try:
                 k = recv_into(view[got:n], n - got, socket.MSG_WAITALL)
             except (BlockingIOError, socket.timeout):  # SO_RCVTIMEO expired

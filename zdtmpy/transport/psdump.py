@@ -33,6 +33,7 @@ from .pswire import (
     GET,
     HOLE,
     MAX_COMPRESSED_PAGES,
+    MAX_PAGEMAPS,
     MAX_PAYLOAD_PAGES,
     OPEN,
     OPEN2,
@@ -176,6 +177,8 @@ class DumpSession:
         name = pagemap_for(h.dst_id)
         if h.dst_id in self.opened:
             raise PageServerError(f"{h}: {name} was already opened in this session")
+        if len(self.opened) >= MAX_PAGEMAPS:
+            raise PageServerError(f"{h}: more than {MAX_PAGEMAPS} pagemaps in one session")
         pages_id = self.next_pages_id
         self.next_pages_id += 1
         if self.writer is not None:

@@ -25,6 +25,7 @@ WIRE_FLAGS = PE_PARENT | PE_LAZY | PE_PRESENT
 MAX_PAYLOAD_PAGES = 1 << 20      # 4 GiB of payload in one entry (streamed, not buffered)
 MAX_COMPRESSED_PAGES = 1 << 14   # ADD_F_COMPRESSED is buffered per entry: <= 64 MiB
 MAX_GET_PAGES = 1024             # pages answered per GET (criu accepts fewer than asked)
+MAX_PAGEMAPS = 1 << 16           # pagemaps one session may open (criu: one per task / shmem)
 ADDR_LIMIT = 1 << 57             # no user address space reaches this (5-level paging: 2^56)
 
 
