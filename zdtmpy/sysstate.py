@@ -1,7 +1,7 @@
 """System-wide state a session may change, saved at its start and put back at its end.
 
-Sysctls (fs.pipe-max-size, which the remote-lazy cycle raises; vm.nr_hugepages and others that
-upstream tests and hooks change) are written back when they differ; cgroup v1 hierarchies that
+Sysctls zdtmpy raises (fs.pipe-max-size, for remote lazy pages; vm.nr_hugepages is left to
+corpus/sysprep.py) are written back when they differ; cgroup v1 hierarchies that
 appeared during the session (upstream's named `zdtmtst*` ones) are emptied and unmounted.
 Called by the process that owns the session (the xdist controller, or the only process),
 after failures too. Nothing here imports pytest.
@@ -20,7 +20,6 @@ from pathlib import Path
 # (or already put back) is not ours to change.
 SYSCTLS = {
     "fs/pipe-max-size": "4194304",  # cycle/lazy.py, for criu's remote lazy pages
-    "vm/nr_hugepages": "20",  # corpus/sysprep.py, upstream's hugetlb tests
 }
 # Only upstream's own named hierarchies: other cgroup mounts may belong to someone else.
 CGROUP_NAME = "name=zdtmtst"

@@ -2,6 +2,9 @@
 the disk; a stream that passes its checksums but lies about sizes is refused up front."""
 
 import os
+import socket
+import struct
+import threading
 
 import pytest
 
@@ -11,6 +14,7 @@ from zdtmpy.images import PE_PRESENT
 from zdtmpy.transport import streamextract as sx
 from zdtmpy.transport import streamformat as sf
 from zdtmpy.transport import streamindex as si
+from zdtmpy.transport.capture import Capture
 from zdtmpy.transport.serve import Serve
 from zdtmpy.transport.streamproto import StreamerError
 
@@ -94,3 +98,43 @@ def test_a_good_stream_still_passes_the_pre_serve_check(tmp_path, layer):
     srv.prepare()
     assert set(srv.index.files) == {"pagemap-7.img", "pages-1.img", "pstree.img",
                                     "inventory.img"}
+
+
+@pytest.mark.parametrize("kind", ["file", "socket", "directory"])
+def test_capture_refuses_a_descriptor_that_is_not_a_pipe(tmp_path, kind):
+    """The peer on the capture socket passes something else than a pipe's read end."""
+    images = tmp_path / "img"
+    images.mkdir()
+    cap = Capture(images, tmp_path / "out.zstream", Compression("off"), accept_timeout=10,
+                  idle_timeout=10)
+    sock = cap.listen()
+    if kind == "file":
+        (tmp_path / "f").write_bytes(b"not a pipe")
+        fd = os.open(tmp_path / "f", os.O_RDONLY)
+    elif kind == "directory":
+        fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    else:
+        a, b = socket.socketpair()
+        fd = os.dup(a.fileno())
+        a.close()
+        b.close()
+
+    def peer():
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        conn.connect(str(sock))
+        body = b"\x0a" + bytes([len("pages-1.img")]) + b"pages-1.img"
+        conn.sendall(struct.pack("<I", len(body)) + body)
+        conn.sendmsg([b"\0"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i", fd))])
+        conn.recv(1)  # until capture hangs up
+        conn.close()
+
+    t = threading.Thread(target=peer)
+    t.start()
+    try:
+        with pytest.raises(StreamerError, match=f"pages-1.img: the peer passed a .*{kind}"):
+            cap.run()
+    finally:
+        t.join(10)
+        os.close(fd)
+    assert not (tmp_path / "out.zstream").exists()
+    assert not [n for n in os.listdir(tmp_path) if n.endswith(".part")]

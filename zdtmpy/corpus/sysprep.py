@@ -1,22 +1,33 @@
-"""What upstream's runner sets up for the whole run, done once per session and undone at its
-end (the controller process does both; `sysstate` puts sysctls back even after failures).
+"""What upstream's runner sets up for the whole run, shared by every corpus session on the
+machine: the first session to start sets it up, the last one to end undoes it.
 
 * vm.nr_hugepages = 20 (upstream's hugetlb tests need pages to map);
 * the named cgroup v1 hierarchies `zdtmtst` and `zdtmtst.defaultroot`, each kept alive by a
   holder cgroup, so criu never sees a controller appear in the middle of a dump.
+
+Sessions register in a directory (`/run/zdtmpy-corpus`, one file per session, named by its
+pid and start time, so a crashed session is recognised and dropped) under a lock; the original
+sysctl value is recorded there by the first session. Several sessions at once (CI jobs,
+developers, xdist controllers) then never undo what another one still needs.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import json
 import os
 import subprocess
 import tempfile
 from pathlib import Path
 
+from .. import marker
+
 HUGEPAGES = 20
 HIERARCHIES = ("zdtmtst", "zdtmtst.defaultroot")
+HOLDER = "holder.zdtmpy"
 TIMEOUT = 30
+REGISTRY = Path(os.environ.get("ZDTMPY_CORPUS_REGISTRY", "/run/zdtmpy-corpus"))
 
 
 def _cmd(args: list[str]) -> bool:
@@ -51,38 +62,101 @@ def _with_mount(name: str, action) -> bool:
 
 
 class Prepared:
-    """What this session set up, to undo exactly that."""
+    """This session's membership in the machine-wide corpus setup."""
 
-    def __init__(self) -> None:
-        self.holders: list[tuple[str, str]] = []
+    def __init__(self, registry: Path = REGISTRY,
+                 hugepages: Path = Path("/proc/sys/vm/nr_hugepages")) -> None:
+        self.registry = registry
+        self.hugepages = hugepages
+        me = marker.me()
+        self.entry = registry / f"session-{me.pid}-{me.start}"
         self.notes: list[str] = []
 
-    def setup(self) -> None:
-        path = Path("/proc/sys/vm/nr_hugepages")
+    @contextlib.contextmanager
+    def _locked(self):
+        self.registry.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(self.registry / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
-            if int(path.read_text()) < HUGEPAGES:
-                path.write_text(str(HUGEPAGES))
-                self.notes.append(f"vm.nr_hugepages raised to {HUGEPAGES} for this session")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def _live_others(self) -> list[Path]:
+        live = []
+        for f in self.registry.glob("session-*"):
+            if f == self.entry:
+                continue
+            try:
+                _, pid, start = f.name.split("-")
+                alive = marker.start_time(int(pid)) == int(start)
+            except ValueError:
+                alive = False
+            if alive:
+                live.append(f)
+            else:
+                with contextlib.suppress(OSError):
+                    f.unlink()  # a session that crashed: it no longer counts
+        return live
+
+    def setup(self) -> None:
+        with self._locked():
+            state_file = self.registry / "original.json"
+            if not self._live_others() or not state_file.exists():
+                self._first(state_file)
+            self.entry.write_text("")
+
+    def _first(self, state_file: Path) -> None:
+        state: dict = {}
+        with contextlib.suppress(OSError, ValueError):
+            state = json.loads(state_file.read_text())  # a crashed last session's record
+        try:
+            now = int(self.hugepages.read_text())
+            state.setdefault("nr_hugepages", now)
+            if now < HUGEPAGES:
+                self.hugepages.write_text(str(HUGEPAGES))
         except (OSError, ValueError):
             self.notes.append("vm.nr_hugepages could not be raised: hugetlb tests may fail")
-        holder = f"holder.zdtmpy-{os.getpid()}"
+        created = set(state.get("hierarchies", []))
         for name in HIERARCHIES:
-            if _hierarchy_exists(name):
+            if name in created or _hierarchy_exists(name):
                 continue
-            if _with_mount(name, lambda root: (root / holder).mkdir(exist_ok=True)):
-                self.holders.append((name, holder))
+            if _with_mount(name, lambda root: (root / HOLDER).mkdir(exist_ok=True)):
+                created.add(name)
             else:
                 self.notes.append(f"cgroup hierarchy name={name} could not be created")
+        state["hierarchies"] = sorted(created)
+        state_file.write_text(json.dumps(state))
 
     def undo(self) -> list[str]:
-        """Remove the holders (the kernel then drops the hierarchies); sysctls: sysstate."""
-        out = []
-        for name, holder in self.holders:
-            def drop(root: Path, holder=holder) -> None:
-                with contextlib.suppress(OSError):
-                    (root / holder).rmdir()
-            ok = _with_mount(name, drop)
-            out.append(f"cgroup hierarchy name={name}: holder "
-                       + ("removed" if ok else "could not be removed"))
-        self.holders = []
+        """Leave; the last session out puts back what the first one set up."""
+        out: list[str] = []
+        with self._locked():
+            with contextlib.suppress(OSError):
+                self.entry.unlink()
+            if self._live_others():
+                return out
+            state_file = self.registry / "original.json"
+            try:
+                state = json.loads(state_file.read_text())
+            except (OSError, ValueError):
+                return out
+            if "nr_hugepages" in state:
+                try:
+                    now = self.hugepages.read_text().strip()
+                    if now != str(state["nr_hugepages"]):
+                        self.hugepages.write_text(str(state["nr_hugepages"]))
+                        out.append(f"sysctl vm.nr_hugepages: {now} -> "
+                                   f"{state['nr_hugepages']} (restored)")
+                except OSError as exc:
+                    out.append(f"sysctl vm.nr_hugepages: could not restore: {exc.strerror}")
+            for name in state.get("hierarchies", []):
+                def drop(root: Path) -> None:
+                    with contextlib.suppress(OSError):
+                        (root / HOLDER).rmdir()
+                ok = _with_mount(name, drop)
+                out.append(f"cgroup hierarchy name={name}: holder "
+                           + ("removed" if ok else "could not be removed"))
+            with contextlib.suppress(OSError):
+                state_file.unlink()
         return out

@@ -239,7 +239,7 @@ class Capture:
         check_name(name, f"{self.where}: criu's request")
         fd = control.recv_fd(name)
         try:
-            prepare_pipe(fd)
+            prepare_pipe(fd, name)
             o = _Open(name, fd, self.writer.open(name))
         except BaseException:
             os.close(fd)

@@ -129,7 +129,7 @@ class Serve:
     def _feed(self, name, fd):
         sent = 0
         try:
-            prepare_pipe(fd)
+            prepare_pipe(fd, name)
             with open(self.path, "rb") as f:
                 for piece in iter_file(f, self.index.files[name], str(self.path)):
                     if self._stop.is_set():

@@ -14,11 +14,13 @@ import fcntl
 import functools
 import os
 import socket
+import stat
 import struct
 import threading
 from pathlib import Path
 
 from ..errors import StageTimeout, ZdtmError
+from ..images.safeopen import file_kind
 
 CAPTURE_SOCKET = "streamer-capture.sock"
 SERVE_SOCKET = "streamer-serve.sock"
@@ -187,9 +189,15 @@ class Control:
         return fds[0]
 
 
-def prepare_pipe(fd):
+def prepare_pipe(fd, name="the file"):
     """A pipe end criu passed, ready for the event loop / writer threads: non-blocking, and
-    enlarged up to fs.pipe-max-size when allowed (fewer wakeups)."""
+    enlarged up to fs.pipe-max-size when allowed (fewer wakeups). StreamerError when the
+    peer passed anything but a pipe (a file, socket or directory would be read or written
+    as if it were criu's image)."""
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISFIFO(mode):
+        raise StreamerError(f"{name}: the peer passed {file_kind(mode)} instead of a pipe; "
+                            "refusing it")
     os.set_blocking(fd, False)
     with contextlib.suppress(OSError):
         fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_SIZE)
