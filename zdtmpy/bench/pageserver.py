@@ -26,7 +26,7 @@ from . import BenchError, chart, figures
 
 HELP = "criu dump through zdtmpy's compressing page server vs criu page-server"
 SOURCE = Path(__file__).with_name("bigmix.c")
-TARGET_RATIO = 1.3
+TARGET_RATIO = 1.0   # issue 13: no slower than criu page-server (it writes 2.6x more)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
