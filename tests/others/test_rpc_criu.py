@@ -8,13 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from zdtmpy.builtin import workloads_dir
 from zdtmpy.images import ImageSet
 from zdtmpy.images.pagemap import PAGE_SIZE, PE_PRESENT
 from zdtmpy.workload import parse_manifest
-
-REPO = Path(__file__).resolve().parents[2]
-LIB = workloads_dir() / "lib"
 
 pytestmark = [
     pytest.mark.criu,
