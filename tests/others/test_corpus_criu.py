@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 
 
-def tree_criu_or_skip():
+@pytest.fixture(scope="session")
+def tree_criu():
+    """Found before pytester points HOME (and so the build cache) at its own directory."""
     from zdtmpy.criu import find_criu
     from zdtmpy.errors import CriuNotFound
 
@@ -28,19 +30,20 @@ def _mounts_of(path: Path) -> list[str]:
             if str(path) in line.split()[3] or str(path) in line.split()[4]]
 
 
-def run(pytester, *args):
+def run(pytester, criu, *args):
     (pytester.path / "empty").mkdir(exist_ok=True)
     return pytester.runpytest_subprocess("-p", "no:cacheprovider", "-rs", "--zdtm-mode", "plain",
                                          "--zdtm-compress", "off", "--zdtm-suite", "criu",
-                                         "--zdtm-as-root", "empty", *args)
+                                         "--criu-bin", str(criu.path), "--zdtm-as-root",
+                                         "empty", *args)
 
 
 @pytest.mark.criu
-def test_upstream_tests_pass_in_h_and_ns_without_leftovers(pytester, monkeypatch):
-    criu = tree_criu_or_skip()
+def test_upstream_tests_pass_in_h_and_ns_without_leftovers(tree_criu, pytester, monkeypatch):
+    criu = tree_criu
     # zdtmpy's ZDTM_CRIU must not reach upstream's ns.c (it would bind-mount that path).
     monkeypatch.setenv("ZDTM_CRIU", str(criu.path))
-    res = run(pytester, "-k", "zdtm/static/pipe00[ or zdtm/static/write_read00[")
+    res = run(pytester, criu, "-k", "zdtm/static/pipe00[ or zdtm/static/write_read00[")
     res.assert_outcomes(passed=4)
     text = res.stdout.str()
     assert "flavor h mode plain: 2 passed, 0 failed, 0 skipped" in text
@@ -50,9 +53,8 @@ def test_upstream_tests_pass_in_h_and_ns_without_leftovers(pytester, monkeypatch
 
 
 @pytest.mark.criu
-def test_upstream_exclusions_are_skips_with_their_reason(pytester):
-    tree_criu_or_skip()
-    res = run(pytester, "-k", "zdtm/static/route_rules[ or zdtm/static/conntracks[")
+def test_upstream_exclusions_are_skips_with_their_reason(tree_criu, pytester):
+    res = run(pytester, tree_criu, "--zdtm-corpus-tests", "route_rules conntracks")
     res.assert_outcomes(skipped=4)
     text = res.stdout.str()
     assert "excluded: excluded by upstream's zdtm.desc" in text

@@ -8,13 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from zdtmpy.builtin import workloads_dir
 from zdtmpy.images import ImageSet
 from zdtmpy.images.pagemap import PAGE_SIZE, PE_PRESENT
 from zdtmpy.workload import parse_manifest
-
-REPO = Path(__file__).resolve().parents[2]
-LIB = workloads_dir() / "lib"
 
 pytestmark = [
     pytest.mark.criu,
@@ -32,10 +28,15 @@ def criu_or_skip():
         pytest.skip(f"criu unavailable: {exc}")
 
 
+@pytest.fixture(scope="session")
+def criu_path():
+    """Found before pytester moves HOME (and with it the build cache)."""
+    return str(criu_or_skip().path)
+
+
 @pytest.fixture
-def kept(pytester):
+def kept(criu_path, pytester):
     """pages00 plain-off run by both APIs, test directories kept."""
-    criu_or_skip()
     pytester.makeini("[pytest]\nzdtm_descs = descs\n")
     (pytester.path / "descs").mkdir()
     (pytester.path / "descs" / "pages00.desc").write_text("{}")
@@ -43,7 +44,7 @@ def kept(pytester):
     res = pytester.runpytest_subprocess(
         "-p", "no:cacheprovider", "descs", "--zdtm-mode", "plain", "--zdtm-compress", "off",
         "--zdtm-criu-api", "cli", "--zdtm-criu-api", "rpc", "--zdtm-keep", "--zdtm-timeout", "120",
-        "--zdtm-results", str(results))
+        "--zdtm-results", str(results), "--criu-bin", criu_path)
     res.assert_outcomes(passed=2)
     return results / "pages00-plain-off", results / "pages00-plain-off-rpc"
 

@@ -142,3 +142,24 @@ def test_dedup_cells_cover_every_parent_format():
     assert parents == set(matrix.CHAIN_KINDS)
     assert "auto-dedup-off-rpc" in [c.id for c in cells]  # criu_opts has auto_dedup
     assert not [c for c in cells if c.mode.name == "dedup" and c.api == "rpc"]
+
+
+def test_broken_inputs_are_clear_errors(tmp_path, capsys):
+    build(tmp_path, ("page", "region64k", "off"))
+    layer2 = {p.name: p.read_bytes() for p in (tmp_path / "2").iterdir() if p.is_file()}
+    pages = next((tmp_path / "1").glob("pages-*.img"))
+    with open(pages, "r+b") as f:  # a parent whose pages file lost its tail
+        f.truncate(pages.stat().st_size - 100)
+    snapshot = {p.name: p.read_bytes() for p in (tmp_path / "1").iterdir() if p.is_file()}
+    assert main(["dedup", str(tmp_path / "3")]) == 1
+    err = capsys.readouterr().err
+    assert "zdtmpy dedup: error:" in err and str(tmp_path / "1") in err
+    assert {p.name: p.read_bytes() for p in (tmp_path / "1").iterdir() if p.is_file()} \
+        == snapshot
+    # the grandparent's refusal came before the parent was touched
+    assert {p.name: p.read_bytes() for p in (tmp_path / "2").iterdir() if p.is_file()} \
+        == layer2
+    (tmp_path / "2" / "parent").unlink()
+    (tmp_path / "2" / "parent").symlink_to("../nowhere")
+    assert main(["dedup", str(tmp_path / "2")]) == 1
+    assert "nowhere" in capsys.readouterr().err

@@ -82,6 +82,9 @@ def test_serve_refuses_pages_that_do_not_match_the_pagemap(tmp_path, layer, page
     with pytest.raises(StreamerError, match=match):
         Serve(tmp_path / "rst", src).listen()
     assert os.listdir(tmp_path / "rst") == []
+    with open(src, "rb") as f, pytest.raises(sf.StreamError, match=match):
+        sx.extract(f, tmp_path / "out", "s")
+    assert os.listdir(tmp_path / "out") == []
 
 
 def test_serve_refuses_an_orphan_pages_file(tmp_path, layer):

@@ -44,7 +44,8 @@ def _children_cpu() -> float:
 
 def _run(root: Path, mode: str, api: str, criu: str, work: Path, label: str) -> dict:
     junit = work / f"{label}.xml"
-    cmd = [sys.executable, "-m", "pytest", str(root / "descs"), "-c", str(root / "pyproject.toml"),
+    cmd = [sys.executable, "-m", "pytest", str(root / "zdtmpy" / "descs"),
+           "-c", str(root / "pyproject.toml"),
            "--rootdir", str(root), "--zdtm-mode", mode, "--zdtm-compress", "off",
            "--zdtm-criu-api", api, "-p", "no:cacheprovider", "-q", "-n", "1",
            "--criu-bin", criu, "--junitxml", str(junit),
@@ -102,7 +103,7 @@ def run(args) -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     load_after = os.getloadavg()
-    print(f"criu {criu.version_str} at {criu.path}; descs/ x mode, compression off, -n 1, "
+    print(f"criu {criu.version_str} at {criu.path}; zdtmpy/descs x mode, compression off, -n 1, "
           f"{args.repeat} run(s) per mode and API")
     print(f"{'mode':<18}{'items':>6}{'item cli':>10}{'item rpc':>10}{'rpc/cli':>8}"
           f"{'criu cli':>10}{'criu rpc':>10}{'rpc/cli':>8}{'cpu cli':>9}{'cpu rpc':>9}")

@@ -89,6 +89,8 @@ def dedup_chain(top: str | os.PathLike[str], in_place: bool = False) -> DedupRes
         if layer.journal_pending:
             raise ImageError(f"{layer.path}: refusing to dedup: an interrupted zdtmpy rewrite "
                              "is pending; nothing was changed")
+    for layer in chain[1:]:  # every refusal before the first rewrite
+        load_checked(layer, "dedup")
     plans = _live_plans(chain)
     for layer, live in zip(chain[1:], plans):
         result.layers.append(_rewrite_layer(layer, live, in_place))

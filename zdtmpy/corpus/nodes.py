@@ -162,11 +162,12 @@ class CorpusItem(ZdtmItem):
         if self.flavor != "h" or not PORT_USERS.search(self.test.short):
             return super().runtest()
         # Flavor h shares the host's network: upstream's inet tests use fixed ports (8880...),
-        # so two of them at once (xdist) meet each other's sockets. One at a time.
+        # so two of them at once (xdist, or two sessions) meet each other's sockets.
+        # Machine-wide: another session's socket tests use the same ports.
         from ..isolation import exclusive_lock
-        from ..runner import results_root
+        from .sysprep import REGISTRY
 
-        with exclusive_lock(results_root(self.config) / ".corpus-ports.lock", True):
+        with exclusive_lock(REGISTRY / "host-ports.lock", True):
             return super().runtest()
 
     def reportinfo(self):

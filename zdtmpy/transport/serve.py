@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..errors import StageTimeout, ZdtmError
 from ..images.safeopen import IMAGE_MAX
-from .streamcheck import PAGEMAP, PAGES, pagemap_summary
+from .streamcheck import PAGEMAP, pagemap_summary, pages_mismatches
 from .streamformat import check_name
 from .streamindex import index_stream, iter_file
 from .streamproto import SERVE_SOCKET, Control, Listener, StreamerError, prepare_pipe
@@ -155,7 +155,7 @@ def check_pages_sizes(path, index):
     """Before criu sees anything: every pages file carries exactly the pages its pagemap
     describes (a stream that passes its CRCs can still announce other sizes)."""
     problems = []
-    named = set()
+    pagemaps = {}
     for name, fi in sorted(index.files.items()):
         if not PAGEMAP.fullmatch(name):
             continue
@@ -164,18 +164,8 @@ def check_pages_sizes(path, index):
             continue
         with open(path, "rb") as f:
             data = b"".join(bytes(p) for p in iter_file(f, fi, str(path)))
-        pages_id, present = pagemap_summary(data, f"{path}: {name}")
-        pages = f"pages-{pages_id}.img"
-        named.add(pages)
-        size = index.files[pages].size if pages in index.files else None
-        if size is None and present:
-            problems.append(f"{name} names {pages}, which the stream does not carry")
-        elif size is not None and size != present * 4096:
-            problems.append(f"{pages}: {size} bytes in the stream, but {name} describes "
-                            f"{present} pages ({present * 4096} bytes)")
-    for name in sorted(index.files):
-        if PAGES.fullmatch(name) and name not in named:
-            problems.append(f"{name}: no pagemap in the stream names it")
+        pagemaps[name] = pagemap_summary(data, f"{path}: {name}")
+    problems += pages_mismatches(pagemaps, {n: fi.size for n, fi in index.files.items()})
     if problems:
         raise StreamerError(f"serve: {path}: refusing to serve, nothing was sent to criu: "
                             + "; ".join(problems))

@@ -70,6 +70,26 @@ def pagemap_summary(data, name):
     return head.pages_id, present
 
 
+def pages_mismatches(pagemaps, sizes):
+    """Problems of a stream's pages files against its pagemaps. pagemaps: name ->
+    (pages_id, present pages); sizes: file name -> bytes the stream carries for it."""
+    problems = []
+    named = set()
+    for name, (pages_id, present) in sorted(pagemaps.items()):
+        pages = f"pages-{pages_id}.img"
+        named.add(pages)
+        size = sizes.get(pages)
+        if size is None and present:
+            problems.append(f"{name} names {pages}, which the stream does not carry")
+        elif size is not None and size != present * 4096:
+            problems.append(f"{pages}: {size} bytes in the stream, but {name} describes "
+                            f"{present} pages ({present * 4096} bytes)")
+    for name in sorted(sizes):
+        if PAGES.fullmatch(name) and name not in named:
+            problems.append(f"{name}: no pagemap in the stream names it")
+    return problems
+
+
 def check_complete(pagemaps, pages_sizes, names):
     """Refuse a dump that cannot be whole. pagemaps: name -> (pages_id, present pages);
     pages_sizes: pages file name -> bytes received; names: every file criu sent."""

@@ -49,6 +49,7 @@ def extract(src, outdir, where, decompress=False):
                 staged[rec.name][1].write(rec.data(where))
             elif rec.type == CLOSE:
                 staged[rec.name][1].close()
+        _check_pages(reader.closed, staged, where)
         for name, (part, _) in staged.items():
             os.rename(part, outdir / name)
             done.append(name)
@@ -66,6 +67,19 @@ def extract(src, outdir, where, decompress=False):
         _discard(staged, done, outdir)
         raise
     return result
+
+
+def _check_pages(sizes, staged, where):
+    """Before anything is installed: each pages file holds what its pagemap describes."""
+    from ..images.safeopen import read_regular
+    from .streamcheck import PAGEMAP, pagemap_summary, pages_mismatches
+
+    pagemaps = {name: pagemap_summary(read_regular(part), f"{where}: {name}")
+                for name, (part, _) in staged.items() if PAGEMAP.fullmatch(name)}
+    problems = pages_mismatches(pagemaps, sizes)
+    if problems:
+        raise StreamError(f"{where}: refusing to extract, nothing was installed: "
+                          + "; ".join(problems))
 
 
 def _discard(staged, done, outdir):
