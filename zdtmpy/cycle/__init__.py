@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable, NoReturn, Protocol
 from .. import isolation, marker, procstate
 from ..criu import Criu, CriuRun
 from ..errors import StageTimeout, WorkloadError, ZdtmError
+from .attachment import Attachment
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -68,36 +69,6 @@ class StageError(ZdtmError):
 def followed(failure: Exception) -> str:
     """A failure told as the consequence of an earlier cause (no second test id)."""
     return failure.after() if isinstance(failure, StageError) else str(failure)
-
-
-@dataclass
-class Attachment:
-    title: str
-    path: Path | None = None
-    text: str | None = None
-    criu_log: bool = False  # show the error lines and the tail, not the whole log
-
-    def read(self, limit: int = 20000) -> str:
-        """The text, bounded: never more than `limit` bytes of a file are read."""
-        if self.text is not None:
-            return self.text
-        if self.criu_log:
-            from ..criu import log_excerpt
-
-            assert self.path is not None
-            return log_excerpt(self.path, tail=30) + f"\n(full log: {self.path})"
-        if self.path is None:
-            return ""
-        try:
-            with open(self.path, "rb") as f:
-                size = os.fstat(f.fileno()).st_size
-                f.seek(max(0, size - limit))
-                data = f.read(limit).decode(errors="replace")
-        except OSError as exc:
-            return f"({self.path}: {exc.strerror})"
-        if size <= limit:
-            return data
-        return f"... ({size - limit} bytes cut)\n" + data
 
 
 @dataclass(frozen=True)
