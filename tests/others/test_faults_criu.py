@@ -15,7 +15,12 @@ from pathlib import Path
 import pytest
 from faultkit import Fault, make_fault, ns_init, wait_no_leftovers, workload_pids
 
+from zdtmpy.build import cache_root
+
 pytestmark = pytest.mark.criu
+# The real build cache, read before pytester points HOME at its temporary directory: inner
+# runs share the workloads built once instead of compiling them again each.
+BUILD_CACHE = cache_root()
 
 
 def _criu() -> Path:
@@ -30,11 +35,9 @@ def _criu() -> Path:
 
 @pytest.fixture
 def fault(pytester, monkeypatch) -> Fault:
-    from zdtmpy.build import cache_root
-
     criu = _criu()
     # pytester gives the run its own HOME: share the workload build cache, not rebuild it
-    monkeypatch.setenv("ZDTMPY_CACHE", str(cache_root()))
+    monkeypatch.setenv("ZDTMPY_CACHE", str(BUILD_CACHE))
     pytester.makeini("[pytest]\nzdtm_descs = descs\n")
     (pytester.path / "descs").mkdir()
     (pytester.path / "descs" / "pages01.desc").write_text("{}")
