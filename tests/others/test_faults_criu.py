@@ -75,6 +75,17 @@ def test_interrupt_during_criu_leaves_nothing(fault, pytester, action, hook, sig
     _clean(fault)
 
 
+def test_sigint_during_a_lazy_restore_leaves_nothing(fault, pytester):
+    """Resumed tasks whose pages (their environment too) were never served: Ctrl-C."""
+    fault.pause("restore", "post-resume")
+    fault.start(pytester, "--zdtm-mode", "lazy")
+    fault.wait_paused()
+    fault.interrupt()
+    out = fault.finish()
+    assert "KeyboardInterrupt" in out, out
+    _clean(fault)
+
+
 def test_sigint_with_xdist_leaves_nothing(fault, pytester):
     fault.pause("restore", "post-restore")
     fault.start(pytester, "--zdtm-mode", "plain", "-n", "2", "-p", "xdist")
