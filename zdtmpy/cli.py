@@ -7,6 +7,7 @@ breaks the others.
 
 import argparse
 import importlib
+import os
 import sys
 
 from .errors import ZdtmError
@@ -53,6 +54,10 @@ def main(argv=None):
     except KeyboardInterrupt:
         print(f"zdtmpy {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader went away (`zdtmpy report ... | head`): stop quietly, as cat does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

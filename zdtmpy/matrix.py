@@ -113,13 +113,13 @@ class Variant:
         return cell if self.api == "cli" else f"{cell}-{self.api}"
 
 
-# Dedup: three layers of one kind each (every parent format), plus one mix.
+# Dedup: three layers of one kind each (every compression setting selected), plus one mix.
 DEDUP_MIXES = (("page", "region64k", "off"),)
 
 
 def dedup_layouts(compressions: Iterable[str]) -> list[tuple[str, ...]]:
-    names = set(compressions)
-    same: list[tuple[str, ...]] = [(k, k, k) for k in CHAIN_KINDS if k in names]
+    names = list(dict.fromkeys(compressions))
+    same: list[tuple[str, ...]] = [(k, k, k) for k in names]
     return same + [t for t in DEDUP_MIXES if all(c in names for c in t)]
 
 

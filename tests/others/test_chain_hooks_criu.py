@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from zdtmpy.build import cache_root
+
 RECORDER = '''
 import json
 from zdtmpy.images import ImageSet
@@ -27,10 +29,13 @@ def pytest_zdtm_after_dump(item, images):
         f.write(b"\\x5a" * 4096)
 '''
 
+# The real build cache, read before pytester points HOME at its temporary directory: inner
+# runs share the workloads built once instead of compiling them again each.
+BUILD_CACHE = cache_root()
+
 
 @pytest.fixture
 def project(pytester, monkeypatch):
-    from zdtmpy.build import cache_root
     from zdtmpy.criu import find_criu
     from zdtmpy.errors import CriuNotFound
 
@@ -38,7 +43,7 @@ def project(pytester, monkeypatch):
         find_criu()
     except CriuNotFound as exc:
         pytest.skip(f"criu unavailable: {exc}")
-    monkeypatch.setenv("ZDTMPY_CACHE", str(cache_root()))
+    monkeypatch.setenv("ZDTMPY_CACHE", str(BUILD_CACHE))
     pytester.makeini("[pytest]\nzdtm_descs = descs\n")
     (pytester.path / "descs").mkdir()
     (pytester.path / "descs" / "pages01.desc").write_text("{}")

@@ -15,7 +15,12 @@ from pathlib import Path
 import pytest
 from faultkit import Fault, make_fault, ns_init, wait_no_leftovers, workload_pids
 
+from zdtmpy.build import cache_root
+
 pytestmark = pytest.mark.criu
+# The real build cache, read before pytester points HOME at its temporary directory: inner
+# runs share the workloads built once instead of compiling them again each.
+BUILD_CACHE = cache_root()
 
 
 def _criu() -> Path:
@@ -30,11 +35,9 @@ def _criu() -> Path:
 
 @pytest.fixture
 def fault(pytester, monkeypatch) -> Fault:
-    from zdtmpy.build import cache_root
-
     criu = _criu()
     # pytester gives the run its own HOME: share the workload build cache, not rebuild it
-    monkeypatch.setenv("ZDTMPY_CACHE", str(cache_root()))
+    monkeypatch.setenv("ZDTMPY_CACHE", str(BUILD_CACHE))
     pytester.makeini("[pytest]\nzdtm_descs = descs\n")
     (pytester.path / "descs").mkdir()
     (pytester.path / "descs" / "pages01.desc").write_text("{}")
@@ -67,6 +70,17 @@ def test_interrupt_during_criu_leaves_nothing(fault, pytester, action, hook, sig
     fault.start(pytester, "--zdtm-mode", "plain")
     fault.wait_paused()
     fault.interrupt(signo)
+    out = fault.finish()
+    assert "KeyboardInterrupt" in out, out
+    _clean(fault)
+
+
+def test_sigint_during_a_lazy_restore_leaves_nothing(fault, pytester):
+    """Resumed tasks whose pages (their environment too) were never served: Ctrl-C."""
+    fault.pause("restore", "post-resume")
+    fault.start(pytester, "--zdtm-mode", "lazy")
+    fault.wait_paused()
+    fault.interrupt()
     out = fault.finish()
     assert "KeyboardInterrupt" in out, out
     _clean(fault)

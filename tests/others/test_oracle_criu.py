@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from zdtmpy.build import cache_root
 from zdtmpy.builtin import workloads_dir
 
 REPO = Path(__file__).resolve().parents[2]
@@ -42,10 +43,13 @@ int main(int argc, char **argv)
 }
 '''
 
+# The real build cache, read before pytester points HOME at its temporary directory: inner
+# runs share the workloads built once instead of compiling them again each.
+BUILD_CACHE = cache_root()
+
 
 @pytest.fixture
 def project(pytester, monkeypatch):
-    from zdtmpy.build import cache_root
     from zdtmpy.criu import find_criu
     from zdtmpy.errors import CriuNotFound
 
@@ -53,7 +57,7 @@ def project(pytester, monkeypatch):
         find_criu()
     except CriuNotFound as exc:
         pytest.skip(f"criu unavailable: {exc}")
-    monkeypatch.setenv("ZDTMPY_CACHE", str(cache_root()))
+    monkeypatch.setenv("ZDTMPY_CACHE", str(BUILD_CACHE))
     pytester.makeini("[pytest]\nzdtm_descs = descs\nzdtm_static = static\n")
     (pytester.path / "descs").mkdir()
     (pytester.path / "static").mkdir()

@@ -173,6 +173,19 @@ def test_images_from_zdtmpy_server_restore(version, process, tmp_path):
              log=images / "restore.log")
     pid = int(pidfile.read_text())
     try:
-        assert "State:\tS" in Path(f"/proc/{pid}/status").read_text()
+        # Alive and asleep in its loop; right after `restore -d` it may still be running
+        # its first instructions, so give the scheduler a bounded moment on a busy machine.
+        assert wait_for_state(pid, "S", timeout=10.0), Path(f"/proc/{pid}/status").read_text()
     finally:
         os.kill(pid, signal.SIGKILL)
+
+
+def wait_for_state(pid: int, state: str, timeout: float) -> bool:
+    """True once /proc/PID/status says `state`; False if it never does within `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if f"State:\t{state}" in Path(f"/proc/{pid}/status").read_text():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)

@@ -124,3 +124,14 @@ def test_report_path_that_cannot_be_written_is_a_usage_error(pytester):
         res = pytester.runpytest_subprocess("--co", f"--zdtm-report={bad}", "descs")
         assert res.ret == pytest.ExitCode.USAGE_ERROR
         assert why in res.stderr.str()
+
+
+def test_report_piped_into_head_stops_without_a_traceback(tmp_path):
+    import subprocess
+    import sys
+
+    path = write(tmp_path / "r.json", [item(f"t{i}", comp=f"c{i}") for i in range(3000)])
+    cmd = f"{sys.executable} -m zdtmpy report {path} | head -n 2"
+    res = subprocess.run(["sh", "-c", cmd], capture_output=True, text=True, timeout=60)
+    assert len(res.stdout.splitlines()) == 2
+    assert "Traceback" not in res.stderr and "BrokenPipe" not in res.stderr

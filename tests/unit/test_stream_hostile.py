@@ -8,6 +8,7 @@ import threading
 
 import pytest
 
+from zdtmpy import cli
 from zdtmpy.codec import Compression
 from zdtmpy.compress.synth import make_layer
 from zdtmpy.images import PE_PRESENT
@@ -141,3 +142,25 @@ def test_capture_refuses_a_descriptor_that_is_not_a_pipe(tmp_path, kind):
         os.close(fd)
     assert not (tmp_path / "out.zstream").exists()
     assert not [n for n in os.listdir(tmp_path) if n.endswith(".part")]
+
+
+def test_extract_command_refuses_a_lying_stream_before_writing(tmp_path, layer, capsys):
+    """Zero blocks announcing far more pages than the pagemap: nothing is written at all."""
+    with open(tmp_path / "s", "wb") as f:
+        w = sf.StreamWriter(f, Compression("region", 4 << 20))
+        for name, data in files(layer):
+            fid = w.open(name)
+            if name.startswith("pages-"):
+                for _ in range(3):  # 3 records of 4 zero regions: 48 MiB announced
+                    w.blocks(fid, 4 << 20, 16 << 20, [0] * 4, b"")
+            else:
+                w.write(fid, data)
+            w.close(fid)
+        w.end()
+    out = tmp_path / "out"
+    assert cli.main(["stream", "extract", "--stream-file", str(tmp_path / "s"),
+                     "--images-dir", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "refusing to extract, nothing was written" in err and "Traceback" not in err
+    assert "50331648 bytes in the stream, but pagemap-7.img describes 4 pages" in err
+    assert not out.exists() or os.listdir(out) == []

@@ -75,6 +75,8 @@ def page_server(path: str, args, criu, names: list, summary: dict, base_t: float
 
 def stream(path: str, args, criu, plain: list, streamed: list, load_before) -> None:
     """criu --stream through zdtmpy's streamer over a dump to / restore from a directory."""
+    from .stream import DUMP_TARGET, RESTORE_TARGET
+
     def med(rows, key):
         return statistics.median(r[key] for r in rows)
 
@@ -87,4 +89,5 @@ def stream(path: str, args, criu, plain: list, streamed: list, load_before) -> N
          facts=Facts(f"criu {criu.version_str} dump/restore to a plain image directory "
                      f"(dump {med(plain, 'dump'):.2f} s, restore {med(plain, 'restore'):.2f} s)",
                      load_before),
-         lines={"plain directory = 1": 1.0, "dump target 1.2x": 1.2})
+         lines={"plain directory = 1": 1.0, f"dump target {DUMP_TARGET}x": DUMP_TARGET,
+                f"restore target {RESTORE_TARGET}x": RESTORE_TARGET})

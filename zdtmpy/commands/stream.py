@@ -108,8 +108,15 @@ def run(args):
         served = srv.run()
         print(f"zdtmpy stream serve: {len(served)} files served", file=sys.stderr)
         return 0
+    from ..transport.serve import check_pages_sizes
     from ..transport.streamextract import extract
+    from ..transport.streamindex import index_stream
 
+    if args.stream_file != "-":
+        # a file can be scanned first (payloads skipped): sizes that do not match the
+        # pagemaps are refused before a single byte is written
+        check_pages_sizes(args.stream_file, index_stream(args.stream_file, verify=False),
+                          "extract")
     if args.stream_file == "-":
         res = extract(sys.stdin.buffer, args.images_dir, "stdin", args.decompress)
     else:

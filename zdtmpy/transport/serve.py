@@ -151,7 +151,7 @@ class Serve:
             os.close(fd)
 
 
-def check_pages_sizes(path, index):
+def check_pages_sizes(path, index, action="serve"):
     """Before criu sees anything: every pages file carries exactly the pages its pagemap
     describes (a stream that passes its CRCs can still announce other sizes)."""
     problems = []
@@ -167,5 +167,6 @@ def check_pages_sizes(path, index):
         pagemaps[name] = pagemap_summary(data, f"{path}: {name}")
     problems += pages_mismatches(pagemaps, {n: fi.size for n, fi in index.files.items()})
     if problems:
-        raise StreamerError(f"serve: {path}: refusing to serve, nothing was sent to criu: "
+        what = "nothing was sent to criu" if action == "serve" else "nothing was written"
+        raise StreamerError(f"{action}: {path}: refusing to {action}, {what}: "
                             + "; ".join(problems))
