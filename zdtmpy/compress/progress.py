@@ -1,13 +1,17 @@
 """A one-line progress bar on stderr, only when stderr is a terminal and the job is large."""
 
+from __future__ import annotations
+
 import sys
 import time
+from typing import TextIO
 
 MIN_BYTES = 64 << 20
 
 
 class Progress:
-    def __init__(self, total, label, enabled=None, stream=None):
+    def __init__(self, total: int, label: str, enabled: bool | None = None,
+                 stream: TextIO | None = None) -> None:
         self.stream = stream or sys.stderr
         if enabled is None:
             enabled = total >= MIN_BYTES and self.stream.isatty()
@@ -15,7 +19,7 @@ class Progress:
         self.total, self.label, self.done = max(total, 1), label, 0
         self._last = 0.0
 
-    def update(self, n):
+    def update(self, n: int) -> None:
         self.done += n
         if not self.enabled:
             return
@@ -29,7 +33,7 @@ class Progress:
                           f"{self.done >> 20}/{self.total >> 20} MiB")
         self.stream.flush()
 
-    def close(self):
+    def close(self) -> None:
         if self.enabled:
             self.stream.write("\n")
             self.stream.flush()

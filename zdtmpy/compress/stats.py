@@ -1,8 +1,11 @@
 """Counts of zero / raw / LZ4 blocks and bytes per pagemap (metadata only, no payload reads)."""
 
+from __future__ import annotations
+
+import os
 from dataclasses import dataclass
 
-from ..images.pagemap import PAGE_SIZE
+from ..images.pagemap import PAGE_SIZE, Pagemap
 
 
 @dataclass
@@ -16,7 +19,7 @@ class PagemapStats:
     after: int = 0          # payload bytes in the pages file (incl. alignment padding)
 
 
-def pagemap_stats(pm):
+def pagemap_stats(pm: Pagemap) -> PagemapStats:
     s = PagemapStats(after=pm.payload_size)
     for e in pm.entries:
         s.pages += e.nr_pages
@@ -27,7 +30,7 @@ def pagemap_stats(pm):
         if not e.compressed:
             s.raw += e.nr_pages
             continue
-        for i, size in enumerate(e.sizes):
+        for i, size in enumerate(e.sizes or ()):
             if size == 0:
                 s.zero += 1
             elif size == e.block_bytes(i):
@@ -37,7 +40,7 @@ def pagemap_stats(pm):
     return s
 
 
-def image_bytes(path) -> tuple[int, int, bool] | None:
+def image_bytes(path: str | os.PathLike[str]) -> tuple[int, int, bool] | None:
     """(decoded bytes of present pages, stored payload bytes, compressed?) of one image set,
     summed over its pagemaps; None when it cannot be read (the checks report why)."""
     from ..errors import ZdtmError

@@ -12,7 +12,8 @@ from ..errors import PageServerError
 class Conn:
     """A connected socket whose every read has a timeout and names what it waited for."""
 
-    def __init__(self, sock, timeout, peer, session_timeout=None):
+    def __init__(self, sock: socket.socket, timeout: float, peer: str,
+                 session_timeout: float | None = None) -> None:
         self.sock = sock
         self.peer = peer
         self.timeout = timeout
@@ -30,14 +31,16 @@ class Conn:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, tv)
         self.received = 0
 
-    def recv_exact(self, n, what, eof_ok=False, hint=""):
+    def recv_exact(self, n: int, what: str, eof_ok: bool = False,
+                   hint: str = "") -> bytearray | None:
         """n bytes as a new bytearray; None at a clean end of stream when eof_ok."""
         buf = bytearray(n)
         if not self.recv_into(buf, n, what, eof_ok, hint):
             return None
         return buf
 
-    def recv_into(self, buf, n, what, eof_ok=False, hint=""):
+    def recv_into(self, buf: bytearray, n: int, what: str, eof_ok: bool = False,
+                  hint: str = "") -> bool:
         """Fill the first n bytes of the bytearray buf. False at a clean end of stream
         (nothing read) when eof_ok; PageServerError on a timeout, an error or a cut."""
         view = memoryview(buf)
@@ -66,7 +69,7 @@ class Conn:
         self.received += n
         return True
 
-    def send(self, data, what):
+    def send(self, data: bytes | bytearray | memoryview, what: str) -> None:
         try:
             self.sock.sendall(data)
         except (BlockingIOError, socket.timeout):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import struct
+from collections.abc import Iterable
 
 from .streamproto import StreamerError
 
@@ -20,13 +21,13 @@ class FramingCheck:
     """Follows the `u32 length + entry` framing of an image without keeping it, so a file
     cut inside an entry (criu gone mid-file) is an error and not a short image."""
 
-    def __init__(self, name):
+    def __init__(self, name: str) -> None:
         self.name = name
         self.skip = 4 if name == "inventory.img" else 8  # the magic(s)
         self.hdr = b""
         self.entries = 0
 
-    def feed(self, data):
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
         mv = memoryview(data)
         while mv:
             if self.skip:
@@ -42,7 +43,7 @@ class FramingCheck:
                 self.hdr = b""
                 self.entries += 1
 
-    def finish(self, size):
+    def finish(self, size: int) -> None:
         if self.skip or self.hdr:
             what = (f"inside entry {self.entries - 1}, {self.skip} bytes short" if self.skip
                     else "inside an entry length")
@@ -52,7 +53,7 @@ class FramingCheck:
                                 "the image is truncated (criu disconnected mid-file?)")
 
 
-def pagemap_summary(data, name):
+def pagemap_summary(data: bytes, name: str) -> tuple[int, int]:
     """(pages_id, present pages) of a pagemap criu sent (checked against its pages file)."""
     from ..images import messages
     from ..images.framing import PAGEMAP_MAGIC, parse_image
@@ -67,10 +68,11 @@ def pagemap_summary(data, name):
         msg = messages.decode(messages.PagemapEntry, blob, f"{name}: entry {i}")
         if entry_flags(msg) & PE_PRESENT:
             present += entry_nr_pages(msg)
-    return head.pages_id, present
+    return int(head.pages_id), present
 
 
-def pages_mismatches(pagemaps, sizes):
+def pages_mismatches(pagemaps: dict[str, tuple[int, int]],
+                     sizes: dict[str, int]) -> list[str]:
     """Problems of a stream's pages files against its pagemaps. pagemaps: name ->
     (pages_id, present pages); sizes: file name -> bytes the stream carries for it."""
     problems = []
@@ -90,7 +92,8 @@ def pages_mismatches(pagemaps, sizes):
     return problems
 
 
-def check_complete(pagemaps, pages_sizes, names):
+def check_complete(pagemaps: dict[str, tuple[int, int]], pages_sizes: dict[str, int],
+                   names: Iterable[str]) -> None:
     """Refuse a dump that cannot be whole. pagemaps: name -> (pages_id, present pages);
     pages_sizes: pages file name -> bytes received; names: every file criu sent."""
     problems = []
