@@ -1,17 +1,22 @@
 """Refusals shared by the layer rewriters (convert, rebase): checked before anything is
 written, so a refused directory stays byte-identical."""
 
+from __future__ import annotations
+
 import os
+from collections.abc import Iterable
+from typing import NoReturn
 
 from ..codec import LAYOUT_BY_ID
 from ..errors import ImageError
 from ..images.bounds import outside_vmas
-from ..images.imageset import INVENTORY
+from ..images.imageset import INVENTORY, ImageSet
+from ..images.pagemap import Pagemap
 
 SUPPORTED_VERSIONS = (2, 3)
 
 
-def refusal(iset):
+def refusal(iset: ImageSet) -> str | None:
     """Why this layer must not be converted, or None."""
     inv = iset.inventory
     if iset.img_version not in SUPPORTED_VERSIONS:
@@ -24,9 +29,9 @@ def refusal(iset):
     return None
 
 
-def load_checked(iset, action):
+def load_checked(iset: ImageSet, action: str) -> list[Pagemap]:
     """The layer's pagemaps, refusing (ImageError) anything a rewrite could make worse."""
-    def refuse(why):
+    def refuse(why: str) -> NoReturn:
         raise ImageError(f"{iset.path}: refusing to {action}: {why}; nothing was changed")
 
     why = refusal(iset)
@@ -41,7 +46,7 @@ def load_checked(iset, action):
         pms = list(iset.pagemaps.values())
     except ImageError as exc:
         refuse(str(exc))
-    owners = {}
+    owners: dict[int, str] = {}
     for pm in pms:
         if os.path.islink(pm.pages_path):
             refuse(f"{pm.pages_name} is a symlink")
@@ -50,13 +55,13 @@ def load_checked(iset, action):
         owners[pm.pages_id] = pm.name
         for index, text in pm.problems() + outside_vmas(iset, pm):
             refuse(f"{pm.name} entry {index}: {text}")
-        text = pm.payload_problem()
-        if text:
-            refuse(f"{pm.name}: {text}")
+        why = pm.payload_problem()
+        if why:
+            refuse(f"{pm.name}: {why}")
     return pms
 
 
-def pages_bytes(pms):
+def pages_bytes(pms: Iterable[Pagemap]) -> int:
     return sum(os.path.getsize(pm.pages_path) for pm in pms if os.path.exists(pm.pages_path))
 
 

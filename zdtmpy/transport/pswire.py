@@ -38,10 +38,10 @@ class Header:
     dst_id: int
 
     @property
-    def name(self):
+    def name(self) -> str:
         return COMMAND_NAMES.get(self.command, f"command {self.command:#x}")
 
-    def __str__(self):
+    def __str__(self) -> str:
         return (f"{self.name} flags={self.flags:#x} nr_pages={self.nr_pages} "
                 f"vaddr={self.vaddr:#x} dst_id={self.dst_id:#x}")
 
@@ -50,7 +50,7 @@ class HeaderLayout:
     """Header layout: 24 bytes (criu <= 4.1, u32 nr_pages) or 32 bytes (4.2+, u64 nr_pages
     after 4 bytes of padding). Host byte order, as criu sends its struct as is."""
 
-    def __init__(self, size):
+    def __init__(self, size: int) -> None:
         if size == 24:
             self._s = struct.Struct("=IIQQ")
         elif size == 32:
@@ -59,32 +59,32 @@ class HeaderLayout:
             raise PageServerError(f"page-server header size must be 24 or 32, not {size}")
         self.size = size
 
-    def unpack(self, data):
+    def unpack(self, data: bytes | bytearray | memoryview) -> Header:
         if self.size == 24:
             cmd, nr, vaddr, dst = self._s.unpack(data)
         else:
             cmd, _pad, nr, vaddr, dst = self._s.unpack(data)
         return Header(cmd & 0xFFFF, cmd >> 16, nr, vaddr, dst)
 
-    def pack(self, command, flags, nr_pages, vaddr, dst_id):
+    def pack(self, command: int, flags: int, nr_pages: int, vaddr: int, dst_id: int) -> bytes:
         cmd = (flags << 16) | command
         if self.size == 24:
             return self._s.pack(cmd, nr_pages, vaddr, dst_id)
         return self._s.pack(cmd, 0, nr_pages, vaddr, dst_id)
 
-    def mismatch_hint(self):
+    def mismatch_hint(self) -> str:
         """What to suspect when a header is cut short: the other layout."""
         other = 24 if self.size == 32 else 32
         who = "criu <= 4.1" if other == 24 else "criu >= 4.2"
         return f" (is the peer {who}, which sends {other}-byte headers?)"
 
 
-def header_size_for(version) -> int:
+def header_size_for(version: tuple[int, ...]) -> int:
     """The header criu `version` (a tuple) speaks: u64 nr_pages from 4.2 on."""
     return 32 if tuple(version) >= (4, 2) else 24
 
 
-def pagemap_for(dst_id) -> str:
+def pagemap_for(dst_id: int) -> str:
     """dst_id = id << 8 | type -> the pagemap file it names."""
     kind, ident = dst_id & 0xFF, dst_id >> 8
     if kind == TYPE_PID:
@@ -97,16 +97,16 @@ def pagemap_for(dst_id) -> str:
                           f"(expected {TYPE_PID} pid or {TYPE_SHMEM} shmem)")
 
 
-def encode_dst(name_or_pid, shmem=False) -> int:
+def encode_dst(name_or_pid: int | str, shmem: bool = False) -> int:
     return (int(name_or_pid) << 8) | (TYPE_SHMEM if shmem else TYPE_PID)
 
 
-def check_no_flags(h):
+def check_no_flags(h: Header) -> None:
     if h.flags:
         raise PageServerError(f"{h}: flags are only valid with ADD_F, got {h.flags:#x}")
 
 
-def check_range(h):
+def check_range(h: Header) -> None:
     """A positive page count at a page-aligned address, ending inside user space."""
     if h.nr_pages == 0:
         raise PageServerError(f"{h}: nr_pages is 0")
@@ -116,7 +116,7 @@ def check_range(h):
         raise PageServerError(f"{h}: range ends beyond any user address space")
 
 
-def check_page_flags(h, flags):
+def check_page_flags(h: Header, flags: int) -> None:
     """Page flags of an entry command: known ones, never PRESENT and PARENT together."""
     if flags & ~WIRE_FLAGS:
         raise PageServerError(f"{h}: unknown page flags {flags & ~WIRE_FLAGS:#x} "
@@ -125,7 +125,7 @@ def check_page_flags(h, flags):
         raise PageServerError(f"{h}: PE_PRESENT and PE_PARENT together")
 
 
-def entry_flags(h):
+def entry_flags(h: Header) -> int:
     """The pagemap flags an entry command means (ADD and HOLE predate ADD_F's flags)."""
     if h.command == ADD:
         return PE_PRESENT
