@@ -14,6 +14,10 @@ if ! command -v autopkgtest >/dev/null; then
 fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
+# a copy of this tree for pip to build from (pip builds in the directory it is given)
+mkdir "$work/src"
+tar --exclude=./.git --exclude=./.venv --exclude=./.tox --exclude=./zdtm-results \
+	--exclude=./build --exclude=./dist --exclude='*.egg-info' -cf - . | tar -C "$work/src" -xf -
 pkg=$work/criu-zdtmpy-check
 mkdir -p "$pkg/debian"
 cp -r contrib/autopkgtest/debian/tests "$pkg/debian/"
@@ -37,7 +41,7 @@ criu-zdtmpy-check (0.1) unstable; urgency=medium
 CHANGELOG
 rc=0
 timeout 1800 autopkgtest -B --output-dir "$work/out" \
-	--env "ZDTMPY_SOURCE=$PWD" --env "ZDTM_CRIU=$criu" --env "ZDTMPY_ARGS=$args" \
+	--env "ZDTMPY_SOURCE=$work/src" --env "ZDTM_CRIU=$criu" --env "ZDTMPY_ARGS=$args" \
 	"$pkg/" -- null || rc=$?
 cat "$work/out/summary" 2>/dev/null || true
 # autopkgtest exits 0 when all passed, 2 when some were skipped: a skip is a failure here
