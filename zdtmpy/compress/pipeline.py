@@ -1,22 +1,30 @@
 """Bounded, ordered parallel processing of chunks; lz4.block releases the GIL, so threads pay."""
 
+from __future__ import annotations
+
 import collections
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TypeVar, Union
 
 from ..errors import ImageError
 
+Buf = Union[bytes, bytearray, memoryview]
+T = TypeVar("T")
+R = TypeVar("R")
+
 CHUNK_BYTES = 1 << 20   # work unit handed to a thread (a multiple of the block size)
 IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024
-_pool = None
+_pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
 
 
-_WORKERS = None
+_WORKERS: int | None = None
 
 
-def share_cores(processes):
+def share_cores(processes: int) -> None:
     """This process is one of `processes` sharing the CPUs (an xdist worker): its pool gets
     its share of them only (unless $ZDTMPY_THREADS says otherwise). Before the first use."""
     global _WORKERS
@@ -24,12 +32,12 @@ def share_cores(processes):
         _WORKERS = max(1, min(_cpus() // max(1, processes), 8))
 
 
-def _cpus():
+def _cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
         (os.cpu_count() or 1)
 
 
-def workers():
+def workers() -> int:
     """Threads for block coding: $ZDTMPY_THREADS, else the CPUs this process may use (<= 8),
     or its share of them (share_cores)."""
     global _WORKERS
@@ -39,7 +47,7 @@ def workers():
     return _WORKERS
 
 
-def pool():
+def pool() -> ThreadPoolExecutor:
     """A process-wide executor (threads are reused across files and entries)."""
     global _pool
     with _pool_lock:
@@ -48,7 +56,8 @@ def pool():
         return _pool
 
 
-def ordered_map(fn, items, window=None):
+def ordered_map(fn: Callable[[T], R], items: Iterable[T],
+                window: int | None = None) -> Iterator[R]:
     """Yield fn(item) in order, with at most `window` items in flight (bounded memory)."""
     if workers() == 1:
         for item in items:
@@ -56,7 +65,7 @@ def ordered_map(fn, items, window=None):
         return
     window = window or workers() + 2
     ex = pool()
-    pending = collections.deque()
+    pending: collections.deque[Future[R]] = collections.deque()
     try:
         for item in items:
             pending.append(ex.submit(fn, item))
@@ -77,12 +86,12 @@ def ordered_map(fn, items, window=None):
                     pass
 
 
-def chunk_size(block_bytes):
+def chunk_size(block_bytes: int) -> int:
     """CHUNK_BYTES rounded to whole blocks (at least one block)."""
     return max(1, CHUNK_BYTES // block_bytes) * block_bytes
 
 
-def rechunk(source, size, total, what):
+def rechunk(source: Buf | Iterable[Buf], size: int, total: int, what: str) -> Iterator[bytes]:
     """Yield bytes objects of `size` (the last may be shorter) from `source`, which is a
     bytes-like object or an iterable of bytes-like pieces totalling exactly `total` bytes."""
     if isinstance(source, (bytes, bytearray, memoryview)):
@@ -118,30 +127,30 @@ class BufferPool:
     `keep` buffers are kept for reuse.
     """
 
-    def __init__(self, size, keep=16):
+    def __init__(self, size: int, keep: int = 16) -> None:
         self.size = size
         self.keep = keep
-        self._free = []
+        self._free: list[bytearray] = []
 
-    def get(self):
+    def get(self) -> bytearray:
         try:
             return self._free.pop()
         except IndexError:
             return bytearray(self.size)
 
-    def put(self, buf):
+    def put(self, buf: bytearray) -> None:
         if len(self._free) < self.keep:
             self._free.append(buf)
 
 
-def pwrite_all(fd, parts, offset, what):
+def pwrite_all(fd: int, parts: Iterable[Buf], offset: int, what: str) -> int:
     """Write the bytes-like `parts` back to back at `offset` (pwritev, any number of parts,
     short writes retried). Returns the number of bytes written."""
     total = 0
-    parts = [p for p in parts if len(p)]   # 1-D buffers of bytes (bytes, bytearray, views)
+    todo: list[Buf] = [p for p in parts if len(p)]   # 1-D buffers of bytes
     i = 0
-    while i < len(parts):
-        batch = parts[i:i + IOV_MAX]
+    while i < len(todo):
+        batch = todo[i:i + IOV_MAX]
         want = sum(len(p) for p in batch)
         try:
             n = os.pwritev(fd, batch, offset + total)
@@ -153,20 +162,20 @@ def pwrite_all(fd, parts, offset, what):
             continue
         # short write: drop what was written and go on from there
         while n:
-            if n >= len(parts[i]):
-                n -= len(parts[i])
+            if n >= len(todo[i]):
+                n -= len(todo[i])
                 i += 1
             else:
-                parts[i] = parts[i][n:]
+                todo[i] = todo[i][n:]
                 n = 0
     return total
 
 
-_SHARED_POOLS: dict = {}  # (user, buffer size) -> BufferPool
+_SHARED_POOLS: dict[tuple[str, int], BufferPool] = {}  # (user, buffer size) -> BufferPool
 _shared_lock = threading.Lock()
 
 
-def shared_pool(user: str, size: int, keep: int) -> "BufferPool":
+def shared_pool(user: str, size: int, keep: int) -> BufferPool:
     """One BufferPool per user and buffer size for the whole process: buffers are reused
     across files, entries and sessions instead of being faulted in again each time."""
     with _shared_lock:
