@@ -28,6 +28,8 @@ def pytest_zdtm_after_dump(item, images):
 
 @pytest.fixture
 def criu():
+    """Found before pytester moves HOME (and with it the build cache); passed on with
+    --criu-bin."""
     from zdtmpy.criu import find_criu
     from zdtmpy.errors import CriuNotFound
 
@@ -38,7 +40,7 @@ def criu():
 
 
 @pytest.fixture
-def project(pytester):
+def project(criu, pytester):
     pytester.makeini("[pytest]\nzdtm_descs = descs\nzdtm_static = static\n")
     (pytester.path / "descs").mkdir()
     (pytester.path / "static").mkdir()
@@ -46,9 +48,9 @@ def project(pytester):
     return pytester
 
 
-def run(pytester, *args):
+def run(pytester, criu, *args):
     return pytester.runpytest_subprocess("-p", "no:cacheprovider", "--zdtm-mode", "plain",
-                                         *args)
+                                         "--criu-bin", str(criu.path), *args)
 
 
 def junit_properties(path: Path) -> dict:
@@ -64,7 +66,7 @@ def test_properties_of_a_passing_and_a_failing_item(project, criu):
     (project.path / "static" / "failing.c").write_text(FAILING_C)
     (project.path / "descs" / "failing.desc").write_text("{}")
     xml = project.path / "junit.xml"
-    res = run(project, "descs", "--zdtm-compress", "page", f"--junitxml={xml}")
+    res = run(project, criu, "descs", "--zdtm-compress", "page", f"--junitxml={xml}")
     res.assert_outcomes(passed=1, failed=1)
     props = junit_properties(xml)
 
@@ -97,8 +99,8 @@ def test_two_shards_reports_merge_into_the_full_run(project, criu, capsys):
     assert len(full_ids) == 4
     a, b = project.path / "shard1.json", project.path / "shard2.json"
     # shard 1 under xdist: the controller writes the report from the workers' reports
-    run(project, "descs", *comps, "--zdtm-shard", "1/2", "-n", "2", f"--zdtm-report={a}")
-    run(project, "descs", *comps, "--zdtm-shard", "2/2", f"--zdtm-report={b}")
+    run(project, criu, "descs", *comps, "--zdtm-shard", "1/2", "-n", "2", f"--zdtm-report={a}")
+    run(project, criu, "descs", *comps, "--zdtm-shard", "2/2", f"--zdtm-report={b}")
     docs = [json.loads(p.read_text()) for p in (a, b)]
     ids = [i["id"] for d in docs for i in d["items"]]
     assert sorted(ids) == sorted(full_ids)  # disjoint, and together the full run
@@ -118,9 +120,9 @@ def test_two_shards_reports_merge_into_the_full_run(project, criu, capsys):
 def test_compare_names_the_test_whose_outcome_changed(project, criu, capsys):
     (project.path / "descs" / "pages00.desc").write_text("{}")
     base, new = project.path / "base.json", project.path / "new.json"
-    run(project, "descs", "--zdtm-compress", "off", f"--zdtm-report={base}")
+    run(project, criu, "descs", "--zdtm-compress", "off", f"--zdtm-report={base}")
     project.makeconftest(CORRUPT_CONFTEST)  # the "new build" corrupts a page
-    run(project, "descs", "--zdtm-compress", "off", f"--zdtm-report={new}")
+    run(project, criu, "descs", "--zdtm-compress", "off", f"--zdtm-report={new}")
     assert main(["report", str(new), "--baseline", str(base)]) == 1
     out = capsys.readouterr().out
     assert ("descs/pages00.desc::pages00[plain-off]: passed -> failed "
