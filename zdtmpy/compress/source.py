@@ -6,15 +6,23 @@ then read the pages file themselves into reused buffers (no per-chunk allocation
 copies through the main thread).
 """
 
-import os
+from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+
+from ..codec.algorithm import Piece
 from ..codec.coding import decode_chunk, decode_parts
 from ..errors import ImageError
-from ..images.pagemap import PAGE_SIZE
-from .pipeline import CHUNK_BYTES, ordered_map
+from ..images.pagemap import PAGE_SIZE, Entry, Pagemap
+from .pipeline import CHUNK_BYTES, BufferPool, ordered_map
+from .progress import Progress
+
+# (decoded start, decoded length, stored start, stored length, first block, last block + 1)
+Task = tuple[int, int, int, int, int, int]
 
 
-def _pread_exact(fd, n, offset, pm, e):
+def _pread_exact(fd: int, n: int, offset: int, pm: Pagemap, e: Entry) -> bytes:
     data = os.pread(fd, n, offset)
     if len(data) != n:
         raise ImageError(f"{pm.pages_path}: short read at offset {offset} for entry {e.index} "
@@ -22,7 +30,8 @@ def _pread_exact(fd, n, offset, pm, e):
     return data
 
 
-def _preadinto_exact(fd, view, offset, pm, e):
+def _preadinto_exact(fd: int, view: memoryview, offset: int, pm: Pagemap,
+                     e: Entry) -> memoryview:
     """Fill the memoryview `view` from fd at offset (retrying short reads until EOF)."""
     n, want = 0, len(view)
     while n < want:
@@ -34,13 +43,16 @@ def _preadinto_exact(fd, view, offset, pm, e):
     return view
 
 
-def entry_chunks(fd, pm, e, progress=None):
+def entry_chunks(fd: int, pm: Pagemap, e: Entry,
+                 progress: Progress | None = None) -> Iterator[bytes]:
     """Yield the decoded bytes of present entry `e` of pagemap `pm` (pages file open as fd)."""
-    if not e.compressed:
+    assert e.offset is not None   # a present entry
+    offset = e.offset
+    if e.sizes is None:
         step = CHUNK_BYTES
         total = e.nr_pages * PAGE_SIZE
         for off in range(0, total, step):
-            data = _pread_exact(fd, min(step, total - off), e.offset + off, pm, e)
+            data = _pread_exact(fd, min(step, total - off), offset + off, pm, e)
             if progress:
                 progress.update(len(data))
             yield data
@@ -50,19 +62,20 @@ def entry_chunks(fd, pm, e, progress=None):
     offs = e.block_offsets
     nblocks = e.nblocks
     total = e.nr_pages * PAGE_SIZE
+    sizes = e.sizes
 
-    def groups():  # read sequentially in this thread; decode in the pool
+    def groups() -> Iterator[tuple[int, int, bytes]]:  # read here; decode in the pool
         for b0 in range(0, nblocks, per_group):
             b1 = min(nblocks, b0 + per_group)
             n = offs[b1] - offs[b0]
-            buf = _pread_exact(fd, n, e.offset + offs[b0], pm, e) if n else b""
+            buf = _pread_exact(fd, n, offset + offs[b0], pm, e) if n else b""
             yield b0, b1, buf
 
-    def decode(group):
+    def decode(group: tuple[int, int, bytes]) -> bytes:
         b0, b1, buf = group
         nbytes = min(total - b0 * block_bytes, (b1 - b0) * block_bytes)
         try:
-            return decode_chunk(buf, e.sizes[b0:b1], block_bytes, nbytes, b0)
+            return decode_chunk(buf, sizes[b0:b1], block_bytes, nbytes, b0)
         except ImageError as exc:
             raise ImageError(f"{pm.path}: entry {e.index} {exc}") from None
 
@@ -82,25 +95,27 @@ class EntrySource:
     possibly views into the buffer, which goes back to the pool once they are written).
     """
 
-    def __init__(self, fd, pm, e, progress=None):
+    def __init__(self, fd: int, pm: Pagemap, e: Entry,
+                 progress: Progress | None = None) -> None:
         self.fd, self.pm, self.e, self.progress = fd, pm, e, progress
         self.nbytes = e.nr_pages * PAGE_SIZE
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[bytes]:
         return entry_chunks(self.fd, self.pm, self.e, self.progress)
 
-    def __len__(self):
+    def __len__(self) -> int:
         return self.nbytes
 
     @property
-    def compressed(self):
+    def compressed(self) -> bool:
         return self.e.compressed
 
-    def tasks(self, chunk):
+    def tasks(self, chunk: int) -> Iterator[Task]:
         """(decoded start, decoded length, stored start, stored length, first block, last
         block + 1) per task, in order. chunk: wanted decoded bytes per task (a multiple of
         the block size for compressed entries)."""
         e = self.e
+        assert e.offset is not None   # a present entry
         if not e.compressed:
             for off in range(0, self.nbytes, chunk):
                 n = min(chunk, self.nbytes - off)
@@ -115,7 +130,7 @@ class EntrySource:
             n = min(self.nbytes - start, (b1 - b0) * block_bytes)
             yield start, n, e.offset + offs[b0], offs[b1] - offs[b0], b0, b1
 
-    def read(self, task, pool):
+    def read(self, task: Task, pool: BufferPool) -> tuple[bytearray, memoryview]:
         """(buffer, view of the stored bytes of the task) read into a pooled buffer."""
         _, _, soff, slen, _, _ = task
         buf = pool.get()
@@ -126,11 +141,11 @@ class EntrySource:
             _preadinto_exact(self.fd, view, soff, self.pm, self.e)
         return buf, view
 
-    def decode(self, task, stored):
+    def decode(self, task: Task, stored: memoryview) -> list[Piece]:
         """The decoded pieces of a task from its stored bytes (see codec decode_parts)."""
         _, n, _, _, b0, b1 = task
         e = self.e
-        if not e.compressed:
+        if e.sizes is None:
             return [stored]
         try:
             return decode_parts(stored, e.sizes[b0:b1], e.block_pages * PAGE_SIZE, n, b0)
@@ -138,6 +153,7 @@ class EntrySource:
             raise ImageError(f"{self.pm.path}: entry {e.index} {exc}") from None
 
 
-def entry_source(fd, pm, e, progress=None):
+def entry_source(fd: int, pm: Pagemap, e: Entry,
+                 progress: Progress | None = None) -> EntrySource:
     """An EntrySource for present entry `e` (iterable like entry_chunks)."""
     return EntrySource(fd, pm, e, progress)
