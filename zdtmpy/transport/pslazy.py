@@ -4,22 +4,37 @@ Replies are never compressed."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from ..errors import ImageError, PageServerError
 from ..images.pagemap import PAGE_SIZE, PE_PARENT, PE_PRESENT
-from .pswire import ADD_F, ADDR_LIMIT, CLOSE, COMMAND_NAMES, FORCE_CLOSE, GET, MAX_GET_PAGES
+from ..images.reader import PageReader
+from .psconn import Conn
+from .pswire import (
+    ADD_F,
+    ADDR_LIMIT,
+    CLOSE,
+    COMMAND_NAMES,
+    FORCE_CLOSE,
+    GET,
+    MAX_GET_PAGES,
+    Header,
+    HeaderLayout,
+)
 
 
 class LazySession:
     """Answers GET {nr_pages, vaddr, dst_id = pid} with ADD_F|PE_PRESENT and raw pages."""
 
-    def __init__(self, conn, layout, reader, log):
+    def __init__(self, conn: Conn, layout: HeaderLayout, reader: PageReader,
+                 log: Callable[[str], None]) -> None:
         self.conn = conn
         self.layout = layout
         self.reader = reader
         self.log = log
         self.served = 0
 
-    def handle(self, h):
+    def handle(self, h: Header) -> bool:
         """Process one command; returns True when the session is over."""
         if h.command == GET:
             self._get(h)
@@ -37,22 +52,22 @@ class LazySession:
     entries = 0
 
     @property
-    def payload_bytes(self):
+    def payload_bytes(self) -> int:
         return self.served * PAGE_SIZE
 
-    def closing(self):
+    def closing(self) -> None:
         pass
 
-    def closed(self):
+    def closed(self) -> None:
         pass
 
-    def commit(self):
+    def commit(self) -> list[tuple[str, str]]:
         return []
 
-    def release(self, ok):
+    def release(self, ok: bool) -> None:
         self.reader.close()
 
-    def _get(self, h):
+    def _get(self, h: Header) -> None:
         if h.flags:
             raise PageServerError(f"{h}: GET carries no flags")
         if h.nr_pages == 0 or h.vaddr % PAGE_SIZE or h.vaddr + h.nr_pages * PAGE_SIZE > ADDR_LIMIT:
@@ -74,7 +89,7 @@ class LazySession:
                        "GET reply")
         self.served += n
 
-    def _servable(self, pid, vaddr, want):
+    def _servable(self, pid: int, vaddr: int, want: int) -> int:
         """How many pages from vaddr (at most `want`) the top layer's entries cover without a
         gap and hold in the images (present, or in a parent)."""
         pm = self.reader.layers[0].pagemaps.get(pid)
