@@ -18,6 +18,7 @@ import stat
 import struct
 import threading
 from pathlib import Path
+from typing import Any
 
 from ..errors import StageTimeout, ZdtmError
 from ..images.safeopen import file_kind
@@ -41,7 +42,7 @@ class StreamerError(ZdtmError):
 
 
 @functools.cache
-def _messages():
+def _messages() -> dict[str, Any]:
     from ..images.protoparse import load_messages
 
     return load_messages({"img-streamer.proto": _PROTO})
@@ -52,7 +53,7 @@ class Listener:
     chmod'ed, put in listen state and only then renamed into place: its appearance is the
     readiness signal (criu can never connect too early or to a world-writable socket)."""
 
-    def __init__(self, images_dir, name):
+    def __init__(self, images_dir: str | os.PathLike[str], name: str) -> None:
         images_dir = Path(images_dir)
         final = images_dir / name
         tmp = images_dir / f".zs{os.getpid()}-{threading.get_ident() % 1000}"  # <= final
@@ -79,9 +80,12 @@ class Listener:
             raise StreamerError(f"cannot listen on {final}: {exc.strerror}") from None
         finally:
             os.umask(old)
-        self.sock, self.path = sock, final
+        self.sock: socket.socket | None = sock
+        self.path = final
 
-    def accept(self, timeout):
+    def accept(self, timeout: float) -> socket.socket:
+        if self.sock is None:
+            raise StreamerError(f"{self.path}: the listener is closed")
         self.sock.settimeout(timeout)
         try:
             conn, _ = self.sock.accept()
@@ -91,13 +95,13 @@ class Listener:
         conn.settimeout(None)
         return conn
 
-    def shutdown(self):
+    def shutdown(self) -> None:
         """Wake an accept() blocked in another thread."""
         if self.sock is not None:
             with contextlib.suppress(OSError):
                 self.sock.shutdown(socket.SHUT_RDWR)
 
-    def close(self):
+    def close(self) -> None:
         """Close and remove the socket (once; later calls do nothing)."""
         if self.sock is not None:
             self.sock.close()
@@ -109,12 +113,12 @@ class Listener:
 class Control:
     """criu's control connection: framed requests, replies, and pipe ends by SCM_RIGHTS."""
 
-    def __init__(self, conn, where, timeout):
+    def __init__(self, conn: socket.socket, where: str, timeout: float) -> None:
         self.conn = conn
         self.where = where
         self.timeout = timeout
 
-    def _recv_exact(self, n, what, eof_ok=False):
+    def _recv_exact(self, n: int, what: str, eof_ok: bool = False) -> bytes | None:
         buf = bytearray()
         self.conn.settimeout(self.timeout)
         while len(buf) < n:
@@ -133,7 +137,7 @@ class Control:
             buf += more
         return bytes(buf)
 
-    def request(self):
+    def request(self) -> str | None:
         """The next requested file name, or None when criu closed the connection."""
         head = self._recv_exact(4, "request", eof_ok=True)
         if head is None:
@@ -149,9 +153,9 @@ class Control:
             raise StreamerError(f"{self.where}: bad img_streamer_request_entry: {exc}") from None
         if not msg.IsInitialized():
             raise StreamerError(f"{self.where}: img_streamer_request_entry without a filename")
-        return msg.filename
+        return str(msg.filename)
 
-    def reply(self, exists):
+    def reply(self, exists: bool) -> None:
         msg = _messages()["img_streamer_reply_entry"](exists=exists)
         data = msg.SerializeToString()
         self.conn.settimeout(self.timeout)
@@ -161,7 +165,7 @@ class Control:
             raise StreamerError(f"{self.where}: cannot answer criu: "
                                 f"{exc.strerror or exc}") from None
 
-    def recv_fd(self, name):
+    def recv_fd(self, name: str) -> int:
         """The pipe end criu passes for `name` (one dummy byte carrying SCM_RIGHTS)."""
         self.conn.settimeout(self.timeout)
         try:
@@ -169,7 +173,7 @@ class Control:
         except TimeoutError:
             raise StageTimeout(f"{self.where}: criu passed no pipe for {name} within "
                                f"{self.timeout:.0f}s") from None
-        fds = []
+        fds: list[int] = []
         for level, kind, payload in anc:
             if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                 usable = len(payload) - len(payload) % 4
@@ -189,7 +193,7 @@ class Control:
         return fds[0]
 
 
-def prepare_pipe(fd, name="the file"):
+def prepare_pipe(fd: int, name: str = "the file") -> None:
     """A pipe end criu passed, ready for the event loop / writer threads: non-blocking, and
     enlarged up to fs.pipe-max-size when allowed (fewer wakeups). StreamerError when the
     peer passed anything but a pipe (a file, socket or directory would be read or written
