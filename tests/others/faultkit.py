@@ -37,6 +37,13 @@ exit 0
 """
 
 
+def _default_sigint() -> None:
+    """The inner run must take Ctrl-C as a terminal user's pytest does. A shell runs
+    background jobs with SIGINT ignored, and Python keeps an inherited SIG_IGN (no
+    KeyboardInterrupt at all), so a CI job started that way would test nothing."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @dataclass
 class Fault:
     """A project, a wrapped criu, one inner pytest run."""
@@ -58,7 +65,8 @@ class Fault:
         cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rs",
                "--criu-bin", str(self.criu), "--zdtm-compress", "off", "descs", *args]
         self.proc = pytester.popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, cwd=str(self.root))
+                                   stdin=subprocess.DEVNULL, cwd=str(self.root),
+                                   preexec_fn=_default_sigint)
 
     def wait_paused(self, timeout: float = 90) -> int:
         """Wait for the hook; returns the pid of the paused criu."""
