@@ -10,6 +10,7 @@ from zdtmpy.corpus import sysprep
 
 def test_first_session_raises_last_session_restores(tmp_path, monkeypatch):
     monkeypatch.setattr(sysprep, "HIERARCHIES", ())  # cgroups: not on a stand-in
+    monkeypatch.setattr(sysprep.firewall, "TOOLS", ())  # the host's rules: see test_firewall
     huge = tmp_path / "nr_hugepages"
     huge.write_text("0\n")
     reg = tmp_path / "reg"

@@ -3,7 +3,8 @@ machine: the first session to start sets it up, the last one to end undoes it.
 
 * vm.nr_hugepages = 20 (upstream's hugetlb tests need pages to map);
 * the named cgroup v1 hierarchies `zdtmtst` and `zdtmtst.defaultroot`, each kept alive by a
-  holder cgroup, so criu never sees a controller appear in the middle of a dump.
+  holder cgroup, so criu never sees a controller appear in the middle of a dump;
+* the host's iptables rules as found: rules tests added and left are deleted at the end.
 
 Sessions register in a directory (`/run/zdtmpy-corpus`, one file per session, named by its
 pid and start time, so a crashed session is recognised and dropped) under a lock; the original
@@ -22,6 +23,7 @@ import tempfile
 from pathlib import Path
 
 from .. import marker
+from . import firewall
 
 HUGEPAGES = 20
 HIERARCHIES = ("zdtmtst", "zdtmtst.defaultroot")
@@ -126,6 +128,7 @@ class Prepared:
             else:
                 self.notes.append(f"cgroup hierarchy name={name} could not be created")
         state["hierarchies"] = sorted(created)
+        state.setdefault("firewall", firewall.snapshot())
         state_file.write_text(json.dumps(state))
 
     def undo(self) -> list[str]:
@@ -157,6 +160,17 @@ class Prepared:
                 ok = _with_mount(name, drop)
                 out.append(f"cgroup hierarchy name={name}: holder "
                            + ("removed" if ok else "could not be removed"))
+            out += firewall.remove_added(_firewall_of(state))
             with contextlib.suppress(OSError):
                 state_file.unlink()
         return out
+
+
+def _firewall_of(state: dict) -> dict[str, list[str]]:
+    """The recorded rules, only where the record has the right shape."""
+    saved = state.get("firewall")
+    if not isinstance(saved, dict):
+        return {}
+    return {tool: rules for tool, rules in saved.items()
+            if tool in firewall.TOOLS and isinstance(rules, list)
+            and all(isinstance(r, str) for r in rules)}
