@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from .streamproto import StreamerError
 
@@ -71,24 +71,37 @@ def pagemap_summary(data: bytes, name: str) -> tuple[int, int]:
     return int(head.pages_id), present
 
 
-def pages_mismatches(pagemaps: dict[str, tuple[int, int]],
-                     sizes: dict[str, int]) -> list[str]:
-    """Problems of a stream's pages files against its pagemaps. pagemaps: name ->
-    (pages_id, present pages); sizes: file name -> bytes the stream carries for it."""
-    problems = []
+def _unmatched(pagemaps: dict[str, tuple[int, int]],
+               sizes: dict[str, int]) -> Iterator[tuple[str, str, str, int, int]]:
+    """Pages files that do not match their pagemaps, as (kind, pagemap, pages file, bytes,
+    present pages); kind: "missing" (named, not carried), "size" or "orphan" (named by no
+    pagemap). pagemaps: name -> (pages_id, present pages); sizes: file name -> bytes."""
     named = set()
     for name, (pages_id, present) in sorted(pagemaps.items()):
         pages = f"pages-{pages_id}.img"
         named.add(pages)
         size = sizes.get(pages)
         if size is None and present:
-            problems.append(f"{name} names {pages}, which the stream does not carry")
+            yield "missing", name, pages, 0, present
         elif size is not None and size != present * 4096:
+            yield "size", name, pages, size, present
+    for pages in sorted(sizes):
+        if PAGES.fullmatch(pages) and pages not in named:
+            yield "orphan", "", pages, sizes[pages], 0
+
+
+def pages_mismatches(pagemaps: dict[str, tuple[int, int]],
+                     sizes: dict[str, int]) -> list[str]:
+    """Problems of a stream's pages files against its pagemaps (see `_unmatched`)."""
+    problems = []
+    for kind, name, pages, size, present in _unmatched(pagemaps, sizes):
+        if kind == "missing":
+            problems.append(f"{name} names {pages}, which the stream does not carry")
+        elif kind == "size":
             problems.append(f"{pages}: {size} bytes in the stream, but {name} describes "
                             f"{present} pages ({present * 4096} bytes)")
-    for name in sorted(sizes):
-        if PAGES.fullmatch(name) and name not in named:
-            problems.append(f"{name}: no pagemap in the stream names it")
+        else:
+            problems.append(f"{pages}: no pagemap in the stream names it")
     return problems
 
 
@@ -97,20 +110,16 @@ def check_complete(pagemaps: dict[str, tuple[int, int]], pages_sizes: dict[str, 
     """Refuse a dump that cannot be whole. pagemaps: name -> (pages_id, present pages);
     pages_sizes: pages file name -> bytes received; names: every file criu sent."""
     problems = []
-    named = set()
-    for name, (pages_id, present) in sorted(pagemaps.items()):
-        pages = f"pages-{pages_id}.img"
-        named.add(pages)
-        got = pages_sizes.get(pages)
-        if got is None and present:
+    for kind, name, pages, got, present in _unmatched(pagemaps, pages_sizes):
+        if kind == "missing":
             problems.append(f"{name} names {pages}, which criu never sent")
-        elif got is not None and got != present * 4096:
+        elif kind == "size":
             how = "short of" if got < present * 4096 else "beyond"
             problems.append(f"{pages}: {got} bytes, {abs(got - present * 4096)} bytes "
                             f"{how} the {present} pages {name} describes (criu "
                             "disconnected mid-file?)")
-    for pages in sorted(set(pages_sizes) - named):
-        problems.append(f"{pages}: no pagemap names it")
+        else:
+            problems.append(f"{pages}: no pagemap names it")
     if "inventory.img" not in names:
         problems.append("criu sent no inventory.img (criu writes it last): the dump did "
                         "not complete")
