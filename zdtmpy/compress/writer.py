@@ -12,15 +12,22 @@ be stored as data (zero blocks when decompressing, all-zero chunks, alignment pa
 left as holes: the file reads back the same bytes, and is sparse.
 """
 
+from __future__ import annotations
+
 import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from types import TracebackType
+from typing import BinaryIO
 
 from ..codec import OFF, Compression
+from ..codec.algorithm import Buffer, Piece
 from ..codec.blocks import zeros
 from ..codec.coding import codec_for, decode_block
 from ..errors import ImageError
 from ..images import messages
 from ..images.framing import PAGEMAP_MAGIC, encode_entry, encode_image
+from ..images.messages import Message
 from ..images.pagemap import (
     PAGE_SIZE,
     PE_LAZY,
@@ -33,6 +40,7 @@ from ..images.pagemap import (
 from .install import fsync_dir
 from .pagesout import WRITE_BEHIND, start_writeback
 from .pipeline import (
+    Buf,
     chunk_size,
     ordered_map,
     pwrite_all,
@@ -40,7 +48,7 @@ from .pipeline import (
 )
 from .source import EntrySource
 from .writerfeed import PendingEntry, PipelinedEntries
-from .writersource import SourceEntries
+from .writersource import EncodedChunk, SourceEntries
 
 _INPUT_FLAGS = PE_PARENT | PE_LAZY | PE_PRESENT
 _META_FIELDS = ("compressed_size", "total_compressed_size", "region_pages")
@@ -49,8 +57,9 @@ _META_FIELDS = ("compressed_size", "total_compressed_size", "region_pages")
 class PagemapWriter(PipelinedEntries, SourceEntries):
     """Writes pagemap-<...>.img and pages-<pages_id>.img in `dirpath` following `spec`."""
 
-    def __init__(self, dirpath, pagemap_name="pagemap-42.img", pages_id=1, spec=None,
-                 head_template=None):
+    def __init__(self, dirpath: str | os.PathLike[str], pagemap_name: str = "pagemap-42.img",
+                 pages_id: int = 1, spec: Compression | None = None,
+                 head_template: Message | None = None) -> None:
         self.dir = Path(dirpath)
         self.spec: Compression = spec or OFF
         self.codec = codec_for(self.spec)
@@ -58,12 +67,13 @@ class PagemapWriter(PipelinedEntries, SourceEntries):
         self.pages_name = f"pages-{pages_id}.img"
         self._tmp_pm = self.dir / f".{pagemap_name}.part"
         self._tmp_pages = self.dir / f".{self.pages_name}.part"
-        self._pm = self._pages = None
+        self._pm: BinaryIO | None = None
+        self._pages: BinaryIO | None = None
         self._state = "open"
         self._pos = 0            # size of the pages file so far (data and holes)
         self._end = 0            # end of the last data actually written (a hole may follow)
         self._synced = 0         # writeback started up to here (see WRITE_BEHIND)
-        self._prev_end = None    # end of the previous entry: entries must be sorted
+        self._prev_end: int | None = None    # end of the previous entry: entries must be sorted
         self.entries = 0         # entries written to the pagemap
         self._begun = 0          # entries accepted (begin() runs ahead of the files)
         self._init_pipeline()
@@ -82,10 +92,11 @@ class PagemapWriter(PipelinedEntries, SourceEntries):
         head.pages_id = pages_id
         self._pm_write(encode_image(PAGEMAP_MAGIC, [head]))
 
-    def __enter__(self):
+    def __enter__(self) -> PagemapWriter:
         return self
 
-    def __exit__(self, exc_type, *rest):
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
         if exc_type is None:
             self.close()
         else:
@@ -93,7 +104,8 @@ class PagemapWriter(PipelinedEntries, SourceEntries):
 
     # -- public ------------------------------------------------------------------------
 
-    def add(self, vaddr, nr_pages, flags, data=b"", template=None):
+    def add(self, vaddr: int, nr_pages: int, flags: int, data: Buf | Iterable[Buf] = b"",
+            template: Message | None = None) -> None:
         """Add one entry. data (PE_PRESENT only): bytes-like of nr_pages pages or an iterable
         of bytes-like pieces. template: a pagemap_entry whose other (incl. unknown) fields
         are kept. PE_PAYLOAD_ALIGNED in flags is ignored: the writer decides it."""
@@ -112,7 +124,7 @@ class PagemapWriter(PipelinedEntries, SourceEntries):
             if not data.compressed:
                 return self._encode_source(msg, flags, nr_pages, data, template)
         if not self.spec.enabled:
-            zero = None
+            zero: bytes | None = None
             for chunk in rechunk(data, chunk_size(PAGE_SIZE), total, where):
                 if zero is None or len(zero) != len(chunk):
                     zero = zeros(len(chunk))
@@ -128,7 +140,8 @@ class PagemapWriter(PipelinedEntries, SourceEntries):
         encoded = ordered_map(lambda c: (*encode(c, block_bytes, acc), None), chunks)
         return self._store_blocks(msg, flags, nr_pages, encoded, template)
 
-    def add_compressed(self, vaddr, nr_pages, flags, sizes, blob):
+    def add_compressed(self, vaddr: int, nr_pages: int, flags: int, sizes: Iterable[int],
+                       blob: Buf) -> None:
         """Add a PE_PRESENT entry given as per-page blocks (as a compressing CRIU sends them:
         sizes[i] is 0, PAGE_SIZE or an LZ4 block length; blob holds the blocks back to back).
         Every block is checked; the pages are re-encoded unless the spec is per-page."""
@@ -144,7 +157,8 @@ class PagemapWriter(PipelinedEntries, SourceEntries):
         if not flags & PE_PRESENT:
             raise ImageError(f"{where}: compressed payload for an entry without PE_PRESENT")
         mv = memoryview(blob)
-        pages, pos = [], 0
+        pages: list[bytes] = []
+        pos = 0
         for i, size in enumerate(sizes):
             try:
                 pages.append(decode_block(mv[pos:pos + size], size, PAGE_SIZE))
@@ -157,7 +171,7 @@ class PagemapWriter(PipelinedEntries, SourceEntries):
         return self._store_blocks(msg, flags & ~PE_PAYLOAD_ALIGNED, nr_pages,
                                   [(sizes, [bytes(blob)], None)], None)
 
-    def close(self):
+    def close(self) -> None:
         """Flush, fsync and rename both files into place (pages first, then the pagemap)."""
         if self._state != "open":
             raise ImageError(f"{self.dir}: PagemapWriter for {self.pagemap_name} is "
@@ -167,6 +181,7 @@ class PagemapWriter(PipelinedEntries, SourceEntries):
             if self._end < self._pos:  # the file ends with a hole
                 os.ftruncate(self._fd, self._pos)
             for f in (self._pages, self._pm):
+                assert f is not None  # both open while the state is "open"
                 f.flush()
                 os.fsync(f.fileno())
                 f.close()
@@ -179,7 +194,7 @@ class PagemapWriter(PipelinedEntries, SourceEntries):
                              f"{exc.strerror}") from None
         self._state = "closed"
 
-    def abort(self):
+    def abort(self) -> None:
         """Remove everything written so far (no-op after a successful close)."""
         if self._state == "closed":
             return
@@ -198,15 +213,16 @@ class PagemapWriter(PipelinedEntries, SourceEntries):
         self._state = "aborted"
 
     @property
-    def payload_size(self):
+    def payload_size(self) -> int:
         return self._pos
 
     # -- internals ---------------------------------------------------------------------
 
-    def _where(self):
+    def _where(self) -> str:
         return f"{self.dir / self.pagemap_name}: entry {self._begun}"
 
-    def _begin(self, vaddr, nr_pages, flags, template):
+    def _begin(self, vaddr: int, nr_pages: int, flags: int,
+               template: Message | None) -> Message:
         where = self._where()
         if self._state != "open":
             raise ImageError(f"{where}: writer is {self._state}")
@@ -232,7 +248,7 @@ class PagemapWriter(PipelinedEntries, SourceEntries):
         set_entry_nr_pages(msg, nr_pages)
         return msg
 
-    def _finish(self, msg, flags, template):
+    def _finish(self, msg: Message, flags: int, template: Message | None) -> None:
         # keep a template's spelling of the flags (e.g. legacy: none) when it means the same
         if template is None or entry_flags(msg) != flags:
             msg.flags = flags
@@ -241,17 +257,18 @@ class PagemapWriter(PipelinedEntries, SourceEntries):
         self._pm_write(encode_entry(msg))
         self.entries += 1
 
-    def _pm_write(self, data):
+    def _pm_write(self, data: bytes) -> None:
+        assert self._pm is not None  # opened in __init__ before any write
         try:
             self._pm.write(data)
         except OSError as exc:  # e.g. ENOSPC: the user must see this, naming the file
             raise ImageError(f"{self._tmp_pm}: write failed: {exc.strerror}") from None
 
-    def _write(self, data):
+    def _write(self, data: Buf) -> None:
         self._write_parts([data])
 
-    def _write_parts(self, parts):
-        n = pwrite_all(self._fd, parts, self._pos, self._tmp_pages)
+    def _write_parts(self, parts: Sequence[Buffer]) -> None:
+        n = pwrite_all(self._fd, parts, self._pos, str(self._tmp_pages))
         if n:
             self._pos += n
             self._end = self._pos
@@ -260,15 +277,15 @@ class PagemapWriter(PipelinedEntries, SourceEntries):
                 start_writeback(self._fd, self._synced, self._end - self._synced)
                 self._synced = self._end
 
-    def _hole(self, n):
+    def _hole(self, n: int) -> None:
         """n zero bytes, not written: the file gets a hole there (or is extended at close)."""
         self._pos += n
 
-    def _write_pieces(self, pieces):
+    def _write_pieces(self, pieces: Sequence[Piece]) -> None:
         """Pieces as from codec.decode_parts: ints are zero runs (holes), the rest data."""
-        run = []
+        run: list[Buffer] = []
         for p in pieces:
-            if type(p) is int:
+            if isinstance(p, int):
                 if run:
                     self._write_parts(run)
                     run = []
@@ -278,7 +295,8 @@ class PagemapWriter(PipelinedEntries, SourceEntries):
         if run:
             self._write_parts(run)
 
-    def _store_blocks(self, msg, flags, nr_pages, encoded, template):
+    def _store_blocks(self, msg: Message, flags: int, nr_pages: int,
+                      encoded: Iterable[EncodedChunk], template: Message | None) -> None:
         """Write encoded (sizes, parts, done) chunks of one entry applying the alignment
         rule; done (or None) is called once the parts are written."""
         ent = PendingEntry(msg, flags, nr_pages, template, None)
@@ -288,7 +306,8 @@ class PagemapWriter(PipelinedEntries, SourceEntries):
                 done()
         self._end_entry(ent)
 
-    def _store_chunk(self, ent, csizes, parts):
+    def _store_chunk(self, ent: PendingEntry, csizes: list[int],
+                     parts: Sequence[Buffer]) -> None:
         """The next encoded chunk of `ent`: the first stored block decides the alignment."""
         if ent.first_stored is None:
             block_pages = self.spec.block_pages
@@ -304,7 +323,7 @@ class PagemapWriter(PipelinedEntries, SourceEntries):
         if parts:
             self._write_parts(parts)
 
-    def _end_entry(self, ent):
+    def _end_entry(self, ent: PendingEntry) -> None:
         """Every chunk of `ent` is written: its pagemap entry follows."""
         msg, total = ent.msg, sum(ent.sizes)
         if ent.flags & PE_PRESENT and self.spec.enabled and \

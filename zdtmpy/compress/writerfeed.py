@@ -1,14 +1,34 @@
 """PagemapWriter's pipelined entries: begin() + feed() queue the work, the workers encode
 chunks as they are fed, and the chunks are written in order behind the caller."""
 
-import collections
+from __future__ import annotations
 
-from ..codec.blocks import zeros
+import collections
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from pathlib import Path
+from typing import TYPE_CHECKING, Generic, TypeVar, Union, cast
+
+from ..codec import Compression
+from ..codec.algorithm import Buffer, Piece
+from ..codec.blocks import BlockCodec, zeros
 from ..errors import ImageError
+from ..images.messages import Message
 from ..images.pagemap import PAGE_SIZE, PE_PAYLOAD_ALIGNED, PE_PRESENT
 from .pagesout import writer_pool
-from .pipeline import chunk_size, workers
+from .pipeline import BufferPool, chunk_size, workers
 from .pipeline import pool as worker_pool
+
+V = TypeVar("V")
+Release = Callable[[bytearray], None]
+# one fed chunk done: the stored block sizes (None: `parts` are pieces, ints = zero runs),
+# the parts to write, and the output buffer to give back to its pool once written
+ChunkResult = tuple[Union[list[int], None], Sequence[Piece],
+                    Union[tuple[BufferPool, bytearray], None]]
+Task = Union[Future[ChunkResult], "Ready[ChunkResult]"]
+# (task or None = the entry ends here, the entry, (fed buffer, release) or None) in order
+Held = tuple[bytearray, Union[Release, None]]
+Queued = tuple[Union[Task, None], "PendingEntry", Union[Held, None]]
 
 
 class PendingEntry:
@@ -17,36 +37,52 @@ class PendingEntry:
     __slots__ = ("msg", "flags", "nr_pages", "template", "sizes", "first_stored", "fed",
                  "where")
 
-    def __init__(self, msg, flags, nr_pages, template, where):
+    def __init__(self, msg: Message, flags: int, nr_pages: int, template: Message | None,
+                 where: str | None) -> None:
         self.msg, self.flags, self.nr_pages, self.template = msg, flags, nr_pages, template
-        self.sizes = []
-        self.first_stored = None
+        self.sizes: list[int] = []
+        self.first_stored: int | None = None
         self.fed = 0
         self.where = where
 
 
-class Ready:
+class Ready(Generic[V]):
     """A result computed in the caller's thread, looking like a finished future."""
 
     __slots__ = ("value",)
 
-    def __init__(self, value):
+    def __init__(self, value: V) -> None:
         self.value = value
 
-    def done(self):
+    def done(self) -> bool:
         return True
 
-    def result(self):
+    def result(self) -> V:
         return self.value
 
 
 class PipelinedEntries:
     """Mixed into PagemapWriter (whose state and _store_chunk/_end_entry it uses)."""
 
-    def _init_pipeline(self):
-        self._queue = collections.deque()   # (future or None, PendingEntry, release) in order
+    if TYPE_CHECKING:  # PagemapWriter's, used here
+        dir: Path
+        pagemap_name: str
+        spec: Compression
+        codec: BlockCodec
+        _state: str
+
+        def _where(self) -> str: ...
+        def _begin(self, vaddr: int, nr_pages: int, flags: int,
+                   template: Message | None) -> Message: ...
+        def _store_chunk(self, ent: PendingEntry, csizes: list[int],
+                         parts: Sequence[Buffer]) -> None: ...
+        def _end_entry(self, ent: PendingEntry) -> None: ...
+        def _write_pieces(self, pieces: Sequence[Piece]) -> None: ...
+
+    def _init_pipeline(self) -> None:
+        self._queue: collections.deque[Queued] = collections.deque()
         self._inflight = 0       # chunks in that queue
-        self._cur = None         # the begun PE_PRESENT entry still being fed
+        self._cur: PendingEntry | None = None   # the begun PE_PRESENT entry still being fed
 
     # -- pipelined entries -------------------------------------------------------------
     #
@@ -57,7 +93,8 @@ class PipelinedEntries:
     # stored size), whenever the caller comes back, so entry k+1 is encoded while entry k
     # is still being written.
 
-    def begin(self, vaddr, nr_pages, flags, template=None):
+    def begin(self, vaddr: int, nr_pages: int, flags: int,
+              template: Message | None = None) -> None:
         """Start an entry as add() does, without its payload: a PE_PRESENT entry's payload
         follows through feed(). Returns at once; the entry reaches the files in order."""
         self._check_fed()
@@ -70,7 +107,7 @@ class PipelinedEntries:
             self._queue.append((None, ent, None))
             self._retire(self._window())
 
-    def feed(self, buf, n, release=None):
+    def feed(self, buf: bytearray, n: int, release: Release | None = None) -> None:
         """The next n payload bytes of the begun entry: the first n bytes of the bytearray
         `buf`, a whole number of blocks unless they end the entry. buf must stay unchanged
         until release(buf) is called (from this thread, once its bytes are written)."""
@@ -86,7 +123,8 @@ class PipelinedEntries:
         ent.fed += n
         if not self.spec.enabled:
             view = memoryview(buf)[:n]
-            task = Ready((None, [n] if zeros(n).startswith(view) else [view], None))
+            pieces: list[Piece] = [n] if zeros(n).startswith(view) else [view]
+            task: Task = Ready((None, pieces, None))
         elif workers() == 1:
             task = Ready(self._encode_fed(buf, n))
         else:
@@ -98,15 +136,15 @@ class PipelinedEntries:
             self._queue.append((None, ent, None))
         self._retire(self._window())
 
-    def drain(self):
+    def drain(self) -> None:
         """Wait until everything begun so far is written (files stay open)."""
         self._retire(-1)
 
     @staticmethod
-    def _window():
+    def _window() -> int:
         return 2 * workers() + 2   # chunks in flight: bounded memory, busy workers
 
-    def _encode_fed(self, buf, n):
+    def _encode_fed(self, buf: bytearray, n: int) -> ChunkResult:
         block_bytes = self.spec.block_pages * PAGE_SIZE
         slack = block_bytes + (block_bytes >> 7) + 64   # the LZ4 bound of the last block
         outpool = writer_pool(chunk_size(block_bytes) + slack)
@@ -114,7 +152,7 @@ class PipelinedEntries:
         sizes, parts = self.codec.encode_into(buf, n, out, block_bytes, self.spec.acceleration)
         return sizes, parts, (outpool, out)
 
-    def _retire(self, limit):
+    def _retire(self, limit: int) -> None:
         """Write the finished work at the head of the queue; while more than `limit` chunks
         are in flight, wait for the oldest."""
         q = self._queue
@@ -137,28 +175,29 @@ class PipelinedEntries:
                 raise ImageError(f"{ent.where}: encoding failed: {exc!r}") from None
             if sizes is None:
                 self._write_pieces(parts)
-            else:
-                self._store_chunk(ent, sizes, parts)
-            parts = None
+            else:  # encoded chunks hold bytes-like parts only (no zero-run ints)
+                self._store_chunk(ent, sizes, cast("Sequence[Buffer]", parts))
+            del parts   # drop the views into `out` before it goes back to its pool
             if out is not None:
                 out[0].put(out[1])
+            assert held is not None  # every queued chunk holds its fed buffer
             buf, release = held
             if release is not None:
                 release(buf)
 
-    def _check_fed(self):
+    def _check_fed(self) -> None:
         if self._cur is not None:
             ent = self._cur
             raise ImageError(f"{ent.where}: only {ent.fed} of {ent.nr_pages * PAGE_SIZE} "
                              "payload bytes were fed")
 
-    def _sync(self):
+    def _sync(self) -> None:
         """Before anything that writes directly: the pipelined entries come first."""
         self._check_fed()
         if self._queue:
             self._retire(-1)
 
-    def _cancel_pipeline(self):
+    def _cancel_pipeline(self) -> None:
         """abort(): let running encodes end (they use the fed buffers), drop the rest."""
         for task, _, _ in self._queue:
             if task is not None and not isinstance(task, Ready):

@@ -1,32 +1,61 @@
 """PagemapWriter's entries whose payload comes from an existing layer (an EntrySource):
 decoded by the workers straight to their place in the pages file, or read and encoded."""
 
-from ..codec.blocks import zeros
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..codec import Compression
+from ..codec.algorithm import Buffer, Piece
+from ..codec.blocks import BlockCodec, zeros
 from ..errors import ImageError
+from ..images.messages import Message
 from ..images.pagemap import PAGE_SIZE
 from .pagesout import WRITE_BEHIND, start_writeback, writer_pool
 from .pipeline import chunk_size, ordered_map, pwrite_all
+from .source import EntrySource, Task
+
+# an encoded chunk: stored block sizes, the parts to write, what to call once written
+EncodedChunk = tuple[list[int], Sequence[Buffer], "Callable[[], None] | None"]
 
 
 class SourceEntries:
     """Mixed into PagemapWriter (whose state and _finish/_store_blocks it uses)."""
 
-    def _copy_source(self, msg, flags, src, template):
+    if TYPE_CHECKING:  # PagemapWriter's, used here
+        spec: Compression
+        codec: BlockCodec
+        _fd: int
+        _tmp_pages: Path
+        _pos: int
+        _end: int
+        _synced: int
+
+        def _finish(self, msg: Message, flags: int, template: Message | None) -> None: ...
+        def _store_blocks(self, msg: Message, flags: int, nr_pages: int,
+                          encoded: Iterable[EncodedChunk], template: Message | None) -> None: ...
+
+    def _copy_source(self, msg: Message, flags: int, src: EntrySource,
+                     template: Message | None) -> None:
         """Spec "off": the decoded payload of an EntrySource. The decoded size of every
         task is known in advance, so each worker reads, decodes and writes (pwritev at its
         own offset, zero runs left as holes) one task: no ordering, no copy through here."""
         e = src.e
+        sizes = e.sizes or []   # stored block sizes (a compressed source has them)
         block_bytes = e.block_pages * PAGE_SIZE if src.compressed else PAGE_SIZE
         chunk = chunk_size(block_bytes)
         pool = writer_pool(chunk)
         base = self._pos
-        fd, what = self._fd, self._tmp_pages
+        fd, what = self._fd, str(self._tmp_pages)
 
-        def work(task):
+        def work(task: Task) -> tuple[int, int, int]:
             start, n, _, slen, b0, b1 = task
             buf, stored = src.read(task, pool)
             out = None
             try:
+                pieces: list[Piece]
                 if not src.compressed:
                     pieces = [n] if zeros(n).startswith(stored) else [stored]
                 else:
@@ -34,13 +63,13 @@ class SourceEntries:
                     if len(out) < n:
                         out = bytearray(n)
                     try:
-                        pieces = self.codec.decode_into(buf, slen, e.sizes[b0:b1],
+                        pieces = self.codec.decode_into(buf, slen, sizes[b0:b1],
                                                         block_bytes, n, out, b0)
                     except ImageError as exc:
                         raise ImageError(f"{src.pm.path}: entry {e.index} {exc}") from None
-                pos, end, run = base + start, 0, []
+                pos, end, run = base + start, 0, list[Buffer]()
                 for p in pieces:  # write runs of data, skip zero runs (holes)
-                    if type(p) is int:
+                    if isinstance(p, int):
                         if run:
                             pos += pwrite_all(fd, run, pos, what)
                             end, run = pos, []
@@ -50,7 +79,7 @@ class SourceEntries:
                 if run:
                     pos += pwrite_all(fd, run, pos, what)
                     end = pos
-                pieces = run = stored = None
+                del pieces, run, stored   # views into buf: gone before it goes back
             finally:
                 pool.put(buf)
                 if out is not None:
@@ -68,7 +97,8 @@ class SourceEntries:
                 src.progress.update(n)
         return self._finish(msg, flags, template)
 
-    def _encode_source(self, msg, flags, nr_pages, src, template):
+    def _encode_source(self, msg: Message, flags: int, nr_pages: int, src: EntrySource,
+                       template: Message | None) -> None:
         """A compressed spec over an uncompressed EntrySource: workers read and encode."""
         block_bytes = self.spec.block_pages * PAGE_SIZE
         acc = self.spec.acceleration
@@ -77,12 +107,12 @@ class SourceEntries:
         outpool = writer_pool(chunk + block_bytes + (block_bytes >> 7) + 64)  # + LZ4 bound slack
         progress = src.progress
 
-        def work(task):
+        def work(task: Task) -> EncodedChunk:
             buf, stored = src.read(task, pool)
             out = outpool.get()
             sizes, parts = self.codec.encode_into(buf, len(stored), out, block_bytes, acc)
 
-            def done():
+            def done() -> None:
                 pool.put(buf)
                 outpool.put(out)
                 if progress:

@@ -9,6 +9,9 @@ from google.protobuf.message import DecodeError
 from ..errors import ImageError
 from .protoparse import load_messages
 
+# a decoded or new message: its class is built at run time, so mypy cannot know its fields
+Message = Any
+
 PROTO_DIR = Path(__file__).with_name("proto")
 _FILES = ("inventory.proto", "pagemap.proto", "pstree.proto", "mm.proto", "files.proto",
           "stats.proto")
