@@ -5,19 +5,25 @@ chain as a whole can get wrong. Nothing here raises for a broken chain: every pr
 back as a Problem naming the layer, the file and what was expected.
 """
 
+from __future__ import annotations
+
+import os
 from pathlib import Path
 
 from ..errors import ImageError
 from ..images.imageset import INVENTORY, PARENT_LINK, ImageSet, load_chain
-from ..images.pagemap import PAGE_SIZE, PE_PARENT, PE_PRESENT
+from ..images.pagemap import PAGE_SIZE, PE_PARENT, PE_PRESENT, Pagemap, PagemapKey
 from ..images.reader import PageReader
 from .verify import Problem, verify_dir
 
 PROT_EXEC = 4
 COMPARE_PAGES = 1024  # pages compared per read in same_content
 
+Range = tuple[int, int]   # [start, stop) addresses
+StrPath = str | os.PathLike[str]
 
-def verify_chain(path, full=True):
+
+def verify_chain(path: StrPath, full: bool = True) -> list[Problem]:
     """verify_dir(path, chain=full) plus chain_problems(path), without duplicates: the
     layer's own invariants, its links, tree and version rule against its parents, and (with
     full) every parent layer's own invariants too."""
@@ -30,7 +36,7 @@ def verify_chain(path, full=True):
     return out
 
 
-def chain_problems(path):
+def chain_problems(path: StrPath) -> list[Problem]:
     """Problems of the chain starting at `path` ([] when it is a sound chain)."""
     path = Path(path)
     try:
@@ -38,7 +44,7 @@ def chain_problems(path):
         layers = load_chain(path)
     except ImageError as exc:
         return [Problem(str(path), PARENT_LINK, None, str(exc))]
-    problems = []
+    problems: list[Problem] = []
     for i, layer in enumerate(layers):
         parent = layers[i + 1] if i + 1 < len(layers) else None
         if parent is not None:
@@ -55,13 +61,13 @@ def chain_problems(path):
     return problems
 
 
-def _parent_coverage(layer, parent):
+def _parent_coverage(layer: ImageSet, parent: ImageSet | None) -> list[Problem]:
     """Each PE_PARENT range of `layer` must be served by the parent's own entries (present,
     or PE_PARENT again: those are checked one level down)."""
-    out = []
+    out: list[Problem] = []
     try:
         pms = layer.pagemaps
-        ppms = parent.pagemaps if parent is not None else {}
+        ppms: dict[PagemapKey, Pagemap] = parent.pagemaps if parent is not None else {}
     except ImageError as exc:
         return [Problem(str(layer.path), INVENTORY, None, f"cannot load pagemaps: {exc}")]
     for key, pm in pms.items():
@@ -84,7 +90,7 @@ def _parent_coverage(layer, parent):
     return out
 
 
-def first_gap(ppm, start, stop):
+def first_gap(ppm: Pagemap | None, start: int, stop: int) -> Range | None:
     """First sub-range of [start, stop) no present/PE_PARENT entry of ppm covers, or None."""
     if ppm is None:
         return (start, stop)
@@ -100,7 +106,7 @@ def first_gap(ppm, start, stop):
     return None
 
 
-def same_tree_problem(layer, parent):
+def same_tree_problem(layer: ImageSet, parent: ImageSet) -> str | None:
     """Why `parent` cannot be a dump of the same process tree as `layer`, or None.
 
     The pstree (pid, ppid) must match. When both layers hold mm images, each process must
@@ -124,7 +130,7 @@ def same_tree_problem(layer, parent):
     return None
 
 
-def _exec_vmas(layer, pid):
+def _exec_vmas(layer: ImageSet, pid: int) -> set[Range] | None:
     if not (layer.path / f"mm-{pid}.img").exists():
         return None
     try:
@@ -133,11 +139,11 @@ def _exec_vmas(layer, pid):
         return None
 
 
-def same_content(full, layered, limit=10):
+def same_content(full: StrPath, layered: StrPath, limit: int = 10) -> list[str]:
     """What differs between a full dump and a layer read through its chain: the layer must
     cover exactly the full dump's present pages and give the same bytes for every one.
     Returns readable lines, [] when equal. Reads in chunks of COMPARE_PAGES pages."""
-    out = []
+    out: list[str] = []
     try:
         top = ImageSet(full)
         with PageReader(full) as a, PageReader(layered) as b:
@@ -171,11 +177,11 @@ def same_content(full, layered, limit=10):
     return out
 
 
-def _owner(key) -> str:
+def _owner(key: PagemapKey) -> str:
     return f"shmem {key[1]:#x}" if isinstance(key, tuple) else f"pid {key}"
 
 
-def _stored(reader, key, addr) -> str:
+def _stored(reader: PageReader, key: PagemapKey, addr: int) -> str:
     """Where the layered read found the page, as the oracle says it."""
     try:
         loc = reader.locate(key, addr)
@@ -187,8 +193,8 @@ def _stored(reader, key, addr) -> str:
             f"block {loc.block_index}")
 
 
-def _ranges(pm, flags):
-    out = []
+def _ranges(pm: Pagemap, flags: int) -> list[Range]:
+    out: list[Range] = []
     for e in pm.entries:
         if e.flags & flags:
             if out and out[-1][1] == e.vaddr:
@@ -198,6 +204,6 @@ def _ranges(pm, flags):
     return out
 
 
-def _fmt(ranges, n=3):
+def _fmt(ranges: list[Range], n: int = 3) -> str:
     text = ", ".join(f"{a:#x}-{b:#x}" for a, b in ranges[:n])
     return text + (f" ... ({len(ranges)} ranges)" if len(ranges) > n else "")

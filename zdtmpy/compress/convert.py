@@ -3,15 +3,18 @@
 Refusals happen before anything is written, so refused directories stay byte-identical.
 """
 
+from __future__ import annotations
+
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..codec import LAYOUT_BY_ID, OFF
+from ..codec import LAYOUT_BY_ID, OFF, Compression
 from ..errors import ImageError
 from ..images.framing import INVENTORY_MAGIC, write_image
 from ..images.imageset import INVENTORY, ImageSet, load_chain
-from ..images.pagemap import PAGE_SIZE, PE_PAYLOAD_ALIGNED
+from ..images.messages import Message
+from ..images.pagemap import PAGE_SIZE, PE_PAYLOAD_ALIGNED, Pagemap
 from ..images.safeopen import open_regular
 from .install import discard_stage, install, new_stage, recover
 from .layercheck import load_checked, pages_bytes, refusal
@@ -27,16 +30,17 @@ class ConvertResult:
     message: str
     bytes_before: int = 0
     bytes_after: int = 0
-    layers: list = field(default_factory=list)  # layer dirs rewritten
+    layers: list[str] = field(default_factory=list)  # layer dirs rewritten
 
 
-def _rewrite(iset, pms, spec, inventory, backup, progress, label):
+def _rewrite(iset: ImageSet, pms: list[Pagemap], spec: Compression,
+             inventory: Message | None, backup: bool, progress: bool | None, label: str) -> int:
     """Stage new pagemap/pages pairs (and inventory) for `pms`, then install them."""
     path = iset.path
     total = sum(e.nr_pages * PAGE_SIZE for pm in pms for e in pm.entries if e.present)
     bar = Progress(total, f"{label} {path.name}", enabled=progress)
     stage = new_stage(path)
-    names = []
+    names: list[str] = []
     try:
         for pm in pms:
             fd = open_regular(pm.pages_path) if os.path.lexists(pm.pages_path) else None
@@ -44,7 +48,11 @@ def _rewrite(iset, pms, spec, inventory, backup, progress, label):
                 with PagemapWriter(stage, pm.name, pm.pages_id, spec,
                                    head_template=pm.head) as w:
                     for e in pm.entries:
-                        data = entry_source(fd, pm, e, bar) if e.present else b""
+                        if e.present and fd is None:
+                            raise ImageError(f"{pm.path}: entry {e.index}: present pages but "
+                                             f"no {pm.pages_name}")
+                        data = entry_source(fd, pm, e, bar) if fd is not None and e.present \
+                            else b""
                         w.add(e.vaddr, e.nr_pages, e.flags, data, template=e.msg)
             finally:
                 if fd is not None:
@@ -67,7 +75,8 @@ def _rewrite(iset, pms, spec, inventory, backup, progress, label):
     return after
 
 
-def compress_dir(path, spec, in_place=False, progress=None):
+def compress_dir(path: str | os.PathLike[str], spec: Compression, in_place: bool = False,
+                 progress: bool | None = None) -> ConvertResult:
     """Compress one layer (its parents are left alone). Returns a ConvertResult."""
     path = Path(path)
     if not spec.enabled:
@@ -93,11 +102,12 @@ def compress_dir(path, spec, in_place=False, progress=None):
                          f"{after} bytes", before, after, [str(path)])
 
 
-def _needs_pages(pm):
+def _needs_pages(pm: Pagemap) -> bool:
     return any(e.compressed or e.flags & PE_PAYLOAD_ALIGNED for e in pm.entries)
 
 
-def decompress_dir(path, in_place=False, chain=False, progress=None):
+def decompress_dir(path: str | os.PathLike[str], in_place: bool = False, chain: bool = False,
+                   progress: bool | None = None) -> ConvertResult:
     """Decompress one layer, or with chain=True the layer and all its parents.
 
     Version rule: a layer without parent goes back to img_version 2. With chain=True every
@@ -109,7 +119,7 @@ def decompress_dir(path, in_place=False, chain=False, progress=None):
     layers = load_chain(path) if chain else [ImageSet(path)]
     if chain and any(recover(layer.path) for layer in layers[1:]):
         layers = load_chain(path)
-    plans = []
+    plans: list[tuple[ImageSet, list[Pagemap], Message]] = []
     for layer in layers:  # check every layer before touching any
         pms = load_checked(layer, "decompress")
         inv = type(layer.inventory)()
@@ -125,7 +135,7 @@ def decompress_dir(path, in_place=False, chain=False, progress=None):
         return ConvertResult(str(path), False, f"{path}: already decompressed; nothing changed")
     spec = OFF
     before = after = 0
-    lines = []
+    lines: list[str] = []
     for layer, todo, inv in plans:
         b = pages_bytes(todo)
         a = _rewrite(layer, todo, spec, inv, not in_place, progress, "decompress")

@@ -6,14 +6,17 @@ inventory and the relative `parent` link) is staged and installed all-or-nothing
 refusal check: a refused directory is left byte-identical.
 """
 
+from __future__ import annotations
+
 import os
 from pathlib import Path
+from typing import NoReturn
 
 from ..codec import Compression
 from ..errors import ImageError
 from ..images.framing import INVENTORY_MAGIC, write_image
 from ..images.imageset import INVENTORY, PARENT_LINK, ImageSet, load_chain
-from ..images.pagemap import PAGE_SIZE, PE_PARENT, PE_PRESENT
+from ..images.pagemap import PAGE_SIZE, PE_PARENT, PE_PRESENT, Entry, Pagemap, PagemapKey
 from ..images.reader import PageReader
 from ..images.safeopen import open_regular
 from .chain import same_tree_problem
@@ -29,12 +32,14 @@ MAX_RUN_BYTES = 16 << 20
 _ONE, _ZERO = b"\x01", b"\x00"
 
 
-def layer_spec(iset):
+def layer_spec(iset: ImageSet) -> Compression:
     """The Compression a layer is stored in now (to keep its representation)."""
     return Compression.from_ids(iset.compress or 0, iset.compress_region_size or 0)
 
 
-def rebase_dir(path, parent, spec=None, in_place=False, progress=None):
+def rebase_dir(path: str | os.PathLike[str], parent: str | os.PathLike[str],
+               spec: Compression | None = None, in_place: bool = False,
+               progress: bool | None = None) -> ConvertResult:
     """Make the full dump at `path` a layer on top of `parent` (any representation).
 
     spec: how the new layer stores its pages (default: as `path` stores them now).
@@ -62,7 +67,8 @@ def rebase_dir(path, parent, spec=None, in_place=False, progress=None):
 
     before = pages_bytes(pms)
     stage = new_stage(path)
-    names, stats = [], [0, 0]  # pages seen, pages moved to the parent
+    names: list[str] = []
+    stats = [0, 0]  # pages seen, pages moved to the parent
     try:
         with PageReader(parent) as reader:
             for pm in pms:
@@ -92,9 +98,9 @@ def rebase_dir(path, parent, spec=None, in_place=False, progress=None):
     return ConvertResult(str(path), True, msg, before, after, [str(path)])
 
 
-def _check(path, parent):
+def _check(path: Path, parent: Path) -> tuple[ImageSet, list[ImageSet]]:
     """Every refusal, before anything is written: (ImageSet of path, parent chain)."""
-    def refuse(why):
+    def refuse(why: str) -> NoReturn:
         raise ImageError(f"{path}: refusing to rebase onto {parent}: {why}; nothing was "
                          "changed")
 
@@ -140,11 +146,11 @@ def _check(path, parent):
     return iset, chain
 
 
-def _usable(ppm, start, stop):
+def _usable(ppm: Pagemap | None, start: int, stop: int) -> list[tuple[int, int]]:
     """Address ranges within [start, stop) the parent layer can serve (present or deeper)."""
     if ppm is None:
         return []
-    out = []
+    out: list[tuple[int, int]] = []
     e = ppm.find(start)
     pos = start
     while pos < stop:
@@ -166,7 +172,8 @@ def _usable(ppm, start, stop):
     return out
 
 
-def unchanged_mask(reader, key, ppm, vaddr, data):
+def unchanged_mask(reader: PageReader, key: PagemapKey, ppm: Pagemap | None, vaddr: int,
+                   data: bytes) -> bytearray:
     """bytearray, one byte per page of `data` (at vaddr): 1 where the parent chain holds
     the same bytes. Whole ranges are compared first; only differing ones page by page."""
     npages = len(data) // PAGE_SIZE
@@ -188,12 +195,14 @@ def unchanged_mask(reader, key, ppm, vaddr, data):
 class _Runs:
     """Turns per-page unchanged/changed verdicts into PE_PARENT and present entries."""
 
-    def __init__(self, writer, e):
+    def __init__(self, writer: PagemapWriter, e: Entry) -> None:
         self.w, self.e = writer, e
-        self.kind, self.start, self.pages, self.pieces = None, e.vaddr, 0, []
+        self.kind: bool | None = None   # the current run: unchanged (True) or changed
+        self.start, self.pages = e.vaddr, 0
+        self.pieces: list[bytes] = []
         self.moved = 0
 
-    def feed(self, vaddr, data, mask):
+    def feed(self, vaddr: int, data: bytes, mask: bytearray) -> None:
         i, n = 0, len(mask)
         while i < n:
             same = mask[i] == 1
@@ -203,7 +212,7 @@ class _Runs:
                          None if same else data[i * PAGE_SIZE:j * PAGE_SIZE])
             i = j
 
-    def _extend(self, same, vaddr, pages, piece):
+    def _extend(self, same: bool, vaddr: int, pages: int, piece: bytes | None) -> None:
         if self.kind is not same or (not same and self.pages * PAGE_SIZE >= MAX_RUN_BYTES):
             self.flush()
             self.kind, self.start = same, vaddr
@@ -211,7 +220,7 @@ class _Runs:
         if piece is not None:
             self.pieces.append(piece)
 
-    def flush(self):
+    def flush(self) -> None:
         if not self.pages:
             return
         if self.kind:
@@ -222,8 +231,12 @@ class _Runs:
         self.kind, self.pages, self.pieces = None, 0, []
 
 
-def _rebase_pagemap(pm, reader, stage, spec, stats):
-    ppm = reader.layers[0].pagemaps.get(pm.key)
+def _rebase_pagemap(pm: Pagemap, reader: PageReader, stage: Path, spec: Compression,
+                    stats: list[int]) -> None:
+    key = pm.key
+    if key is None:  # ImageSet.pagemaps holds only files named as criu names them
+        raise ImageError(f"{pm.path}: not a pagemap file name")
+    ppm = reader.layers[0].pagemaps.get(key)
     fd = open_regular(pm.pages_path) if os.path.lexists(pm.pages_path) else None
     try:
         with PagemapWriter(stage, pm.name, pm.pages_id, spec, head_template=pm.head) as w:
@@ -231,10 +244,13 @@ def _rebase_pagemap(pm, reader, stage, spec, stats):
                 if not e.present:  # e.g. PE_LAZY only: nothing to compare, keep as is
                     w.add(e.vaddr, e.nr_pages, e.flags, b"", template=e.msg)
                     continue
+                if fd is None:
+                    raise ImageError(f"{pm.path}: entry {e.index}: present pages but no "
+                                     f"{pm.pages_name}")
                 runs = _Runs(w, e)
                 pos = e.vaddr
                 for chunk in entry_chunks(fd, pm, e):
-                    runs.feed(pos, chunk, unchanged_mask(reader, pm.key, ppm, pos, chunk))
+                    runs.feed(pos, chunk, unchanged_mask(reader, key, ppm, pos, chunk))
                     pos += len(chunk)
                 runs.flush()
                 stats[0] += e.nr_pages

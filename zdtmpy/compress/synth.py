@@ -4,17 +4,26 @@ Only the files the page machinery reads are made: inventory, pstree, pagemap/pag
 the parent link. They are not restorable by criu.
 """
 
+from __future__ import annotations
+
 import os
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from ..codec import OFF
+from ..codec import OFF, Compression
 from ..images import messages
 from ..images.framing import INVENTORY_MAGIC, PSTREE_MAGIC, write_image
-from ..images.pagemap import pagemap_name
+from ..images.pagemap import PagemapKey, pagemap_name
+from .pipeline import Buf
 from .writer import PagemapWriter
 
+# (vaddr, nr_pages, flags, payload or None)
+EntrySpec = tuple[int, int, int, "Buf | Iterable[Buf] | None"]
 
-def make_layer(path, pagemaps, img_version=2, parent=None, pids=None, spec=None):
+
+def make_layer(path: str | os.PathLike[str], pagemaps: Mapping[PagemapKey, Sequence[EntrySpec]],
+               img_version: int = 2, parent: str | None = None, pids: list[int] | None = None,
+               spec: Compression | None = None) -> Path:
     """pagemaps: {key: [(vaddr, nr_pages, flags, data), ...]}; key a pid or ("shmem", id).
 
     spec: Compression for the pages (default off); a compressed spec sets img_version 3

@@ -1,5 +1,7 @@
 """verify_dir: check every invariant of the compressed page format and the version rules."""
 
+from __future__ import annotations
+
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,7 +11,7 @@ from ..errors import ImageError
 from ..images.bounds import outside_vmas
 from ..images.dirscan import directory_problems
 from ..images.imageset import INVENTORY, JOURNAL, ImageSet, load_chain
-from ..images.pagemap import MAX_REGION_BYTES, PAGE_SIZE, PE_PAYLOAD_ALIGNED
+from ..images.pagemap import MAX_REGION_BYTES, PAGE_SIZE, PE_PAYLOAD_ALIGNED, Pagemap
 from ..images.safeopen import open_regular
 from .source import entry_chunks
 
@@ -18,22 +20,22 @@ from .source import entry_chunks
 class Problem:
     layer: str          # the layer directory
     file: str           # file name within the layer
-    entry: object       # entry index (int) or None for file-level problems
+    entry: int | None   # entry index, None for file-level problems
     what: str
 
-    def __str__(self):
+    def __str__(self) -> str:
         where = f"{self.layer}/{self.file}"
         if self.entry is not None:
             where += f": entry {self.entry}"
         return f"{where}: {self.what}"
 
 
-def verify_dir(path, chain=False):
+def verify_dir(path: str | os.PathLike[str], chain: bool = False) -> list[Problem]:
     """Problems of the layer at `path` ([] when valid); chain=True checks parents fully too."""
     path = Path(path)
-    problems = []
+    problems: list[Problem] = []
 
-    def add(file, entry, what, layer=path):
+    def add(file: str, entry: int | None, what: str, layer: Path = path) -> None:
         problems.append(Problem(str(layer), file, entry, what))
 
     if os.path.lexists(path / JOURNAL):
@@ -57,10 +59,10 @@ def verify_dir(path, chain=False):
     return problems
 
 
-def _verify_layer(iset):
-    problems = []
+def _verify_layer(iset: ImageSet) -> list[Problem]:
+    problems: list[Problem] = []
 
-    def add(file, entry, what):
+    def add(file: str, entry: int | None, what: str) -> None:
         problems.append(Problem(str(iset.path), file, entry, what))
 
     inv = iset.inventory
@@ -81,6 +83,7 @@ def _verify_layer(iset):
     elif region_size is not None:
         add(INVENTORY, None, f"compress_region_size set with compress = {mode}")
 
+    pms: list[Pagemap] | None
     try:
         pms = list(iset.pagemaps.values())
     except ImageError as exc:
@@ -90,7 +93,7 @@ def _verify_layer(iset):
         add(name, None, text)
     if pms is None:
         return problems
-    owners = {}
+    owners: dict[int, str] = {}
     for pm in pms:
         if pm.pages_id in owners:
             add(pm.name, None, f"pages_id {pm.pages_id} is also used by {owners[pm.pages_id]}")
@@ -112,17 +115,17 @@ def _verify_layer(iset):
                     e.msg.region_pages * PAGE_SIZE != region_size:
                 add(pm.name, e.index, f"region_pages {e.msg.region_pages} does not match "
                     f"compress_region_size {region_size}")
-        text = pm.payload_problem()
-        if text:
-            add(pm.name, None, text)
+        why = pm.payload_problem()
+        if why:
+            add(pm.name, None, why)
         elif not pm.problems() and not outside:
             problems.extend(_verify_payload(iset, pm))
     return problems
 
 
-def _verify_payload(iset, pm):
+def _verify_payload(iset: ImageSet, pm: Pagemap) -> list[Problem]:
     """Decode every stored block and check the alignment padding is zero."""
-    problems = []
+    problems: list[Problem] = []
     if not os.path.lexists(pm.pages_path):
         return problems
     try:
@@ -132,7 +135,7 @@ def _verify_payload(iset, pm):
     try:
         pos = 0
         for e in pm.entries:
-            if not e.present:
+            if not e.present or e.offset is None:  # layout() places every present entry
                 continue
             gap = e.offset - pos
             if gap and os.pread(fd, gap, pos).strip(b"\0"):
