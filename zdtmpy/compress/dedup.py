@@ -20,12 +20,14 @@ reads, so an interruption between layers leaves a sound chain.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..codec import Compression
 from ..errors import ImageError
 from ..images.imageset import ImageSet, load_chain
-from ..images.pagemap import PAGE_SIZE, PE_PARENT
+from ..images.pagemap import PAGE_SIZE, PE_PARENT, Entry, Pagemap, PagemapKey
 from ..images.safeopen import open_regular
 from .install import discard_stage, install, new_stage, recover
 from .layercheck import load_checked
@@ -35,6 +37,7 @@ from .writer import PagemapWriter
 
 Ranges = list[tuple[int, int]]  # sorted, disjoint [start, end) address ranges
 MAX_PIECE = 16 << 20  # a live run is written as entries of at most this many decoded bytes
+LivePlan = dict[PagemapKey, Ranges]  # one parent layer: its pages the top layer still reads
 
 
 @dataclass
@@ -97,12 +100,13 @@ def dedup_chain(top: str | os.PathLike[str], in_place: bool = False) -> DedupRes
     return result
 
 
-def _live_plans(chain: list[ImageSet]) -> list[dict]:
+def _live_plans(chain: list[ImageSet]) -> list[LivePlan]:
     """For each parent layer: {pagemap key: live ranges}, from the top down."""
     need = {key: _ranges(pm.entries, PE_PARENT) for key, pm in chain[0].pagemaps.items()}
-    plans = []
+    plans: list[LivePlan] = []
     for layer in chain[1:]:
-        live, deeper = {}, {}
+        live: LivePlan = {}
+        deeper: LivePlan = {}
         for key, pm in layer.pagemaps.items():
             wanted = need.get(key, [])
             live[key] = _intersect(_ranges(pm.entries, None), wanted)
@@ -112,7 +116,7 @@ def _live_plans(chain: list[ImageSet]) -> list[dict]:
     return plans
 
 
-def _ranges(entries, flag: int | None) -> Ranges:
+def _ranges(entries: Iterable[Entry], flag: int | None) -> Ranges:
     """Address ranges of the entries (with `flag` set, or all when flag is None), merged."""
     out: Ranges = []
     for e in entries:
@@ -139,7 +143,7 @@ def _intersect(a: Ranges, b: Ranges) -> Ranges:
     return out
 
 
-def _rewrite_layer(layer: ImageSet, live: dict, in_place: bool) -> LayerDedup:
+def _rewrite_layer(layer: ImageSet, live: LivePlan, in_place: bool) -> LayerDedup:
     path = layer.path
     pms = load_checked(layer, "dedup")
     spec = layer_spec(layer)
@@ -150,7 +154,8 @@ def _rewrite_layer(layer: ImageSet, live: dict, in_place: bool) -> LayerDedup:
     kept = 0
     try:
         for pm in pms:
-            kept += _rewrite_pagemap(pm, live.get(pm.key, []), stage, spec)
+            ranges = live.get(pm.key, []) if pm.key is not None else []
+            kept += _rewrite_pagemap(pm, ranges, stage, spec)
             names += [pm.pages_name, pm.name]
     except ImageError as exc:
         discard_stage(path)
@@ -162,7 +167,7 @@ def _rewrite_layer(layer: ImageSet, live: dict, in_place: bool) -> LayerDedup:
     return LayerDedup(str(path), stored_before, kept, before, allocated_bytes(path))
 
 
-def _rewrite_pagemap(pm, live: Ranges, stage: Path, spec) -> int:
+def _rewrite_pagemap(pm: Pagemap, live: Ranges, stage: Path, spec: Compression) -> int:
     """Write pm restricted to `live` into the stage; returns the present pages kept."""
     fd = open_regular(pm.pages_path) if os.path.lexists(pm.pages_path) else None
     kept = 0
@@ -189,22 +194,23 @@ def _rewrite_pagemap(pm, live: Ranges, stage: Path, spec) -> int:
     return kept
 
 
-def _copy_page_blocks(fd: int, pm, e, runs: Ranges, w: PagemapWriter) -> None:
+def _copy_page_blocks(fd: int, pm: Pagemap, e: Entry, runs: Ranges, w: PagemapWriter) -> None:
     """Per-page LZ4: the live pages' stored blocks, copied without decoding a page."""
     offs = e.block_offsets
+    sizes, offset = e.sizes or [], e.offset or 0   # a present compressed entry has both
     for a, b in runs:
         for p0 in range((a - e.vaddr) // PAGE_SIZE, (b - e.vaddr) // PAGE_SIZE,
                         MAX_PIECE // PAGE_SIZE):
             p1 = min(p0 + MAX_PIECE // PAGE_SIZE, (b - e.vaddr) // PAGE_SIZE)
             n = offs[p1] - offs[p0]
-            blob = os.pread(fd, n, e.offset + offs[p0]) if n else b""
+            blob = os.pread(fd, n, offset + offs[p0]) if n else b""
             if len(blob) != n:
                 raise ImageError(f"{pm.pages_path}: short read in entry {e.index} of "
                                  f"{pm.name}")
-            w.add_compressed(e.vaddr + p0 * PAGE_SIZE, p1 - p0, e.flags, e.sizes[p0:p1], blob)
+            w.add_compressed(e.vaddr + p0 * PAGE_SIZE, p1 - p0, e.flags, sizes[p0:p1], blob)
 
 
-def _copy_decoded(fd: int, pm, e, runs: Ranges, w: PagemapWriter) -> None:
+def _copy_decoded(fd: int, pm: Pagemap, e: Entry, runs: Ranges, w: PagemapWriter) -> None:
     """Plain or region entries: decode once, write each live run (re-encoded by w)."""
     pieces: list[bytes] = []
     first = size = 0
