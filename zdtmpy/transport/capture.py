@@ -18,9 +18,13 @@ import contextlib
 import os
 import selectors
 import time
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
+from ..codec import Compression
 from ..errors import StageTimeout
 from .streamcheck import FRAMED, PAGEMAP, PAGES, FramingCheck, check_complete, pagemap_summary
 from .streamformat import StreamWriter, check_name
@@ -41,16 +45,18 @@ class BlockEncoder:
     """Encodes one pages file as it arrives: chunks of whole blocks go to the shared thread
     pool (lz4 releases the GIL), results are written in order as they complete."""
 
-    def __init__(self, cap, fid):
+    def __init__(self, cap: Capture, fid: int) -> None:
         from ..compress.pipeline import chunk_size
 
         self.cap, self.fid = cap, fid
         self.block = cap.spec.block_pages * 4096
         self.chunk = chunk_size(self.block)
         self.acc = bytearray()
-        self.inflight = collections.deque()  # (decoded length, future)
+        # (decoded length, future of (block sizes, payload)) in file order
+        self.inflight: collections.deque[tuple[int, Future[tuple[list[int], bytes]]]] = \
+            collections.deque()
 
-    def feed(self, data):
+    def feed(self, data: bytes) -> None:
         if not self.acc and len(data) == self.chunk:
             self._submit(data)  # the common case with a 1 MiB pipe: no copy
         else:
@@ -60,21 +66,21 @@ class BlockEncoder:
                 del self.acc[:self.chunk]
         self.drain(block=self.cap.inflight() > self.cap.window)
 
-    def _submit(self, data):
+    def _submit(self, data: bytes) -> None:
         from ..codec.coding import encode_chunk
         from ..compress.pipeline import pool
 
         self.inflight.append((len(data), pool().submit(encode_chunk, data, self.block,
                                                        self.cap.spec.acceleration)))
 
-    def drain(self, block=False):
+    def drain(self, block: bool = False) -> None:
         while self.inflight and (block or self.inflight[0][1].done()):
             n, fut = self.inflight.popleft()
             sizes, payload = fut.result()
             self.cap.writer.blocks(self.fid, self.block, n, sizes, payload)
             block = False
 
-    def finish(self):
+    def finish(self) -> None:
         if self.acc:
             self._submit(bytes(self.acc))
             self.acc = bytearray()
@@ -85,20 +91,25 @@ class BlockEncoder:
 class _Open:
     """A pipe criu writes one image file into."""
 
-    def __init__(self, name, fd, fid):
+    def __init__(self, name: str, fd: int, fid: int) -> None:
         self.name, self.fd, self.fid = name, fd, fid
         self.size = 0
         self.check = FramingCheck(name) if FRAMED.fullmatch(name) else None
         self.pages = bool(PAGES.fullmatch(name))
-        self.encoder = None
+        self.encoder: BlockEncoder | None = None
         self.keep = bytearray() if PAGEMAP.fullmatch(name) else None
 
 
 class Capture:
     """Receive one `criu dump --stream` and write it as a stream (file path or binary fobj)."""
 
-    def __init__(self, images_dir, out, spec=None, accept_timeout=60.0, idle_timeout=60.0,
-                 log=None, fsync=False):
+    writer: StreamWriter   # set by run()
+    where: str             # set by listen()
+
+    def __init__(self, images_dir: str | os.PathLike[str],
+                 out: str | os.PathLike[str] | BinaryIO, spec: Compression | None = None,
+                 accept_timeout: float = 60.0, idle_timeout: float = 60.0,
+                 log: Callable[[str], None] | None = None, fsync: bool = False) -> None:
         from ..codec import OFF
 
         # criu does not fsync an image directory either; the END record and the rename make
@@ -111,42 +122,47 @@ class Capture:
         self.idle_timeout = idle_timeout
         self.log = log or (lambda line: None)
         self.window = 8  # encoded chunks in flight, over all files
-        self.listener = None
-        self.encoders = []
-        self.pagemaps = {}     # name -> (pages_id, present pages)
-        self.pages_sizes = {}  # pages file name -> bytes received
+        self.listener: Listener | None = None
+        self.encoders: list[BlockEncoder] = []
+        self.pagemaps: dict[str, tuple[int, int]] = {}   # name -> (pages_id, present pages)
+        self.pages_sizes: dict[str, int] = {}  # pages file name -> bytes received
         self.image_bytes = 0
         self._stop_r, self._stop_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
 
-    def listen(self):
+    def listen(self) -> Path:
+        """Create the socket criu connects to; returns its path."""
         self.listener = Listener(self.images_dir, CAPTURE_SOCKET)
         self.where = f"capture {self.listener.path}"
         self.log(f"capture: listening on {self.listener.path} (compression {self.spec.name})")
         return self.listener.path
 
-    def stop(self):
+    def stop(self) -> None:
         """Ask a running capture (another thread) to give up."""
         with contextlib.suppress(OSError):
             os.write(self._stop_w, b"x")
 
-    def inflight(self):
+    def inflight(self) -> int:
         return sum(len(e.inflight) for e in self.encoders)
 
-    def run(self):
+    def run(self) -> CaptureResult:
         if self.listener is None:
             self.listen()
+        listener = self.listener
+        assert listener is not None  # listen() made it
         start = time.monotonic()
-        fobj = part = conn = None
-        opened = {}
+        fobj: BinaryIO | None = None
+        part: Path | None = None
+        conn = None
+        opened: dict[int, _Open] = {}
         try:
             fobj, part = self._open_out()
             self.writer = StreamWriter(fobj, self.spec)
-            conn = self.listener.accept(self.accept_timeout)
+            conn = listener.accept(self.accept_timeout)
             self.log("capture: criu connected")
             self._loop(Control(conn, self.where, self.idle_timeout), opened)
             check_complete(self.pagemaps, self.pages_sizes, self.writer.names)
             self.writer.end()
-            if part is not None:
+            if part is not None and isinstance(self.out, (str, os.PathLike)):  # a path: staged
                 fobj.flush()
                 if self.fsync:
                     os.fsync(fobj.fileno())
@@ -156,13 +172,13 @@ class Capture:
             for o in opened.values():
                 with contextlib.suppress(OSError):
                     os.close(o.fd)
-            if part is not None:
+            if part is not None and fobj is not None:
                 with contextlib.suppress(OSError):  # flushing again fails again (ENOSPC)
                     fobj.close()
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(part)
             if isinstance(exc, OSError):  # the first error, named, never a traceback
-                what = part or exc.filename or "the stream"
+                what = str(part or exc.filename or "the stream")
                 raise StreamerError(f"capture: writing {what} failed: "
                                     f"{exc.strerror or exc}") from None
             raise
@@ -178,7 +194,7 @@ class Capture:
                  f"{result.stream_bytes} stream bytes in {result.seconds:.2f}s")
         return result
 
-    def _open_out(self):
+    def _open_out(self) -> tuple[BinaryIO, Path | None]:
         if not isinstance(self.out, (str, os.PathLike)):
             return self.out, None
         out = Path(self.out)
@@ -189,8 +205,9 @@ class Capture:
             raise StreamerError(f"capture: cannot create the stream file {part}: "
                                 f"{exc.strerror}") from None
 
-    def _close(self):
-        self.listener.close()
+    def _close(self) -> None:
+        if self.listener is not None:
+            self.listener.close()
         for e in self.encoders:
             for _, fut in e.inflight:
                 fut.cancel()
@@ -199,7 +216,7 @@ class Capture:
                 os.close(fd)
         self._stop_r = self._stop_w = -1
 
-    def _loop(self, control, opened):
+    def _loop(self, control: Control, opened: dict[int, _Open]) -> None:
         sel = selectors.DefaultSelector()
         sel.register(control.conn, selectors.EVENT_READ, "control")
         sel.register(self._stop_r, selectors.EVENT_READ, "stop")
@@ -226,6 +243,7 @@ class Capture:
                         sel.register(o.fd, selectors.EVENT_READ, o)
                     elif not self._read(key.data):
                         o = key.data
+                        assert isinstance(o, _Open)  # the data of every other registration
                         sel.unregister(o.fd)
                         os.close(o.fd)
                         del opened[o.fd]
@@ -235,7 +253,7 @@ class Capture:
         finally:
             sel.close()
 
-    def _open_file(self, control, name):
+    def _open_file(self, control: Control, name: str) -> _Open:
         check_name(name, f"{self.where}: criu's request")
         fd = control.recv_fd(name)
         try:
@@ -250,7 +268,7 @@ class Capture:
         self.log(f"capture: receiving {name}")
         return o
 
-    def _read(self, o):
+    def _read(self, o: _Open) -> bool:
         try:
             data = os.read(o.fd, PIPE_SIZE)
         except BlockingIOError:
@@ -269,7 +287,7 @@ class Capture:
             self.writer.write(o.fid, data)
         return True
 
-    def _close_file(self, o):
+    def _close_file(self, o: _Open) -> None:
         if o.check is not None:
             o.check.finish(o.size)
         if o.encoder is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from .streamformat import (
     BLOCKS,
@@ -18,12 +19,17 @@ from .streamformat import (
 
 @dataclass
 class ExtractResult:
-    files: dict  # name -> size as carried by the stream (plain bytes)
+    files: dict[str, int]  # name -> size as carried by the stream (plain bytes)
     layout: str    # compression layout of the stream
     compressed: bool = False  # the directory was written compressed (in the stream's mode)
 
 
-def extract(src, outdir, where, decompress=False):
+# name -> (staging path, its open file)
+Staged = dict[str, tuple[Path, BinaryIO]]
+
+
+def extract(src: BinaryIO, outdir: str | os.PathLike[str], where: str,
+            decompress: bool = False) -> ExtractResult:
     """Write the stream read from binary file object `src` into `outdir` as image files.
 
     All-or-nothing: files are staged as .NAME.part and renamed only after the end record;
@@ -32,8 +38,8 @@ def extract(src, outdir, where, decompress=False):
     out in CRIU's compressed format, in the stream's mode, by zdtmpy.compress.compress_dir
     (its pagemap entries decide the blocks); with decompress it stays plain (version 2)."""
     outdir = Path(outdir)
-    staged = {}  # name -> (part path, file object)
-    done = []
+    staged: Staged = {}
+    done: list[str] = []
     reader = StreamReader(src, where)
     try:
         outdir.mkdir(parents=True, exist_ok=True)
@@ -69,7 +75,7 @@ def extract(src, outdir, where, decompress=False):
     return result
 
 
-def _check_pages(sizes, staged, where):
+def _check_pages(sizes: dict[str, int], staged: Staged, where: str) -> None:
     """Before anything is installed: each pages file holds what its pagemap describes."""
     from ..images.safeopen import read_regular
     from .streamcheck import PAGEMAP, pagemap_summary, pages_mismatches
@@ -82,7 +88,7 @@ def _check_pages(sizes, staged, where):
                           + "; ".join(problems))
 
 
-def _discard(staged, done, outdir):
+def _discard(staged: Staged, done: list[str], outdir: Path) -> None:
     for part, fobj in staged.values():
         fobj.close()
         _unlink(part)
@@ -90,7 +96,7 @@ def _discard(staged, done, outdir):
         _unlink(outdir / name)
 
 
-def _unlink(path):
+def _unlink(path: Path) -> None:
     try:
         os.unlink(path)
     except FileNotFoundError:

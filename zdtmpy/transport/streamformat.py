@@ -18,9 +18,12 @@ from __future__ import annotations
 import os
 import struct
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import BinaryIO, NoReturn
 
 from ..codec import LAYOUT_BY_ID, OFF, Compression
+from ..codec.algorithm import Buffer
 from ..errors import ImageError
 
 MAGIC = b"ZDTMSTRM"
@@ -46,7 +49,7 @@ class StreamError(ImageError):
     """A stream file is truncated, corrupt, or breaks the record rules."""
 
 
-def check_name(name, where="peer"):
+def check_name(name: object, where: str = "peer") -> str:
     """An image file name as a peer may send it: one plain path component, nothing else."""
     if not isinstance(name, str) or not name:
         raise StreamError(f"{where}: empty image file name")
@@ -82,7 +85,7 @@ def encode_header(compression: Compression) -> bytes:
     return head + CRC.pack(zlib.crc32(head))
 
 
-def decode_header(data, where):
+def decode_header(data: bytes, where: str) -> Header:
     if len(data) < HEADER_SIZE:
         raise StreamError(f"{where}: truncated: {len(data)} bytes, shorter than the "
                           f"{HEADER_SIZE}-byte stream header")
@@ -102,7 +105,9 @@ def decode_header(data, where):
         raise StreamError(f"{where}: stream header: {exc}") from None
 
 
-def encode_record(rtype, file_id, offset, payload=b""):
+def encode_record(rtype: int, file_id: int, offset: int,
+                  payload: Buffer = b"") -> tuple[bytes, int]:
+    """A record's header and the CRC of header and payload."""
     head = RECORD_HEAD.pack(rtype, 0, 0, file_id, offset, len(payload))
     crc = zlib.crc32(payload, zlib.crc32(head))
     return head, crc
@@ -111,29 +116,30 @@ def encode_record(rtype, file_id, offset, payload=b""):
 class StreamWriter:
     """Writes a stream to a binary file object; tracks each file's size for CLOSE."""
 
-    def __init__(self, out, compression=OFF, chunk=1 << 20):
+    def __init__(self, out: BinaryIO, compression: Compression = OFF,
+                 chunk: int = 1 << 20) -> None:
         self.out = out
         self.chunk = chunk
-        self._sizes = {}      # file id -> bytes so far (open files)
-        self.names = set()    # every file opened
+        self._sizes: dict[int, int] = {}   # file id -> bytes so far (open files)
+        self.names: set[str] = set()       # every file opened
         self._next_id = 1
         self.files = 0
         self.data_bytes = 0   # payload bytes of all files
         self.written = 0      # bytes of stream written
         self._emit(encode_header(compression))
 
-    def _emit(self, data):
+    def _emit(self, data: Buffer) -> None:
         self.out.write(data)
         self.written += len(data)
 
-    def _record(self, rtype, file_id, offset, payload=b""):
+    def _record(self, rtype: int, file_id: int, offset: int, payload: Buffer = b"") -> None:
         head, crc = encode_record(rtype, file_id, offset, payload)
         self._emit(head)
         if payload:
             self._emit(payload)
         self._emit(CRC.pack(crc))
 
-    def open(self, name):
+    def open(self, name: str) -> int:
         check_name(name)
         if name in self.names:
             raise StreamError(f"{name}: sent twice in one stream")
@@ -144,7 +150,7 @@ class StreamWriter:
         self._record(OPEN, fid, 0, name.encode())
         return fid
 
-    def write(self, fid, data):
+    def write(self, fid: int, data: Buffer) -> None:
         mv = memoryview(data)
         for off in range(0, len(mv), self.chunk):
             piece = mv[off:off + self.chunk]
@@ -152,7 +158,8 @@ class StreamWriter:
             self._sizes[fid] += len(piece)
             self.data_bytes += len(piece)
 
-    def blocks(self, fid, block_bytes, decoded_len, sizes, payload):
+    def blocks(self, fid: int, block_bytes: int, decoded_len: int, sizes: list[int],
+               payload: Buffer) -> None:
         """One BLOCKS record: encoded blocks of `decoded_len` bytes of the file."""
         head = _BLK.pack(block_bytes, len(sizes), decoded_len)
         body = head + struct.pack(f"<{len(sizes)}I", *sizes) + payload
@@ -160,11 +167,11 @@ class StreamWriter:
         self._sizes[fid] += decoded_len
         self.data_bytes += decoded_len
 
-    def close(self, fid):
+    def close(self, fid: int) -> None:
         self._record(CLOSE, fid, self._sizes.pop(fid))
         self.files += 1
 
-    def end(self):
+    def end(self) -> None:
         if self._sizes:
             raise StreamError(f"stream end with {len(self._sizes)} file(s) still open")
         self._record(END, self.files, self.data_bytes)
@@ -181,7 +188,7 @@ class Record:
     name: str = ""  # the file's name (open/data/close)
     length: int = 0  # payload bytes in the stream
 
-    def data(self, where=""):
+    def data(self, where: str = "") -> bytes:
         """The file bytes this record carries (BLOCKS decoded)."""
         if self.type == BLOCKS:
             return decode_blocks(self.payload, f"{where}: {self.name} at file offset "
@@ -189,10 +196,13 @@ class Record:
         return self.payload
 
 
-def blocks_header(payload, length, where):
+def blocks_header(payload: Buffer, length: int, where: str) -> tuple[int, int, int]:
     """(block bytes, number of blocks, decoded length) of a BLOCKS payload, checked."""
     if length < _BLK.size or len(payload) < _BLK.size:
         raise StreamError(f"{where}: blocks record too short for its header")
+    bb: int
+    n: int
+    total: int
     bb, n, total = _BLK.unpack_from(payload)
     if (not bb or bb % 4096 or bb > 4 << 20 or not n or not total
             or not (n - 1) * bb < total <= n * bb or length < _BLK.size + 4 * n):
@@ -204,7 +214,7 @@ def blocks_header(payload, length, where):
     return bb, n, total
 
 
-def decode_blocks(payload, where):
+def decode_blocks(payload: bytes, where: str) -> bytes:
     """Decoded bytes of a BLOCKS payload (zero / raw / LZ4 blocks, CRIU's semantics)."""
     from ..codec.coding import decode_chunk
 
@@ -220,7 +230,8 @@ def decode_blocks(payload, where):
         raise StreamError(f"{where}: {exc}") from None
 
 
-def read_exact(f, n):
+def read_exact(f: BinaryIO, n: int) -> bytes:
+    """n bytes from f; fewer only at its end (b"" when it is already there)."""
     buf = f.read(n)
     if len(buf) == n or not buf:
         return buf
@@ -241,31 +252,31 @@ class StreamReader:
     `skip_data=True` seeks over DATA payloads (a seekable file) without checking their CRC;
     the caller checks them when it reads them (see read_chunk)."""
 
-    def __init__(self, f, where, skip_data=False):
+    def __init__(self, f: BinaryIO, where: str, skip_data: bool = False) -> None:
         self.f = f
         self.where = where
         self.skip_data = skip_data
         self.header = decode_header(read_exact(f, HEADER_SIZE), where)
         self.pos = HEADER_SIZE
-        self.names = {}   # id -> name, every file seen
-        self.sizes = {}   # id -> size, open files
-        self.closed = {}  # name -> size
-        self._seen = set()
+        self.names: dict[int, str] = {}    # id -> name, every file seen
+        self.sizes: dict[int, int] = {}    # id -> size, open files
+        self.closed: dict[str, int] = {}   # name -> size
+        self._seen: set[str] = set()
         self.ended = False
         self.total = 0
 
-    def _fail(self, what, index=None):
+    def _fail(self, what: str, index: int | None = None) -> NoReturn:
         at = f" at byte {self.pos}" if index is None else f" at byte {index}"
         raise StreamError(f"{self.where}: {what}{at}")
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Record]:
         while True:
             rec = self.next()
             if rec is None:
                 return
             yield rec
 
-    def next(self):
+    def next(self) -> Record | None:
         start = self.pos
         head = read_exact(self.f, RECORD_HEAD.size)
         if not head:
@@ -278,6 +289,10 @@ class StreamReader:
         if len(head) < RECORD_HEAD.size:
             self._fail(f"truncated inside a record header ({len(head)} of "
                        f"{RECORD_HEAD.size} bytes)")
+        rtype: int
+        fid: int
+        offset: int
+        length: int
         rtype, z1, z2, fid, offset, length = RECORD_HEAD.unpack(head)
         if rtype not in TYPE_NAMES or z1 or z2 or length > MAX_PAYLOAD:
             self._fail(f"corrupt record header (type {rtype}, length {length})")
@@ -312,10 +327,10 @@ class StreamReader:
         self._apply(rec, length)
         return rec
 
-    def _name(self, fid):
+    def _name(self, fid: int) -> str:
         return self.names.get(fid, f"file #{fid}")
 
-    def _apply(self, rec, length):
+    def _apply(self, rec: Record, length: int) -> None:
         fid = rec.file_id
         if rec.type == OPEN:
             name = rec.payload.decode(errors="replace")
