@@ -14,6 +14,7 @@ memory stays bounded whatever the peer sends.
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 import threading
@@ -21,8 +22,9 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol, TextIO
 
-from ..codec import OFF
+from ..codec import OFF, Compression
 from ..errors import PageServerError, ZdtmError
 from ..images import messages
 from ..images.imageset import INVENTORY
@@ -51,6 +53,9 @@ from .pswire import (  # noqa: F401 - the public names of the page server
     pagemap_for,
 )
 
+if TYPE_CHECKING:
+    from ..images.reader import PageReader
+
 __all__ = [
     "ADD", "ADD_F", "ADD_F_COMPRESSED", "CLOSE", "FORCE_CLOSE", "GET", "HOLE", "OPEN",
     "OPEN2", "PARENT", "PageServer", "PageServerError", "SessionResult", "encode_dst",
@@ -66,11 +71,25 @@ class SessionResult:
     peer: str
     ok: bool
     error: str | None = None
-    files: list = field(default_factory=list)   # (pagemap, pages) installed
+    files: list[tuple[str, str]] = field(default_factory=list)   # (pagemap, pages) installed
     entries: int = 0
     payload_bytes: int = 0  # bytes of page payload received (dump) or pages served (lazy)
     commands: int = 0       # commands accepted; 0 on a failure: a stray connection
     seconds: float = 0.0
+
+
+class Session(Protocol):
+    """What PageServer._session drives: a DumpSession or a LazySession."""
+
+    entries: int
+
+    @property
+    def payload_bytes(self) -> int: ...
+    def handle(self, h: Header) -> bool: ...
+    def closing(self) -> None: ...
+    def closed(self) -> None: ...
+    def commit(self) -> list[tuple[str, str]]: ...
+    def release(self, ok: bool) -> None: ...
 
 
 class PageServer:
@@ -85,9 +104,12 @@ class PageServer:
     many connections are served (None: until stop()).
     """
 
-    def __init__(self, images_dir, *, spec=None, header_size=32, address="127.0.0.1",
-                 port=0, lazy=False, timeout=30.0, sessions=None, log_path=None,
-                 pagemap_nr_pages_field=None, session_timeout=SESSION_TIMEOUT):
+    def __init__(self, images_dir: str | os.PathLike[str], *, spec: Compression | None = None,
+                 header_size: int = 32, address: str = "127.0.0.1", port: int = 0,
+                 lazy: bool = False, timeout: float = 30.0, sessions: int | None = None,
+                 log_path: str | os.PathLike[str] | None = None,
+                 pagemap_nr_pages_field: bool | None = None,
+                 session_timeout: float = SESSION_TIMEOUT) -> None:
         self.images_dir = Path(images_dir)
         self.session_timeout = session_timeout
         self.spec = spec or OFF
@@ -101,23 +123,23 @@ class PageServer:
         # criu 4.2 writes nr_pages in pagemap field 5; match what the peer's criu would write
         if pagemap_nr_pages_field is None:
             pagemap_nr_pages_field = header_size == 32
-        self._template = None
+        self._template: messages.Message | None = None
         if pagemap_nr_pages_field:
             self._template = messages.PagemapEntry()
             self._template.nr_pages = 1
-        self.results = []
-        self.ignored = []  # SessionResults of stray connections (no valid command)
+        self.results: list[SessionResult] = []
+        self.ignored: list[SessionResult] = []  # stray connections (no valid command)
         self._cond = threading.Condition()
         self._stop = threading.Event()
-        self._sock = None
-        self._thread = None
-        self._active = None  # the connected socket of the running session
-        self._logf = None
+        self._sock: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+        self._active: socket.socket | None = None  # the connected socket of the running session
+        self._logf: TextIO | None = None
         self._log_lock = threading.Lock()
         self._t0 = time.monotonic()
 
     # -- log ---------------------------------------------------------------------------
-    def log(self, text):
+    def log(self, text: str) -> None:
         line = f"({time.monotonic() - self._t0:9.4f}) {text}\n"
         with self._log_lock:
             if self._logf is not None:
@@ -142,7 +164,7 @@ class PageServer:
                                   f"{exc.strerror or exc}") from None
         sock.settimeout(0.2)  # accept() wakes up to notice stop()
         self._sock = sock
-        self.port = sock.getsockname()[1]
+        self.port = int(sock.getsockname()[1])
         what = "lazy pages from" if self.lazy else "a dump into"
         self.log(f"listening on {self.address}:{self.port}, {self.layout.size}-byte headers, "
                  f"serving {what} {self.images_dir}, compression {self.spec}")
@@ -151,7 +173,7 @@ class PageServer:
         self._thread.start()
         return self.port
 
-    def stop(self, timeout=10.0):
+    def stop(self, timeout: float = 10.0) -> None:
         """Stop accepting, end a running session (its partial images are discarded)."""
         self._stop.set()
         active = self._active
@@ -167,20 +189,20 @@ class PageServer:
             self._sock = None
         self._close_log()
 
-    def _close_log(self):
+    def _close_log(self) -> None:
         with self._log_lock:
             if self._logf is not None:
                 self._logf.close()
                 self._logf = None
 
-    def __enter__(self):
+    def __enter__(self) -> PageServer:
         self.start()
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def wait(self, timeout, index=0) -> SessionResult:
+    def wait(self, timeout: float, index: int = 0) -> SessionResult:
         """The result of session `index` (0 = the first); PageServerError if it failed or did
         not end within `timeout` seconds."""
         deadline = time.monotonic() + timeout
@@ -204,13 +226,15 @@ class PageServer:
         return result
 
     # -- the thread --------------------------------------------------------------------
-    def _serve(self):
+    def _serve(self) -> None:
         served = 0
+        listener = self._sock
+        assert listener is not None  # start() made it before starting this thread
         while not self._stop.is_set():
             if self.max_sessions is not None and served >= self.max_sessions:
                 break
             try:
-                csock, addr = self._sock.accept()
+                csock, addr = listener.accept()
             except socket.timeout:
                 continue
             except OSError as exc:
@@ -237,7 +261,7 @@ class PageServer:
                 self._cond.notify_all()
         self.log("server stopped")
 
-    def _session(self, csock, peer):
+    def _session(self, csock: socket.socket, peer: str) -> SessionResult:
         """One connection, start to end. A session object (DumpSession or LazySession)
         handles the commands; closing() runs before CLOSE is answered, closed() after,
         commit() makes its work visible, release(ok) frees (or discards) it."""
@@ -246,7 +270,7 @@ class PageServer:
         csock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         conn = Conn(csock, self.timeout, peer, self.session_timeout)
         result = SessionResult(peer, False)
-        session = None
+        session: Session | None = None
         try:
             if self.lazy:
                 session = LazySession(conn, self.layout, self._reader(), self.log)
@@ -282,7 +306,7 @@ class PageServer:
             self.log(f"session FAILED, connection closed, nothing installed: {result.error}")
         return result
 
-    def _stamp(self):
+    def _stamp(self) -> None:
         """criu dump writes inventory.img before it sends CLOSE: when it shares our directory,
         mark the set compressed now (criu pre-dump writes it later: callers stamp again)."""
         if not self.spec.enabled:
@@ -294,12 +318,12 @@ class PageServer:
         if stamp_inventory(self.images_dir, self.spec):
             self.log(f"{INVENTORY} stamped: img_version 3, compress {self.spec.name}")
 
-    def _reader(self):
+    def _reader(self) -> PageReader:
         from ..images.reader import PageReader
 
         return PageReader(self.images_dir)
 
-    def _run(self, conn, session, peer):
+    def _run(self, conn: Conn, session: Session, peer: str) -> None:
         hint = self.layout.mismatch_hint()
         header = bytearray(self.layout.size)
         while True:

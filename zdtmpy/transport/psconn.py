@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import struct
 import time
+from typing import Literal, overload
 
 from ..errors import PageServerError
 
@@ -30,6 +31,13 @@ class Conn:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, tv)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, tv)
         self.received = 0
+
+    @overload
+    def recv_exact(self, n: int, what: str, eof_ok: Literal[False] = False,
+                   hint: str = "") -> bytearray: ...
+
+    @overload
+    def recv_exact(self, n: int, what: str, eof_ok: bool, hint: str = "") -> bytearray | None: ...
 
     def recv_exact(self, n: int, what: str, eof_ok: bool = False,
                    hint: str = "") -> bytearray | None:

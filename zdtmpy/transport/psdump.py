@@ -13,17 +13,21 @@ import os
 import shutil
 import struct
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+from ..codec import Compression
 from ..compress.install import fsync_dir
-from ..compress.pipeline import chunk_size, shared_pool
+from ..compress.pipeline import BufferPool, chunk_size, shared_pool
 from ..compress.writer import PagemapWriter
 from ..errors import ImageError, PageServerError, ZdtmError
 from ..images import messages
 from ..images.framing import INVENTORY_MAGIC, read_image, write_image
 from ..images.imageset import INVENTORY, PARENT_LINK
+from ..images.messages import Message
 from ..images.pagemap import PAGE_SIZE, PE_PRESENT
+from .psconn import Conn
 from .pswire import (
     ADD,
     ADD_F,
@@ -39,6 +43,8 @@ from .pswire import (
     OPEN2,
     PAGES_ID_BASE,
     PARENT,
+    Header,
+    HeaderLayout,
     check_no_flags,
     check_page_flags,
     check_range,
@@ -47,7 +53,7 @@ from .pswire import (
 )
 
 
-def _buffers(size):
+def _buffers(size: int) -> BufferPool:
     return shared_pool("page-server receive", size, keep=16)  # reused across sessions
 
 
@@ -55,31 +61,35 @@ class _Closer:
     """Closes finished writers (fsync, rename) in a background thread, in order, so that
     opening the next pagemap does not hold up receiving; join() raises the first failure."""
 
-    def __init__(self):
-        self._ex = None
-        self._futures = []
-        self.closed = []   # (pagemap name, pages name), in the order the writers finished
+    def __init__(self) -> None:
+        self._ex: ThreadPoolExecutor | None = None
+        self._futures: list[Future[None]] = []
+        # (pagemap name, pages name), in the order the writers finished
+        self.closed: list[tuple[str, str]] = []
 
-    def close(self, writer):
+    def close(self, writer: PagemapWriter) -> None:
         if self._ex is None:
             self._ex = ThreadPoolExecutor(1, thread_name_prefix="page-server-close")
         self._futures.append(self._ex.submit(writer.close))
         self.closed.append((writer.pagemap_name, writer.pages_name))
 
-    def join(self):
+    def join(self) -> None:
         if self._ex is not None:
             self._ex.shutdown(wait=True)
             self._ex = None
         futures, self._futures = self._futures, []
         for f in futures:
-            if f.exception() is not None:
-                raise f.exception()
+            exc = f.exception()
+            if exc is not None:
+                raise exc
 
 
 class DumpSession:
     """One dump session: pagemaps written into a staging directory, installed on CLOSE."""
 
-    def __init__(self, conn, layout, images_dir, spec, header_template, log):
+    def __init__(self, conn: Conn, layout: HeaderLayout, images_dir: str | os.PathLike[str],
+                 spec: Compression, header_template: Message | None,
+                 log: Callable[[str], None]) -> None:
         self.conn = conn
         self.layout = layout
         self.dir = Path(images_dir)
@@ -87,11 +97,11 @@ class DumpSession:
         self.log = log
         self._template = header_template
         self.stage = Path(tempfile.mkdtemp(prefix=".zdtmpy-ps-", dir=self.dir))
-        self.writer = None
-        self.dst_id = None
-        self.opened = set()
+        self.writer: PagemapWriter | None = None
+        self.dst_id: int | None = None
+        self.opened: set[int] = set()
         self.next_pages_id = PAGES_ID_BASE + 1
-        self.written = []   # (pagemap name, pages name) installed by install()
+        self.written: list[tuple[str, str]] = []   # (pagemap, pages) installed by install()
         self.entries = 0
         self.payload = 0
         self._closer = _Closer()
@@ -100,16 +110,16 @@ class DumpSession:
 
     # lifecycle (see PageServer._session)
     @property
-    def payload_bytes(self):
+    def payload_bytes(self) -> int:
         return self.payload
 
-    def closing(self):
+    def closing(self) -> None:
         """Before CLOSE is answered: every payload byte is in the files (not yet synced), as
         criu's server answers once all data arrived."""
         if self.writer is not None:
             self.writer.drain()
 
-    def closed(self):
+    def closed(self) -> None:
         """After CLOSE: close (fsync, rename) every pagemap into the staging directory."""
         if self.writer is not None:
             self._closer.close(self.writer)
@@ -117,15 +127,15 @@ class DumpSession:
         self._closer.join()
         self.written = list(self._closer.closed)
 
-    def commit(self):
+    def commit(self) -> list[tuple[str, str]]:
         self.install()
         return self.written
 
-    def release(self, ok):
+    def release(self, ok: bool) -> None:
         if not ok:
             self.abort()
 
-    def install(self):
+    def install(self) -> None:
         """Move the staged files into the images directory (pages first: a pagemap never
         appears before its pages file)."""
         names = sorted(os.listdir(self.stage), key=lambda n: not n.startswith("pages-"))
@@ -134,7 +144,7 @@ class DumpSession:
         fsync_dir(self.dir)
         os.rmdir(self.stage)
 
-    def abort(self):
+    def abort(self) -> None:
         try:
             if self.writer is not None:
                 writer, self.writer = self.writer, None
@@ -147,7 +157,7 @@ class DumpSession:
             shutil.rmtree(self.stage, ignore_errors=True)
 
     # commands
-    def handle(self, h):
+    def handle(self, h: Header) -> bool:
         """Process one command; returns True when the session is over."""
         if h.command in (OPEN, OPEN2):
             check_no_flags(h)
@@ -173,7 +183,7 @@ class DumpSession:
             raise PageServerError(f"unknown command {h.command:#x} (header {h})")
         return False
 
-    def _open(self, h):
+    def _open(self, h: Header) -> None:
         name = pagemap_for(h.dst_id)
         if h.dst_id in self.opened:
             raise PageServerError(f"{h}: {name} was already opened in this session")
@@ -190,19 +200,23 @@ class DumpSession:
         self.opened.add(h.dst_id)
         self.log(f"open {name} -> pages-{pages_id}.img")
 
-    def _has_parent(self, dst_id):
+    def _has_parent(self, dst_id: int) -> int:
         name = pagemap_for(dst_id)
         return int(os.path.exists(self.dir / PARENT_LINK / name))
 
-    def _check_entry(self, h, flags):
+    def _check_entry(self, h: Header, flags: int) -> PagemapWriter:
+        """The open pagemap's writer, when `h` is a valid entry for it."""
         if h.dst_id != self.dst_id:
             raise PageServerError(f"{h}: dst_id {h.dst_id:#x} is not the open pagemap "
                                   f"(open: {self.dst_id:#x})" if self.dst_id is not None else
                                   f"{h}: dst_id {h.dst_id:#x} was not opened (OPEN2 first)")
         check_page_flags(h, flags)
         check_range(h)
+        if self.writer is None:
+            raise PageServerError(f"{h}: no pagemap is open")
+        return self.writer
 
-    def _template_for(self, flags):
+    def _template_for(self, flags: int) -> Message | None:
         if self._template is None:
             return None
         t = messages.PagemapEntry()
@@ -210,17 +224,17 @@ class DumpSession:
         t.flags = flags  # criu always writes the flags field
         return t
 
-    def _add(self, h, flags):
-        self._check_entry(h, flags)
+    def _add(self, h: Header, flags: int) -> None:
+        writer = self._check_entry(h, flags)
         if flags & PE_PRESENT and h.nr_pages > MAX_PAYLOAD_PAGES:
             raise PageServerError(f"{h}: {h.nr_pages} pages in one entry is over this "
                                   f"server's limit of {MAX_PAYLOAD_PAGES}")
-        self.writer.begin(h.vaddr, h.nr_pages, flags, self._template_for(flags))
+        writer.begin(h.vaddr, h.nr_pages, flags, self._template_for(flags))
         self.entries += 1
         if not flags & PE_PRESENT:
             return
         total = h.nr_pages * PAGE_SIZE
-        step, bufs, feed = self._step, self._bufs, self.writer.feed
+        step, bufs, feed = self._step, self._bufs, writer.feed
         recv_into = self.conn.recv_into
         done = 0
         while done < total:
@@ -231,15 +245,16 @@ class DumpSession:
             done += n
         self.payload += total
 
-    def _add_compressed(self, h):
+    def _add_compressed(self, h: Header) -> None:
         flags = h.flags
-        self._check_entry(h, flags)
+        writer = self._check_entry(h, flags)
         if not flags & PE_PRESENT:
             raise PageServerError(f"{h}: ADD_F_COMPRESSED without PE_PRESENT")
         if h.nr_pages > MAX_COMPRESSED_PAGES:
             raise PageServerError(f"{h}: {h.nr_pages} compressed pages in one entry is over "
                                   f"this server's limit of {MAX_COMPRESSED_PAGES}")
-        sizes, blob = [], bytearray()
+        sizes: list[int] = []
+        blob = bytearray()
         for i in range(h.nr_pages):
             (size,) = struct.unpack("=I", self.conn.recv_exact(4, f"{h}: size of page {i}"))
             if size > PAGE_SIZE:
@@ -249,14 +264,14 @@ class DumpSession:
             if size:
                 blob += self.conn.recv_exact(size, f"{h}: block of page {i}")
         # add_compressed checks every block (and writes after the pipelined entries)
-        self.writer.add_compressed(h.vaddr, h.nr_pages, flags, sizes, blob)
+        writer.add_compressed(h.vaddr, h.nr_pages, flags, sizes, blob)
         self.entries += 1
         self.payload += len(blob)
 
 
 # -- after the dump ------------------------------------------------------------------------
 
-def stamp_inventory(images_dir, spec) -> bool:
+def stamp_inventory(images_dir: str | os.PathLike[str], spec: Compression) -> bool:
     """Mark a set written by a non-compressing criu plus this server as compressed: img_version
     3, compress mode (field 15) and region size (field 16). Atomic (temp file + rename).
     Returns False when nothing needed changing (spec off, or already stamped the same way)."""
