@@ -201,6 +201,26 @@ def test_decompressed_zero_blocks_are_holes(tmp_path):
     assert st.st_blocks * 512 < st.st_size   # zero runs were not written
 
 
+def test_zero_pages_inside_region_blocks_are_zero_runs_and_holes(tmp_path):
+    """A region block mixing zero and data pages decodes to pieces whose zero pages are
+    ints, and decompressing leaves them as holes (a zero page costs no write)."""
+    nat = batch()
+    region = 16 * PS
+    data = b"".join(text(1, b"r%d" % i) if i % 4 == 0 else bytes(PS) for i in range(64))
+    sizes, payload = coding.encode_chunk(data, region)
+    assert all(0 < s < region for s in sizes)   # every block is an LZ4 one
+    got = lz4batch.decode(nat, bytearray(payload), len(payload), sizes, region, len(data),
+                          bytearray(len(data)))
+    assert b"".join(bytes(p) for p in got) == data   # bytes(int): that many zeros
+    assert [p for p in got if isinstance(p, int)] == [3 * PS] * 16
+    d = tmp_path / "d"
+    make_layer(d, {1: [(A, 64, PE_PRESENT, data)]}, spec=Compression("region", region))
+    decompress_dir(d, in_place=True)
+    pages = d / "pages-1.img"
+    assert pages.read_bytes() == data
+    assert os.stat(pages).st_blocks * 512 <= 16 * PS + 64 * 1024   # the data pages only
+
+
 def test_without_a_c_compiler_the_ctypes_loop_decodes(tmp_path):
     """No compiler (CC points nowhere, empty build cache): lz4batch.c is not built, the
     codec says why, and decoding still gives the same bytes."""

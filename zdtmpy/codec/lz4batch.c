@@ -107,13 +107,44 @@ typedef int (*decompress_fn)(const char *src, char *dst, int src_size, int dst_c
  * else is an LZ4 block, which must decode to exactly the block's size.
  *
  * runs gets (offset, length) pairs of the runs of out that hold data, in order, with
- * adjacent data blocks merged (zero blocks are the gaps between runs). Returns the
- * number of runs, or -1 - i when block i is bad (short, too large or corrupt; the caller
- * decodes again in Python to say which).
+ * adjacent data merged. The gaps between runs are zeros: zero blocks, and every `unit`
+ * bytes (a page) of a decoded or raw block that came out all zero, so that a writer
+ * leaves them as holes instead of writing zeros (unit 0: whole blocks only). Returns the
+ * number of runs (at most one per unit or block), or -1 - i when block i is bad (short,
+ * too large or corrupt; the caller decodes again in Python to say which).
  */
+static void add_run(int64_t *runs, long *nruns, long off, long len)
+{
+	long k = *nruns;
+
+	if (k && runs[2 * k - 2] + runs[2 * k - 1] == off) {
+		runs[2 * k - 1] += len;
+	} else {
+		runs[2 * k] = off;
+		runs[2 * k + 1] = len;
+		*nruns = k + 1;
+	}
+}
+
+/* out[off, off + n) holds data: record its units that are not all zero. */
+static void add_data(int64_t *runs, long *nruns, const unsigned char *out, long off,
+		     long n, long unit)
+{
+	if (unit <= 0) {
+		add_run(runs, nruns, off, n);
+		return;
+	}
+	for (long u = 0; u < n; u += unit) {
+		long len = n - u < unit ? n - u : unit;
+
+		if (!all_zero(out + off + u, (size_t)len))
+			add_run(runs, nruns, off + u, len);
+	}
+}
+
 long zdtm_decode_blocks(const unsigned char *src, long src_len, const uint32_t *sizes,
 			long nblocks, long block, long total, unsigned char *out,
-			int zero_fill, decompress_fn decompress, int64_t *runs)
+			int zero_fill, decompress_fn decompress, int64_t *runs, long unit)
 {
 	long nruns = 0, pos = 0, off = 0;
 
@@ -137,13 +168,7 @@ long zdtm_decode_blocks(const unsigned char *src, long src_len, const uint32_t *
 			return -1 - b;
 		}
 		pos += size;
-		if (nruns && runs[2 * nruns - 2] + runs[2 * nruns - 1] == off) {
-			runs[2 * nruns - 1] += nbytes;
-		} else {
-			runs[2 * nruns] = off;
-			runs[2 * nruns + 1] = nbytes;
-			nruns++;
-		}
+		add_data(runs, &nruns, out, off, nbytes, unit);
 	}
 	return nruns;
 }

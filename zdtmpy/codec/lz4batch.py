@@ -16,7 +16,7 @@ from typing import Callable
 
 from ..errors import ImageError
 from .algorithm import Buffer, EncodedParts, Piece
-from .blocks import BlockCodec
+from .blocks import BlockCodec, zeros
 from .lz4block import PythonLZ4
 from .lz4native import Native, address
 from .spec import PAGE_SIZE
@@ -66,7 +66,7 @@ def _load() -> tuple[Callable[..., int], Callable[..., int]]:
     vp, lg = ctypes.c_void_p, ctypes.c_long
     enc.argtypes = [vp, lg, vp, lg, lg, ctypes.c_int, vp, vp, vp, vp, vp, vp]
     enc.restype = lg
-    dec.argtypes = [vp, lg, vp, lg, lg, lg, vp, ctypes.c_int, vp, vp]
+    dec.argtypes = [vp, lg, vp, lg, lg, lg, vp, ctypes.c_int, vp, vp, lg]
     dec.restype = lg
     return enc, dec
 
@@ -102,7 +102,9 @@ def decode(nat: Native, src: Buffer, stored_len: int, sizes: Sequence[int], bloc
     """Decode blocks with one C call, every block going to its own place in `out` from
     out_offset on. src: bytes, a bytearray or a writable memoryview (stored_len bytes).
     Zero blocks are zero-filled when zero_fill, else skipped. Returns the pieces (ints for
-    zero runs, memoryviews into `out`, adjacent data merged), or None when a block is bad."""
+    zero runs, memoryviews into `out`, adjacent data merged), or None when a block is bad.
+    Pages of data blocks that decode to all zeros are zero runs too (`out` holds their
+    zeros): a writer leaves them as holes instead of writing them."""
     assert nat.batch_decode is not None
     nblocks = len(sizes)
     end = min(total_bytes, nblocks * block_bytes)
@@ -114,12 +116,12 @@ def decode(nat: Native, src: Buffer, stored_len: int, sizes: Sequence[int], bloc
         sz = sizes if type(sizes) is array and sizes.typecode == "I" else array("I", sizes)
     except OverflowError:
         return None
-    runs = array("q", bytes(16 * nblocks))
+    runs = array("q", bytes(16 * (nblocks + -(-end // PAGE_SIZE))))  # a run per page at most
     src_pin, sa = address(src if stored_len else b"")
     out_pin, oa = address(out)
     k = nat.batch_decode(sa, stored_len, sz.buffer_info()[0], nblocks, block_bytes, end,
                          oa + out_offset, 1 if zero_fill else 0, nat.decompress_ptr,
-                         runs.buffer_info()[0])
+                         runs.buffer_info()[0], PAGE_SIZE)
     del src_pin, out_pin
     if k < 0:
         return None
@@ -138,17 +140,10 @@ def decode(nat: Native, src: Buffer, stored_len: int, sizes: Sequence[int], bloc
     return pieces
 
 
-def merge_pieces(pieces: Sequence[Piece]) -> list[int | bytes]:
-    """Pieces with adjacent data pieces joined, as bytes (to compare two decoders)."""
-    out: list[int | bytes] = []
-    for p in pieces:
-        if isinstance(p, int):
-            out.append(p)
-        elif out and isinstance(out[-1], bytes):
-            out[-1] += bytes(p)
-        else:
-            out.append(bytes(p))
-    return out
+def merge_pieces(pieces: Sequence[Piece]) -> bytes:
+    """The bytes that pieces stand for (to compare two decoders, which may split zero runs
+    differently: the batch decoder also reports zero pages inside data blocks)."""
+    return b"".join(zeros(p) if isinstance(p, int) else bytes(p) for p in pieces)
 
 
 def self_test(nat: Native) -> bool:
@@ -185,7 +180,7 @@ def _decode_matches(nat: Native, ref: BlockCodec, stored: bytes, sizes: list[int
             variants.append(stored[:at] + fill * sizes[i] + stored[at + sizes[i]:])
     variants.append(stored[:-1])   # short
     for v in variants:
-        want_pieces: list[int | bytes] | None
+        want_pieces: bytes | None
         try:
             want_pieces = merge_pieces(ref.decode_parts(v, sizes, block, total))
         except ImageError:
