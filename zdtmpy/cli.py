@@ -28,11 +28,16 @@ COMMANDS = {
 }
 
 
-def build_parser():
+def build_parser(only=None):
+    """The parser with every command, or with the one named `only` (a command's start-up
+    then imports that command's module alone: streamers and page servers start on a
+    deadline)."""
     parser = argparse.ArgumentParser(prog="zdtmpy", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for module in COMMANDS.values():
+    for name, module in COMMANDS.items():
+        if only is not None and name != only:
+            continue
         try:
             mod = importlib.import_module(f"zdtmpy.commands.{module}")
         except ModuleNotFoundError as exc:
@@ -44,7 +49,8 @@ def build_parser():
 
 
 def main(argv=None):
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv[0] if argv and argv[0] in COMMANDS else None)
     args = parser.parse_args(argv)
     try:
         return args.func(args) or 0

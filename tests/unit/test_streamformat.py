@@ -330,8 +330,11 @@ def test_missing_record_is_detected(tmp_path):
 
 def test_corrupted_page_block_with_valid_checksum_fails_serve(tmp_path, dump_dir):
     """A capture bug or a forged stream: the record checks pass, the LZ4 block does not.
-    serve refuses before it listens: criu never receives part of a file."""
-    bg, out = capture(tmp_path, files_of(dump_dir), Compression("page"))
+    serve decodes each record before writing any of it: the feed of that file fails naming
+    the file, offset and block, criu gets none of the bad record (a short file, which
+    fails its restore) and never wrong pages; the other files are served whole."""
+    files = files_of(dump_dir)
+    bg, out = capture(tmp_path, files, Compression("page"))
     bg.join()
     data = bytearray(out.read_bytes())
     idx = si.index_stream(out)
@@ -346,9 +349,17 @@ def test_corrupted_page_block_with_valid_checksum_fails_serve(tmp_path, dump_dir
     out.write_bytes(data)
     (tmp_path / "rst").mkdir()
     srv = Serve(tmp_path / "rst", out, accept_timeout=10, idle_timeout=10)
-    with pytest.raises(sf.StreamError, match=r"pages-2.img at file offset 0: block 0: LZ4"):
-        srv.listen()
-    assert os.listdir(tmp_path / "rst") == []   # no socket: criu cannot even connect
+    sock = srv.listen()
+    bg = Background(srv.run)
+    got = fake_restore(sock, ["inventory.img", "pages-2.img", "pagemap-1.img"])
+    with pytest.raises(StreamerError, match=r"pages-2.img: .*pages-2.img at file offset 0: "
+                                            r"block 0: LZ4"):
+        bg.join()
+    assert got["pages-2.img"] == b""              # nothing of the bad record
+    whole = dict(files)
+    assert got["inventory.img"] == whole["inventory.img"]
+    assert got["pagemap-1.img"] == whole["pagemap-1.img"]
+    assert os.listdir(tmp_path / "rst") == []
 
 
 def test_serve_refuses_a_truncated_stream_before_listening(tmp_path, dump_dir):

@@ -1,38 +1,28 @@
 """The restore side of zdtmpy's image streamer: feed `criu restore --stream` from a stream.
 
-The whole stream is checked before the socket appears, so criu never starts reading a stream
-that fails later. Each requested file is fed by a thread of its own (criu reads several at
-once), decoding compressed blocks on the way.
+The whole stream is checked before the socket appears (every record's CRC, the record
+rules, every file but the pages whole, pages sizes against their pagemaps), so criu never
+starts reading a truncated or corrupt stream. Each requested file is fed by a thread of its
+own (criu reads several at once); compressed blocks are decoded, and so checked, on the way,
+a record before any byte of it is written (servefeed): a forged block that passes its CRC
+fails the restore naming the file and block, it never hands criu wrong pages.
 """
 
 from __future__ import annotations
 
 import os
-import select
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-from ..errors import StageTimeout, ZdtmError
+from ..errors import ZdtmError
 from ..images.safeopen import IMAGE_MAX
+from .servefeed import records, write_all
 from .streamcheck import PAGEMAP, pagemap_summary, pages_mismatches
-from .streamformat import check_name
-from .streamindex import index_stream, iter_file
+from .streamformat import StreamError, check_name
+from .streamindex import index_stream
 from .streamproto import SERVE_SOCKET, Control, Listener, StreamerError, prepare_pipe
-
-
-def _write_all(fd, data, deadline, name):
-    """All of data into a non-blocking pipe, or StageTimeout once time.monotonic() passes
-    deadline."""
-    mv = memoryview(data)
-    while mv:
-        try:
-            mv = mv[os.write(fd, mv):]
-        except BlockingIOError:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([], [fd], [], left)[1]:
-                raise StageTimeout(f"{name}: criu read nothing for a while") from None
 
 
 class Serve:
@@ -130,12 +120,15 @@ class Serve:
         sent = 0
         try:
             prepare_pipe(fd, name)
-            with open(self.path, "rb") as f:
-                for piece in iter_file(f, self.index.files[name], str(self.path)):
+            fi = self.index.files[name]
+            with _open_stream(self.path) as src:
+                for rec in records(src.fileno(), fi.chunks, f"{self.path}: {name}"):
                     if self._stop.is_set():
                         raise StreamerError(f"{name}: serve stopped")
-                    _write_all(fd, piece, time.monotonic() + self.idle_timeout, name)
-                    sent += len(piece)
+                    sent += write_all(fd, rec.pieces, self.idle_timeout, name, self._stop)
+            if sent != fi.size:
+                raise StreamError(f"{self.path}: {name}: {sent} bytes, the stream said "
+                                  f"{fi.size} (it changed after it was checked)")
             self.served[name] = sent
             self.log(f"serve: {name}: {sent} bytes")
         except BrokenPipeError:
@@ -162,11 +155,20 @@ def check_pages_sizes(path, index, action="serve"):
         if fi.size > IMAGE_MAX:
             problems.append(f"{name}: {fi.size} bytes, more than a pagemap may hold")
             continue
-        with open(path, "rb") as f:
-            data = b"".join(bytes(p) for p in iter_file(f, fi, str(path)))
+        with _open_stream(path) as src:
+            data = b"".join(bytes(p) for rec in records(src.fileno(), fi.chunks,
+                                                        f"{path}: {name}")
+                            for p in rec.pieces)
         pagemaps[name] = pagemap_summary(data, f"{path}: {name}")
     problems += pages_mismatches(pagemaps, {n: fi.size for n, fi in index.files.items()})
     if problems:
         what = "nothing was sent to criu" if action == "serve" else "nothing was written"
         raise StreamerError(f"{action}: {path}: refusing to {action}, {what}: "
                             + "; ".join(problems))
+
+
+def _open_stream(path):
+    try:
+        return open(path, "rb", buffering=0)  # noqa: SIM115 (a context manager for callers)
+    except OSError as exc:
+        raise StreamError(f"{path}: cannot open stream: {exc.strerror}") from None
