@@ -161,8 +161,8 @@ def _share_cores(config):
 
 def _probe_criu(config):
     """Find criu once. An explicit --criu-bin that does not work is an error for the run."""
+    from .criuchoice import criu_of
     from .errors import CriuNotFound
-    from .runner import criu_of
 
     found = criu_of(config)
     if isinstance(found, CriuNotFound):
@@ -174,7 +174,7 @@ def _probe_criu(config):
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node):
     """xdist: each worker reuses the controller's choice of criu (through workerinput)."""
-    from .runner import criu_of
+    from .criuchoice import criu_of
 
     found = criu_of(node.config)
     if hasattr(found, "path"):
@@ -182,7 +182,7 @@ def pytest_configure_node(node):
 
 
 def pytest_report_header(config):
-    from .runner import criu_of
+    from .criuchoice import criu_of
 
     found = criu_of(config)
     kernel = f"kernel {platform.release()} {platform.machine()}"
@@ -224,8 +224,8 @@ def pytest_collection_modifyitems(config, items):
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item):
     """Properties known before the run, so skipped items carry them too."""
+    from .criuchoice import criu_of
     from .items import ZdtmItem
-    from .runner import criu_of
 
     if isinstance(item, ZdtmItem):
         item.user_properties.extend(properties.static_properties(item, criu_of(item.config)))

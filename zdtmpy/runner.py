@@ -6,14 +6,12 @@ import os
 import re
 from pathlib import Path
 
-import pytest
-
 from . import isolation
+from .criuchoice import criu_of
 from .cycle import Run, RunOptions, cycle_function, prepare_workdir
 from .errors import CriuNotFound
 from .reporting.properties import run_properties
 
-CRIU_KEY = pytest.StashKey[object]()  # a Criu, or the CriuNotFound explaining its absence
 MODE_FEATURES_HINT = {
     "mem_dirty_track": "the kernel has no dirty-memory tracking (soft-dirty)",
     "uffd": "the kernel has no userfaultfd",
@@ -21,20 +19,7 @@ MODE_FEATURES_HINT = {
 }
 
 
-def criu_of(config):
-    """The criu of this run, found once per process: an xdist worker takes the controller's
-    choice from its workerinput."""
-    found = config.stash.get(CRIU_KEY, None)
-    if found is None:
-        from .criu import find_criu
-
-        chosen = getattr(config, "workerinput", {}).get("zdtmpy_criu")
-        try:
-            found = find_criu(chosen or config.getoption("criu_bin"))
-        except CriuNotFound as exc:
-            found = exc
-        config.stash[CRIU_KEY] = found
-    return found
+__all__ = ["criu_of", "results_root", "run_item", "skip_reason"]
 
 
 def skip_reason(config, desc, variant) -> str | None:
@@ -84,11 +69,14 @@ def _dirname(item) -> str:
 def run_item(item) -> None:
     config = item.config
     root = results_root(config)
+    criu = criu_of(config)
+    if isinstance(criu, CriuNotFound):  # skip_reason() skipped such items already
+        raise criu
     run = Run(
         test=item.nodeid,
         desc=item.desc,
         variant=item.variant,
-        criu=criu_of(config),
+        criu=criu,
         workdir=prepare_workdir(getattr(item, "workdir_parent", None) or root,
                                 getattr(item, "workdir_name", None) or _dirname(item)),
         options=RunOptions(

@@ -35,7 +35,7 @@ class ReportCollector:
                 entry["message"] = _message(report)
 
     def pytest_sessionfinish(self, session, exitstatus):
-        from ..runner import criu_of
+        from ..criuchoice import criu_of
 
         facts = session_facts(criu_of(self.config))
         shard = self.config.getoption("zdtm_shard")
