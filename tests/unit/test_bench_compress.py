@@ -90,4 +90,42 @@ def test_tiny_run_table_and_json(tmp_path, capsys):
             assert r[action]["codec_mbps"] > 0 and r[action]["ceiling_mbps"] > 0
             assert r[action]["ratio"] > 0 and isinstance(r[action]["met"], bool)
     assert "in-memory targets met:" in text
+    # per direction: ours, lz4 and python-lz4 seconds, the floor and the bound it sets
+    for r in res["results"]:
+        for action in ("compress", "decompress"):
+            b = r["bounds"][action]
+            assert b["write_floor_s"] is not None and b["write_floor_s"] >= 0
+            assert b["cpu_floor_s"] is not None and b["cpu_floor_s"] >= 0
+            if shutil.which("lz4") and b["floor_s"]:
+                assert b["bound"] == pytest.approx(
+                    res["reference"][r["pattern"]][action]["seconds"] / b["floor_s"])
+        line = next(ln for ln in text.splitlines()
+                    if ln.split()[:3] == [r["pattern"], r["mode"], "decompress"])
+        assert line.split()[-1] in ("ok", "MISS", "reach", "n/a")
+    assert "out of reach on this machine (bound below the target):" in text
+    for r in res["memory"]:
+        for action in ("compress", "decompress"):
+            assert 0 <= r[action]["ceiling_data_cpu_s"] <= r[action]["ceiling_cpu_s"] + 1e-6
     assert not [p for p in tmp_path.iterdir() if p.name.startswith("zdtmpy-bench")]
+
+
+def test_verdict_says_when_a_target_is_out_of_reach():
+    from zdtmpy.bench.compress_bounds import verdict
+
+    assert verdict(True, 1.0, 3.0) == "ok"          # met, whatever the bound says
+    assert verdict(False, 2.0, 3.0) == "out of reach"
+    assert verdict(False, 4.0, 3.0) == "MISS"
+    assert verdict(False, None, 3.0) == "MISS"
+    assert verdict(None, 4.0, 3.0) == "n/a"
+
+
+def test_write_floor_writes_and_removes_its_file(tmp_path):
+    from zdtmpy.bench.compress_bounds import stored_bytes, write_floor
+
+    assert write_floor(tmp_path, 3 << 20) > 0
+    assert list(tmp_path.iterdir()) == []
+    f = tmp_path / "sparse"
+    with open(f, "wb") as fh:
+        fh.truncate(1 << 20)
+        fh.write(b"x" * 4096)
+    assert stored_bytes(f) < 1 << 20

@@ -15,7 +15,11 @@ MB/s are 10^6 bytes of uncompressed data per second. Ratios "x lz4" are our spee
 the reference's on the same data in the same run. Targets (ratio to the reference):
 region compress >= 2.5, per-page compress >= 1.5, decompress >= 3.0, peak RSS < 128 MiB;
 region never slower than per-page. CPU-second ratios are printed beside the wall ratios,
-and the codec in memory against python-lz4 on one core (zdtmpy.bench.codecmem).
+and the codec in memory against python-lz4 on one core (zdtmpy.bench.codecmem). Per pattern,
+layout and direction a second table gives wall and CPU seconds of ours, of lz4 and of
+python-lz4 on one core, and the floor under any codec's wall time here (writing the output,
+the LZ4 library's CPU over the cores: zdtmpy.bench.compress_bounds): a target above lz4's
+time over that floor is marked out of reach, with the figures that show it.
 
 Patterns: zero; mixed (runs of 1-64 pages: 50% zero, 25% repeated text, 25% random);
 random; text (generated log-like lines); elf (system binaries from /usr/bin and /usr/lib).
@@ -38,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from . import BenchError, chart, figures
+from .compress_bounds import add_bounds, stored_bytes, write_floor
 from .compress_table import TARGETS, make_row, mbps, row_line, table
 from .patterns import PAGE, PATTERNS, file_crc, make_dataset, pattern_pieces
 
@@ -285,13 +290,15 @@ def measure(size, patterns, modes, region, tmpdir, tool="lz4", repeat=1, log=pri
                 for action in ("compress", "decompress"):
                     ref[action]["mbps"] = mbps(size, ref[action]["seconds"])
             result["reference"][name] = ref
+            floors = _write_floors(work, layer, modes, ours, repeat)
+            shutil.rmtree(layer)
+            memory = _memory(result, name, size, modes, region, log)
             for mode in modes:
                 row = make_row(name, mode, size, ours[mode]["compress"],
-                           ours[mode]["decompress"], ref)
+                               ours[mode]["decompress"], ref)
+                add_bounds(row, ref, floors[mode], memory.get(mode), os.cpu_count() or 1)
                 result["results"].append(row)
                 log(row_line(row), file=sys.stderr)
-            shutil.rmtree(layer)
-            _memory(result, name, size, modes, region, log)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     result["loadavg_after"] = os.getloadavg()
@@ -301,18 +308,33 @@ def measure(size, patterns, modes, region, tmpdir, tool="lz4", repeat=1, log=pri
 MEMORY_BYTES = 64 << 20   # in-memory codec figures: this much of each pattern
 
 
+def _write_floors(work, layer, modes, ours, repeat):
+    """Per mode and action: the write floor of its output (compress_bounds), best of
+    `repeat`. The decompressed pages file is the last one our decompress wrote."""
+    data_bytes = stored_bytes(layer / PAGES)
+    floors = {}
+    for mode in modes:
+        want = {"compress": ours[mode]["compress"]["after"], "decompress": data_bytes}
+        floors[mode] = {action: min(write_floor(work, n) for _ in range(repeat))
+                        for action, n in want.items()}
+    return floors
+
+
 def _memory(result, name, size, modes, region, log):
-    """The codec in memory against python-lz4 on one core, per block layout."""
+    """The codec in memory against python-lz4 on one core, per block layout; the rows by
+    mode."""
     from . import codecmem
 
     data = b"".join(bytes(p) for p in pattern_pieces(name, min(size, MEMORY_BYTES)))
+    rows = {}
     for mode in modes:
-        row = {"pattern": name, "mode": mode,
-               **codecmem.measure(data, PAGE if mode == "page" else region)}
+        row = rows[mode] = {"pattern": name, "mode": mode,
+                            **codecmem.measure(data, PAGE if mode == "page" else region)}
         result["memory"].append(row)
         log(f"  {name} {mode} in memory: compress x{row['compress']['ratio']:.2f}, "
             f"decompress x{row['decompress']['ratio']:.2f} the one-core python-lz4 ceiling",
             file=sys.stderr)
+    return rows
 
 
 def _best(old, new):

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from .compress_bounds import verdict
+
 # ratios to the lz4 CLI on the same data in the same run (issue 13's targets)
 TARGETS: dict[str, Any] = {"compress": {"page": 1.5, "region": 2.5}, "decompress": 3.0,
                           "rss_mib": 128, "memory": 1.6}
@@ -113,6 +115,7 @@ def table(result) -> str:
                  f"{t['compress']['region']}; decompress >= {t['decompress']}; peak RSS < "
                  f"{t['rss_mib']} MiB. Met: {met} of {total}. cpu x = lz4's CPU seconds / "
                  "ours (the same data)")
+    lines += reach_lines(result)
     slower = region_slower(result["results"])
     lines.append("region never slower than per-page: "
                  + ("ok" if not slower else "MISS (" + ", ".join(slower) + ")"))
@@ -139,18 +142,65 @@ def memory_lines(rows: list[dict[str, Any]]) -> list[str]:
     if not rows:
         return []
     lines = ["", f"in memory vs python-lz4 block functions on one core (target >= "
-             f"{TARGETS['memory']}x; wall ratio, CPU seconds ceiling/codec in brackets)",
+             f"{TARGETS['memory']}x; x: wall ratio; cpu: CPU seconds ceiling / codec; cap: "
+             "threads x cpu, the wall ratio our CPU cost allows with every core ours)",
              f"{'pattern':<8} {'mode':<7} {'block':>7} {'thr':>3} {'comp MB/s':>10} "
-             f"{'ceil':>7} {'x':>5} {'cpu':>5} {'decomp MB/s':>12} {'ceil':>7} {'x':>5} "
-             f"{'cpu':>5}  targets"]
+             f"{'ceil':>7} {'x':>5} {'cpu':>5} {'cap':>5} {'decomp MB/s':>12} {'ceil':>7} "
+             f"{'x':>5} {'cpu':>5} {'cap':>5}  targets"]
     met = 0
     for r in rows:
         c, d = r["compress"], r["decompress"]
         met += c["met"] + d["met"]
+        cap = [r["threads"] * a["cpu_ratio"] if a["cpu_ratio"] else None for a in (c, d)]
         lines.append(f"{r['pattern']:<8} {r['mode']:<7} {r['block'] >> 10:>6}K "
                      f"{r['threads']:>3} {c['codec_mbps']:10.0f} {c['ceiling_mbps']:7.0f} "
                      f"{c['ratio']:5.2f} {_f(c['cpu_ratio'], '5.2f', 5)} "
+                     f"{_f(cap[0], '5.2f', 5)} "
                      f"{d['codec_mbps']:12.0f} {d['ceiling_mbps']:7.0f} {d['ratio']:5.2f} "
-                     f"{_f(d['cpu_ratio'], '5.2f', 5)}  {mark(c['met'])}, {mark(d['met'])}")
-    lines.append(f"in-memory targets met: {met} of {2 * len(rows)}")
+                     f"{_f(d['cpu_ratio'], '5.2f', 5)} {_f(cap[1], '5.2f', 5)}  "
+                     f"{mark(c['met'])}, {mark(d['met'])}")
+    lines.append(f"in-memory targets met: {met} of {2 * len(rows)} (a MISS under its cap "
+                 "is the machine being busy: compare the load average above)")
+    return lines
+
+
+def reach_lines(result: dict[str, Any]) -> list[str]:
+    """Per pattern, layout and direction: wall and CPU seconds of ours, of `lz4` and of
+    python-lz4 on one core (in memory, scaled to the size), the ratio, the target and
+    whether it is met or out of reach here (the bound: lz4's wall over the floor, see
+    compress_bounds)."""
+    rows = [r for r in result["results"] if "bounds" in r]
+    if not rows:
+        return []
+    memory = {(m["pattern"], m["mode"]): m for m in result.get("memory", [])}
+    lines = ["", "per direction: seconds wall / CPU (ours, lz4 CLI), python-lz4's CPU seconds "
+             "on one core, the floor under any codec here (write / LZ4 CPU over the cores) "
+             "and the bound it puts on x lz4",
+             f"{'pattern':<8} {'mode':<7} {'action':<10} {'ours':>12} {'lz4':>12} "
+             f"{'py-lz4':>7} {'x lz4':>6} {'cpu x':>6} {'target':>6} {'floor w/cpu':>12} "
+             f"{'bound':>6}  verdict"]
+    met = total = far = 0
+    for r in rows:
+        mem = memory.get((r["pattern"], r["mode"]))
+        ref = result["reference"].get(r["pattern"])
+        for action in ("compress", "decompress"):
+            ours, b = r[action], r["bounds"][action]
+            target = TARGETS["compress"][r["mode"]] if action == "compress" \
+                else TARGETS["decompress"]
+            lib = (mem[action]["ceiling_cpu_s"] * r["bytes"] / mem["bytes"]
+                   if mem and mem.get("bytes") else None)
+            theirs = (f"{ref[action]['seconds']:.2f}/{ref[action]['cpu_seconds']:.2f}"
+                      if ref else "-")
+            v = verdict(r["targets"][action], b["bound"], target)
+            met += v == "ok"
+            far += v == "out of reach"
+            total += v != "n/a"
+            floor = f"{_f(b['write_floor_s'], '.2f', 1)}/{_f(b['cpu_floor_s'], '.2f', 1)}"
+            lines.append(f"{r['pattern']:<8} {r['mode']:<7} {action:<10} "
+                         f"{ours['seconds']:5.2f}/{ours['cpu_seconds']:<6.2f} {theirs:>12} "
+                         f"{_f(lib, '7.2f', 7)} {_f(r['vs_lz4'][action], '6.2f', 6)} "
+                         f"{_f(r['vs_lz4_cpu'][action], '6.2f', 6)} {target:6.1f} "
+                         f"{floor:>12} {_f(b['bound'], '6.2f', 6)}  {v}")
+    lines.append(f"met {met} of {total}; out of reach on this machine (bound below the "
+                 f"target): {far}; cores {result.get('cpus')}")
     return lines
