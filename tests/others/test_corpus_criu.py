@@ -67,3 +67,23 @@ def test_suite_option_refuses_a_directory_without_tests(pytester):
                                         str(pytester.path))
     assert res.ret == 4  # usage error
     assert "not a criu source tree or its test/zdtm directory" in res.stderr.str()
+
+
+def _upstream_mounts() -> set[tuple[int, str]]:
+    from zdtmpy.corpus import leftmounts
+
+    return {(m.mount_id, m.point) for m in leftmounts.table() if leftmounts.upstreams(m)}
+
+
+@pytest.mark.criu
+def test_ns_tests_mount_nothing_on_the_host(tree_criu, pytester):
+    """mnt_ext_* mount a tmpfs at /tmp/zdtm_ext_auto.XXXXXX before entering their own
+    namespaces; mnt_ext_manual's desc names its mount /zdtm/static/mnt_ext_manual.test, a
+    path of upstream's root layout."""
+    before = _upstream_mounts()
+    res = run(pytester, tree_criu, "--zdtm-flavor", "ns", "--zdtm-corpus-tests",
+              "mnt_ext_auto mnt_ext_manual")
+    res.assert_outcomes(passed=2)
+    assert _upstream_mounts() - before == set()
+    assert _mounts_of(pytester.path) == []
+    assert list(pytester.path.glob("**/corpus-ns-root/items/*")) == []  # roots go with tests

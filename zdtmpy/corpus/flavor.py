@@ -6,9 +6,11 @@ means something else to upstream's ns.c, which bind-mounts it into the test root
 
 Flavor `ns`: the test library creates new PID, mount, net, IPC and UTS namespaces and
 pivot_roots into `$ZDTM_ROOT`, with `$ZDTM_DEV` (a tmpfs with a few device nodes) as /dev.
-As upstream does, the root is a directory holding the test's binary and working directory and
-copies of the libraries it needs; each xdist worker bind-mounts it privately at a mount point
-of its own, set up at its first ns test and removed at the end of its session.
+As upstream's, a test's root is laid out like the tree's test/ directory: the test runs in
+/zdtm/<subdir> (descs name paths such as `/zdtm/static/mnt_ext_manual.test`), next to
+/bin, /lib, ... holding the libraries it needs (hard links of one copy per session). Each
+test gets a root of its own, mounted with a fresh /dev in the test's private mount namespace
+(mntns.py) at its worker's mount points, so nothing is mounted on the host.
 """
 
 from __future__ import annotations
@@ -69,12 +71,13 @@ def _run(cmd: list[str]) -> None:
 
 @dataclass
 class NsRoot:
-    """The ns flavor's root directory (shared) and this worker's mounts of it."""
+    """The ns flavor's roots: a shared store of the binaries and libraries tests need, and per
+    test a root laid out as upstream's (its directory at /zdtm/<subdir>), mounted in the
+    test's private mount namespace."""
 
-    directory: Path  # <results>/corpus-ns-root: test work dirs live under work/
-    mount_base: Path  # /tmp/zdtmpy-ns-<pid>: root/ (bind of directory) and dev/ (tmpfs)
-    _ready: bool = False
-    _copied: set = field(default_factory=set)
+    directory: Path  # <results>/corpus-ns-root: the store; items/<name>/ are tests' roots
+    mount_base: Path  # /tmp/zdtmpy-ns-<pid>: root/ and dev/, mount points in a test's ns only
+    _needs: dict = field(default_factory=dict)  # file -> it and the libraries it loads
 
     @classmethod
     def for_worker(cls, results: Path) -> NsRoot:
@@ -90,8 +93,8 @@ class NsRoot:
         return self.mount_base / "dev"
 
     @property
-    def workdirs(self) -> Path:
-        return self.directory / "work"
+    def items(self) -> Path:
+        return self.directory / "items"
 
     def env(self) -> dict[str, str]:
         return {"ZDTM_NEWNS": "1", "ZDTM_ROOT": str(self.root), "ZDTM_DEV": str(self.dev),
@@ -102,38 +105,47 @@ class NsRoot:
         return (("--root", str(self.root)), ("--external", "mnt[/dev]:ZDTM_DEV"),
                 ("--external", f"mnt[ZDTM_DEV]:{self.dev}"))
 
-    def setup(self) -> None:
-        if self._ready:
-            return
+    def prepare(self, root: Path, files: list[str]) -> None:
+        """A test's root directory: upstream's top directories, and `files` with the
+        libraries they load, hard links of the store's copies at their own paths."""
         self._construct()
+        for d in ROOT_DIRS:
+            (root / d).mkdir(parents=True, exist_ok=True)
+            os.chmod(root / d, 0o777)
+        for d in ("bin", "sbin", "lib", "lib64"):
+            link = root / "usr" / d
+            if not link.is_symlink():
+                link.symlink_to(f"../{d}")
+        for f in files:
+            if f not in self._needs:
+                self._needs[f] = [f, *_libraries(f)]
+                for need in self._needs[f]:
+                    self._copy_one(need)
+            for need in self._needs[f]:
+                dst = root / need.lstrip("/")
+                if not dst.exists():
+                    dst.parent.mkdir(parents=True, exist_ok=True)
+                    os.link(self.directory / need.lstrip("/"), dst)
+
+    def enter(self, root: Path) -> None:
+        """Mount a test's root and a fresh /dev at this worker's mount points. Call it in
+        the test's private mount namespace: the mounts vanish with it."""
         self.root.mkdir(parents=True, exist_ok=True)
         self.dev.mkdir(parents=True, exist_ok=True)
-        try:
-            _run(["mount", "--bind", str(self.directory), str(self.root)])
-            _run(["mount", "--make-private", str(self.root)])
-            _run(["mount", "-t", "tmpfs", "-o", "mode=0755", "zdtmpy-test-dev", str(self.dev)])
-            self._ready = True
-            self._make_dev()
-        except BaseException:
-            self.teardown()
-            raise
+        _run(["mount", "--bind", str(root), str(self.root)])
+        _run(["mount", "--make-private", str(self.root)])
+        _run(["mount", "-t", "tmpfs", "-o", "mode=0755", "zdtmpy-test-dev", str(self.dev)])
+        self._make_dev()
 
     def _construct(self) -> None:
-        """The shared directory tree (once, under a lock: workers build it together)."""
+        """The store's directory (once, under a lock: workers build it together)."""
         self.directory.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.directory / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             if (self.directory / ".constructed").exists():
                 return
-            for d in ROOT_DIRS:
-                (self.directory / d).mkdir(exist_ok=True)
-                os.chmod(self.directory / d, 0o777)
-            for d in ("bin", "sbin", "lib", "lib64"):
-                link = self.directory / "usr" / d
-                if not link.is_symlink():
-                    link.symlink_to(f"../{d}")
-            self.workdirs.mkdir(exist_ok=True)
+            self.items.mkdir(exist_ok=True)
             os.chmod(self.directory, 0o755)
             (self.directory / ".constructed").touch()
         finally:
@@ -153,31 +165,19 @@ class NsRoot:
             os.chmod(self.dev / name, 0o666)
 
     def teardown(self) -> list[str]:
-        """Unmount and remove this worker's mount points; returns what went wrong."""
+        """Remove this worker's mount points (never mounted outside a test's namespace);
+        returns what went wrong."""
         problems = []
         for mnt in (self.dev, self.root):
-            if _mounted(mnt):
+            if _mounted(mnt):  # an older zdtmpy mounted them in the host's namespace
                 try:
-                    _run(["umount", str(mnt)])
-                except ZdtmError:
-                    try:
-                        _run(["umount", "-l", str(mnt)])
-                    except ZdtmError as exc:
-                        problems.append(str(exc))
+                    _run(["umount", "-l", str(mnt)])
+                except ZdtmError as exc:
+                    problems.append(str(exc))
         for d in (self.dev, self.root, self.mount_base):
             with contextlib.suppress(OSError):
                 d.rmdir()
-        self._ready = False
         return problems
-
-    def install(self, files: list[str]) -> None:
-        """Copy files (and the libraries they load) into the root, at the same paths."""
-        for f in files:
-            if f in self._copied:
-                continue
-            for need in [f, *_libraries(f)]:
-                self._copy_one(need)
-            self._copied.add(f)
 
     def _copy_one(self, src: str) -> None:
         dst = self.directory / src.lstrip("/")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -133,11 +134,14 @@ class CorpusItem(ZdtmItem):
         self._hook_cwd: Path | None = None
         self._mark: dict[str, str] = {}
         self.add_marker(MARKER)
-        if flavor == "ns":
-            self.workdir_parent = ns_root_of(self.config).workdirs
         # Short: tests put unix sockets under it, and sun_path holds only 108 bytes.
         self.workdir_name = re.sub(r"[^A-Za-z0-9_.+-]+", "-",
                                    f"{test.subdir[0]}-{test.short}-{self.variant.id}")
+        self._ns_root: Path | None = None
+        if flavor == "ns":  # the test's own root; it runs in <root>/zdtm/<subdir>, as upstream
+            self._ns_root = ns_root_of(self.config).items / self.workdir_name
+            self.workdir_parent = self._ns_root / "zdtm"
+            self.workdir_name = test.subdir
 
     def setup(self):
         if self.gate_reason:
@@ -159,16 +163,30 @@ class CorpusItem(ZdtmItem):
             built.add(self.suite)
 
     def runtest(self):
-        if self.flavor != "h" or not PORT_USERS.search(self.test.short):
-            return super().runtest()
-        # Flavor h shares the host's network: upstream's inet tests use fixed ports (8880...),
-        # so two of them at once (xdist, or two sessions) meet each other's sockets.
-        # Machine-wide: another session's socket tests use the same ports.
-        from ..isolation import exclusive_lock
-        from .sysprep import REGISTRY
+        if self.flavor != "ns":
+            if not PORT_USERS.search(self.test.short):
+                return super().runtest()
+            # Flavor h shares the host's network: upstream's inet tests use fixed ports
+            # (8880...), so two of them at once (xdist, or two sessions) meet each other's
+            # sockets. Machine-wide: another session's socket tests use the same ports.
+            from ..isolation import exclusive_lock
+            from .sysprep import REGISTRY
 
-        with exclusive_lock(REGISTRY / "host-ports.lock", True):
+            with exclusive_lock(REGISTRY / "host-ports.lock", True):
+                return super().runtest()
+        # As upstream's zdtm_ct: the test, its hooks and criu in a mount namespace of their
+        # own; what they mount (the root, /dev, mnt_ext_*'s /tmp/zdtm_ext_*) stays there.
+        from .mntns import private_mountns
+
+        with private_mountns():
             return super().runtest()
+
+    def teardown(self):
+        super().teardown()
+        # The test's root goes with its directory (kept after a failure, or on --zdtm-keep).
+        if self._ns_root is not None and self.run_state is not None \
+                and not self.run_state.workdir.exists():
+            shutil.rmtree(self._ns_root, ignore_errors=True)
 
     def reportinfo(self):
         return self.suite.zdtm / self.test.subdir, 0, f"{self.name} ({self.flavor})"
@@ -188,14 +206,14 @@ class CorpusItem(ZdtmItem):
         run.on_cleanup(lambda: unmount_below(run.workdir))
         if env.get("ZDTM_UID"):
             os.chmod(run.workdir, 0o777)  # upstream opens the test's directory for its uid
-        if self.flavor == "ns":
+        if self._ns_root is not None:
             ns = ns_root_of(self.config)
             with run.stage("setup"):
-                ns.setup()
                 deps = [d for d in (first_dep(x) for x in self.desc.deps) if d]
-                ns.install([str(exe), *deps])
+                ns.prepare(self._ns_root, [str(exe), *deps])
+                ns.enter(self._ns_root)
             env.update(ns.env())
-            cwd = ns.root / run.workdir.relative_to(ns.directory)
+            cwd = ns.root / run.workdir.relative_to(self._ns_root)
         else:
             cwd = run.workdir
         spawned = None

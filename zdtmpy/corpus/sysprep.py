@@ -4,7 +4,8 @@ machine: the first session to start sets it up, the last one to end undoes it.
 * vm.nr_hugepages = 20 (upstream's hugetlb tests need pages to map);
 * the named cgroup v1 hierarchies `zdtmtst` and `zdtmtst.defaultroot`, each kept alive by a
   holder cgroup, so criu never sees a controller appear in the middle of a dump;
-* the host's iptables rules as found: rules tests added and left are deleted at the end.
+* the host's iptables rules as found: rules tests added and left are deleted at the end;
+* the host's mount table as found: upstream's mounts that appeared are removed (leftmounts).
 
 Sessions register in a directory (`/run/zdtmpy-corpus`, one file per session, named by its
 pid and start time, so a crashed session is recognised and dropped) under a lock; the original
@@ -23,7 +24,7 @@ import tempfile
 from pathlib import Path
 
 from .. import marker
-from . import firewall
+from . import firewall, leftmounts
 
 HUGEPAGES = 20
 HIERARCHIES = ("zdtmtst", "zdtmtst.defaultroot")
@@ -73,6 +74,7 @@ class Prepared:
         me = marker.me()
         self.entry = registry / f"session-{me.pid}-{me.start}"
         self.notes: list[str] = []
+        self.mounts_before = {m.mount_id for m in leftmounts.table()}
 
     @contextlib.contextmanager
     def _locked(self):
@@ -161,6 +163,7 @@ class Prepared:
                 out.append(f"cgroup hierarchy name={name}: holder "
                            + ("removed" if ok else "could not be removed"))
             out += firewall.remove_added(_firewall_of(state))
+            out += leftmounts.remove_new(self.mounts_before)
             with contextlib.suppress(OSError):
                 state_file.unlink()
         return out
