@@ -21,7 +21,9 @@ else
 fi
 # CRIU's own ZDTM corpus (--zdtm-suite): building its tests with upstream's Makefiles, the
 # ns flavor's network lock (iptables), upstream hooks and zdtm.py for `zdtmpy bench corpus`.
-for p in libnl-route-3-dev libcap-dev libaio-dev pkg-config iptables iproute2 \
+# libbpf-dev: upstream's Makefiles build bpf_array/bpf_hash (and criu its BPF map support)
+# only when pkg-config finds libbpf; installed before criu is built below.
+for p in libnl-route-3-dev libcap-dev libaio-dev libbpf-dev pkg-config iptables iproute2 \
 	protobuf-compiler python3-yaml python3-protobuf python3-junit.xml; do
 	dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done

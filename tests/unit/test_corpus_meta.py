@@ -118,3 +118,16 @@ def test_upstream_desc_that_is_code_is_refused_not_run(tmp_path):
     d.write_text("{'flags': ")
     with pytest.raises(DescriptorError, match=str(d)):
         updesc.load(d, "zdtm/static/x")
+
+
+def test_option_relative_to_upstreams_images_dir_names_the_same_path_under_test(tmp_path):
+    """criu works in test/dump/<test>/<pid>/<n> under zdtm.py: cgroup_yard's desc climbs six
+    levels to test/external_yard."""
+    from zdtmpy.corpus.hooks import upstream_relative
+
+    test = suite.UpstreamTest("zdtm/static/cgroup_yard", "static", "cgroup_yard", ())
+    opts = ("--manage-cgroups", "--cgroup-yard", "../../../../../../external_yard",
+            "../inside-dump", "--log", "rel")
+    assert upstream_relative(opts, test, tmp_path) == (
+        "--manage-cgroups", "--cgroup-yard", str(tmp_path / "external_yard"),
+        "../inside-dump", "--log", "rel")

@@ -12,7 +12,7 @@ import os
 import signal
 import subprocess
 import tempfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from ..errors import ZdtmError
 from .flavor import base_env
@@ -83,6 +83,22 @@ def hook_view(suite: Suite, test: UpstreamTest, workdir: Path) -> Path:
     if not own.is_symlink():
         own.symlink_to(workdir)
     return view / "test"
+
+
+def upstream_relative(opts: tuple[str, ...], test: UpstreamTest,
+                      test_dir: Path) -> tuple[str, ...]:
+    """criu works in its images directory, upstream's test/dump/<test name>/<pid>/<n>: a
+    desc's option value relative to it (cgroup_yard: `../../../../../../external_yard`)
+    names a path under test/. Here the same path under the test's stand-in for test/."""
+    images = PurePosixPath("dump", test.name, "1", "1")
+    out = []
+    for opt in opts:
+        if opt.startswith("../"):
+            under_test = os.path.normpath(images / opt)
+            if not under_test.startswith(("..", "dump/")):
+                opt = str(test_dir / under_test)
+        out.append(opt)
+    return tuple(out)
 
 
 def run_hook(suite: Suite, test: UpstreamTest, point: str, pid: int | None = None,

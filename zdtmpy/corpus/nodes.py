@@ -217,8 +217,16 @@ class CorpusItem(ZdtmItem):
         else:
             cwd = run.workdir
         spawned = None
-        if hooks.has_hook(self.suite, self.test):
+        relative = any(o.startswith("../") for o in (*self.desc.opts, *self.desc.dopts,
+                                                      *self.desc.ropts))
+        if relative or hooks.has_hook(self.suite, self.test):
             self._hook_cwd = hooks.hook_view(self.suite, self.test, run.workdir)
+        if relative and self._hook_cwd is not None:
+            run.desc = dataclasses.replace(
+                run.desc, **{o: hooks.upstream_relative(getattr(run.desc, o), self.test,
+                                                        self._hook_cwd)
+                             for o in ("opts", "dopts", "ropts")})
+        if hooks.has_hook(self.suite, self.test):
 
             def spawned(pid: int) -> None:
                 with run.stage("hook post-start"):
@@ -226,7 +234,7 @@ class CorpusItem(ZdtmItem):
                                    cwd=self._hook_cwd, mark=self._mark)
         self._workload = UpstreamWorkload(self.test, exe, run.workdir, env,
                                           start_timeout=run.timeout(), cwd=cwd,
-                                          on_spawned=spawned)
+                                          on_spawned=spawned, flavor=self.flavor)
         run.attach(f"{self.test.short}.out.inprogress (the test's log while it runs)",
                    self._workload.inprogress)
         if hooks.has_hook(self.suite, self.test):

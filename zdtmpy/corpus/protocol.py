@@ -57,7 +57,7 @@ class UpstreamWorkload:
 
     def __init__(self, test: UpstreamTest, exe: Path, workdir: Path, env: dict[str, str],
                  start_timeout: float = 30, cwd: Path | None = None,
-                 on_spawned: Callable[[int], None] | None = None):
+                 on_spawned: Callable[[int], None] | None = None, flavor: str = "ns"):
         self.test = test
         self.exe = exe
         self.workdir = Path(workdir)
@@ -79,8 +79,7 @@ class UpstreamWorkload:
         self._pids: set[int] = set()
         self._proc: subprocess.Popen | None = None
         self._step = 0
-        # Upstream compares mappings and fds only for static tests; transition ones move.
-        self.state_comparable = test.subdir == "static"
+        self.state_comparable = state.comparable(test.subdir, flavor)
         self.state_differences = state.differences
 
     def __repr__(self) -> str:
