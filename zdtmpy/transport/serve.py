@@ -14,14 +14,16 @@ import os
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import IO, BinaryIO
 
 from ..errors import ZdtmError
 from ..images.safeopen import IMAGE_MAX
 from .servefeed import records, write_all
 from .streamcheck import PAGEMAP, pagemap_summary, pages_mismatches
 from .streamformat import StreamError, check_name
-from .streamindex import index_stream
+from .streamindex import StreamIndex, index_stream
 from .streamproto import SERVE_SOCKET, Control, Listener, StreamerError, prepare_pipe
 
 
@@ -29,56 +31,65 @@ class Serve:
     """Answer one `criu restore --stream` from a stream file (path, or a binary fobj that
     is spooled to a temporary file in the images dir first)."""
 
-    def __init__(self, images_dir, stream, accept_timeout=60.0, idle_timeout=60.0, log=None,
-                 verify=True):
+    index: StreamIndex   # set by prepare()
+    path: Path           # the stream file, set by prepare()
+
+    def __init__(self, images_dir: str | os.PathLike[str],
+                 stream: str | os.PathLike[str] | BinaryIO, accept_timeout: float = 60.0,
+                 idle_timeout: float = 60.0, log: Callable[[str], None] | None = None,
+                 verify: bool = True) -> None:
         self.images_dir = Path(images_dir)
         self.stream = stream
         self.accept_timeout = accept_timeout
         self.idle_timeout = idle_timeout
         self.log = log or (lambda line: None)
         self.verify = verify
-        self.listener = None
-        self.errors = []
-        self.warnings = []
-        self.served = {}
-        self._spool = None
+        self.listener: Listener | None = None
+        self.errors: list[str] = []
+        self.warnings: list[str] = []   # files criu stopped reading early
+        self.served: dict[str, int] = {}   # name -> bytes fed
+        self._spool: IO[bytes] | None = None
         self._stop = threading.Event()
 
-    def prepare(self):
+    def prepare(self) -> None:
         """Index the stream (checking every record unless verify is off)."""
         path = self.stream
         if not isinstance(path, (str, os.PathLike)):
-            self._spool = tempfile.NamedTemporaryFile(dir=self.images_dir,  # noqa: SIM115
-                                                      prefix=".zdtmpy-stream-")
-            while chunk := self.stream.read(1 << 20):
-                self._spool.write(chunk)
-            self._spool.flush()
-            path = self._spool.name
+            spool = self._spool = tempfile.NamedTemporaryFile(  # noqa: SIM115
+                dir=self.images_dir, prefix=".zdtmpy-stream-")
+            while chunk := path.read(1 << 20):
+                spool.write(chunk)
+            spool.flush()
+            path = spool.name
         self.index = index_stream(path, verify=self.verify)
         self.path = Path(path)
         check_pages_sizes(self.path, self.index)
 
-    def listen(self):
+    def listen(self) -> Path:
+        """Prepare unless done, then create the socket criu connects to; returns its path."""
         if not hasattr(self, "index"):
             self.prepare()
-        self.listener = Listener(self.images_dir, SERVE_SOCKET)
-        self.log(f"serve: listening on {self.listener.path} ({len(self.index.files)} files, "
+        listener = self.listener = Listener(self.images_dir, SERVE_SOCKET)
+        self.log(f"serve: listening on {listener.path} ({len(self.index.files)} files, "
                  f"compression {self.index.header.compression.name})")
-        return self.listener.path
+        return listener.path
 
-    def stop(self):
+    def stop(self) -> None:
         self._stop.set()
         if self.listener is not None:
             self.listener.shutdown()
 
-    def run(self):
+    def run(self) -> dict[str, int]:
+        """Serve criu's requests until it hangs up; returns {name: bytes fed}."""
         if self.listener is None:
             self.listen()
-        where = f"serve {self.listener.path}"
+        listener = self.listener
+        assert listener is not None  # listen() made it
+        where = f"serve {listener.path}"
         conn = None
-        threads = []
+        threads: list[threading.Thread] = []
         try:
-            conn = self.listener.accept(self.accept_timeout)
+            conn = listener.accept(self.accept_timeout)
             self.log("serve: criu connected")
             control = Control(conn, where, self.idle_timeout)
             while not self._stop.is_set():
@@ -107,7 +118,7 @@ class Serve:
             self._stop.set()
             if conn is not None:
                 conn.close()
-            self.listener.close()
+            listener.close()
             if self._spool is not None:
                 self._spool.close()
                 self._spool = None
@@ -116,7 +127,7 @@ class Serve:
         self.log(f"serve: done: {len(self.served)} files served")
         return self.served
 
-    def _feed(self, name, fd):
+    def _feed(self, name: str, fd: int) -> None:
         sent = 0
         try:
             prepare_pipe(fd, name)
@@ -144,11 +155,12 @@ class Serve:
             os.close(fd)
 
 
-def check_pages_sizes(path, index, action="serve"):
+def check_pages_sizes(path: str | os.PathLike[str], index: StreamIndex,
+                      action: str = "serve") -> None:
     """Before criu sees anything: every pages file carries exactly the pages its pagemap
     describes (a stream that passes its CRCs can still announce other sizes)."""
-    problems = []
-    pagemaps = {}
+    problems: list[str] = []
+    pagemaps: dict[str, tuple[int, int]] = {}
     for name, fi in sorted(index.files.items()):
         if not PAGEMAP.fullmatch(name):
             continue
@@ -167,7 +179,7 @@ def check_pages_sizes(path, index, action="serve"):
                             + "; ".join(problems))
 
 
-def _open_stream(path):
+def _open_stream(path: str | os.PathLike[str]) -> BinaryIO:
     try:
         return open(path, "rb", buffering=0)  # noqa: SIM115 (a context manager for callers)
     except OSError as exc:

@@ -3,6 +3,7 @@ them in criu's order, not the stream's)."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,18 +14,18 @@ from .streamformat import BLOCKS, DATA, OPEN, Header, StreamError, StreamReader
 class FileIndex:
     name: str
     size: int = 0
-    chunks: list = field(default_factory=list)  # record positions of its DATA/BLOCKS
+    chunks: list[int] = field(default_factory=list)  # record positions of its DATA/BLOCKS
 
 
 @dataclass
 class StreamIndex:
     path: Path
     header: Header
-    files: dict  # name -> FileIndex
+    files: dict[str, FileIndex]
     stream_bytes: int
 
 
-def index_stream(path, verify=True):
+def index_stream(path: str | os.PathLike[str], verify: bool = True) -> StreamIndex:
     """Scan a stream file: every record's place, sizes, the end record. With verify, every
     payload's CRC is checked too (one full read), so every file but the pages is whole
     before criu sees any of it; a BLOCKS record's blocks are decoded (and so checked) as
