@@ -122,3 +122,27 @@ def test_parse_upstream_line():
     assert rec["wall"] == 1.043 and rec["criu_restore"] == 0.141 and rec["result"] == "PASS"
     assert parse_upstream_line("upstream-median test=x median=1.0") is None
     assert parse_upstream_line("") is None
+
+
+@pytest.mark.parametrize("argv, name", [
+    ([], "page"),
+    (["--compress", "off"], "off"),
+    (["--compress", "region"], "region256k"),                   # the old spelling
+    (["--compress", "region", "--region", "64K"], "region64k"),  # the old spelling
+    (["--compress", "region1m"], "region1m"),
+    (["--region", "4M", "--acceleration", "3"], "region4m"),
+])
+def test_bench_stream_takes_the_commands_compression_options(argv, name):
+    import argparse
+
+    from zdtmpy.bench import stream
+    from zdtmpy.codec.options import spec_from_args, to_argv
+
+    parser = argparse.ArgumentParser()
+    stream.add_arguments(parser)
+    spec = spec_from_args(parser.parse_args(argv))
+    assert spec is not None and spec.name == name
+    # what the bench hands the streamer parses back to the same value
+    again = argparse.ArgumentParser()
+    stream.add_arguments(again)
+    assert spec_from_args(again.parse_args(to_argv(spec))) == spec

@@ -81,7 +81,7 @@ def stream(path: str, args, criu, plain: list, streamed: list, load_before) -> N
         return statistics.median(r[key] for r in rows)
 
     keys = {"dump": "dump", "restore": "restore", "image bytes": "bytes"}
-    bars(path, title=f"criu --stream through zdtmpy's streamer ({args.compress}), "
+    bars(path, title=f"criu --stream through zdtmpy's streamer ({args.compression.name}), "
                      f"{args.size} MiB, median of {args.repeat}",
          groups=list(keys), series={"stream / plain directory": [
              med(streamed, k) / med(plain, k) for k in keys.values()]},

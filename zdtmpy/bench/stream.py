@@ -29,6 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from ..codec.options import add_options, spec_from_args, to_argv
 from . import BenchError, chart, figures
 
 HELP = "stream dump/restore of a 1 GiB mixed workload against a plain directory"
@@ -82,9 +83,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", type=int, default=1024, metavar="MIB",
                    help="workload memory in MiB (default 1024)")
     p.add_argument("--repeat", type=int, default=2, metavar="N", help="rounds (default 2)")
-    p.add_argument("--compress", default="page", choices=("off", "page", "region"),
-                   help="streamer compression (default page)")
-    p.add_argument("--region", default="256K", help="region size with --compress region")
+    add_options(p, default="page", what="the stream's pages")
     p.add_argument("--criu-bin", metavar="PATH", help="criu binary (default: as zdtmpy finds)")
     p.add_argument("--dir", metavar="DIR", help="where images go (default: a temp dir)")
     p.add_argument("--json", metavar="FILE", help="also write the measurements as JSON")
@@ -202,9 +201,7 @@ class Bench:
         d.mkdir()
         rd.mkdir()
         stream = self.root / f"s{n}.zstream"
-        comp = [] if self.args.compress == "off" else ["--compress", self.args.compress]
-        if self.args.compress == "region":
-            comp += ["--region", self.args.region]
+        comp = to_argv(self.args.compression)
         pid = self.start()
         log = self.root / f"stream{n}-capture.log"
         t0 = time.monotonic()
@@ -271,7 +268,7 @@ def report(plain, stream, args) -> str:
     rverdict = "OK" if rratio <= RESTORE_TARGET else "OVER TARGET"
     return "\n".join([
         f"workload: {args.size} MiB mixed (text/random/zero/half), {args.repeat} round(s), "
-        f"medians; stream compression {args.compress}",
+        f"medians; stream compression {args.compression.name}",
         f"{'':14}{'plain dir':>12}{'stream':>12}{'ratio':>8}",
         f"{'dump (s)':14}{pd:12.2f}{sd:12.2f}{ratio:8.2f}   target <= {DUMP_TARGET}: {verdict}",
         f"{'  criu exits':14}{'':12}{median(stream, 'dump_criu'):12.2f}",
@@ -290,6 +287,7 @@ def run(args) -> int:
     from ..isolation import become_subreaper
 
     chart.require(args.chart)
+    args.compression = spec_from_args(args)   # the one grammar of every command's options
     load_before = os.getloadavg()
     criu = find_criu(args.criu_bin)
     become_subreaper()  # restored trees are reparented to us: we reap them at once
@@ -310,7 +308,8 @@ def run(args) -> int:
         if args.json:
             Path(args.json).write_text(json.dumps({"criu": criu.version_str, "plain": plain,
                                                    "stream": stream, "size_mib": args.size,
-                                                   "compress": args.compress}, indent=1))
+                                                   "compress": args.compression.name},
+                                                  indent=1))
         if args.chart:
             figures.stream(args.chart, args, criu, plain, stream, load_before)
     finally:
