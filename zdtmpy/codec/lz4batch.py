@@ -151,12 +151,13 @@ def self_test(nat: Native) -> bool:
     input (both must refuse the same blocks)."""
     ref = BlockCodec(PythonLZ4())
     rng = random.Random(11)
-    text = b"".join(b"row %d: some repetitive words of text\n" % i for i in range(8000))
+    # small: every process that codes pays for this once (about 10 ms)
+    text = b"".join(b"row %d: some repetitive words of text\n" % i for i in range(400))
     pages = [text[:PAGE_SIZE], rng.randbytes(PAGE_SIZE), bytes(PAGE_SIZE),
              rng.randbytes(PAGE_SIZE // 2) + bytes(PAGE_SIZE // 2), text[5000:5000 + PAGE_SIZE]]
     data = b"".join(pages[i % 5] if i % 7 else pages[(i * 3) % 5] for i in range(70))
     data += text[:1000]   # a short last block
-    for block in (PAGE_SIZE, 4 * PAGE_SIZE, 64 << 10):
+    for block in (PAGE_SIZE, 64 << 10):   # the C loop does not depend on the size
         for acc in (1, 5):
             want = ref.encode_parts(data, block, acc)
             src = bytearray(data)
