@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 from imagemut import mutations
 
 from zdtmpy import cli
-from zdtmpy.compress import CompressionSpec, compress_dir, decompress_dir, recover, verify_dir
+from zdtmpy.codec import Compression
+from zdtmpy.compress import compress_dir, decompress_dir, recover, verify_dir
 from zdtmpy.compress.install import JOURNAL_TMP, STAGE
 from zdtmpy.compress.rebase import rebase_dir
 from zdtmpy.errors import ZdtmError
@@ -41,7 +42,7 @@ class Sets:
             d = base / fmt
             shutil.copytree(DATA / ("compressed" if fmt == "page" else "plain"), d)
             if fmt == "region64k":
-                compress_dir(d, CompressionSpec("region", 64 << 10), in_place=True)
+                compress_dir(d, Compression("region", 64 << 10), in_place=True)
             self.path[fmt] = d
             iset = ImageSet(d)
             self.ranges[fmt] = [(pm.key, e.vaddr, min(e.nr_pages, 64))
@@ -73,8 +74,8 @@ def run_tool(tool, setdir, parent, fmt, sets):
         if rc:
             raise ZdtmError(err.getvalue())
     elif tool == "compress":
-        spec = CompressionSpec("page") if fmt == "region64k" else \
-            CompressionSpec("region", 256 << 10)
+        spec = Compression("page") if fmt == "region64k" else \
+            Compression("region", 256 << 10)
         compress_dir(setdir, spec)
     elif tool == "decompress":
         decompress_dir(setdir, chain=True)

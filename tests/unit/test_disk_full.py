@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from zdtmpy import cli
-from zdtmpy.compress import CompressionSpec, compress_dir, decompress_dir
+from zdtmpy.codec import Compression
+from zdtmpy.compress import compress_dir, decompress_dir
 from zdtmpy.compress.install import STAGE
 from zdtmpy.compress.synth import make_layer
 from zdtmpy.errors import ImageError, ZdtmError
@@ -72,7 +73,7 @@ def test_enospc_in_a_rewrite_is_one_clean_error(small_fs, capsys, action):
     before = tree(d)
     with pytest.raises(ImageError, match=ENOSPC) as err:
         if action == "compress":
-            compress_dir(d, CompressionSpec("page"))
+            compress_dir(d, Compression("page"))
         else:
             decompress_dir(d)
     assert str(d) in str(err.value)
@@ -90,7 +91,7 @@ def test_enospc_in_a_page_server_session(small_fs):
     images = fs / "img"
     make_layer(images, {}, pids=[42])
     fill(fs, 64 << 10)
-    srv = ps.PageServer(images, header_size=32, timeout=2, spec=CompressionSpec("off"))
+    srv = ps.PageServer(images, header_size=32, timeout=2, spec=Compression("off"))
     srv.start()
     try:
         layout = ps.HeaderLayout(32)
@@ -138,7 +139,7 @@ def test_enospc_in_stream_capture_is_a_streamer_error(small_fs, tmp_path):
     fill(fs, 64 << 10)
     images = tmp_path / "img"
     images.mkdir()
-    cap = Capture(images, fs / "out.zstream", CompressionSpec("off"), accept_timeout=10,
+    cap = Capture(images, fs / "out.zstream", Compression("off"), accept_timeout=10,
                   idle_timeout=10)
     sock = cap.listen()
     dumper = threading.Thread(target=fake_criu_dump,

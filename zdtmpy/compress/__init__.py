@@ -10,11 +10,8 @@ from .install import recover
 from .rebase import rebase_dir
 from .verify import Problem, verify_dir
 
-CompressionSpec = Compression  # the value's earlier name, for library users
-
 __all__ = [
            "Compression",
-           "CompressionSpec",
            "ConvertResult",
            "Problem",
            "compress_dir",
