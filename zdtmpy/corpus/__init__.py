@@ -1,4 +1,5 @@
-"""CRIU's own ZDTM corpus as a second source of tests next to `descs/` + `tests/static/`.
+"""CRIU's own ZDTM corpus as a second source of tests next to the package's own descriptors
+and workloads (`zdtmpy/descs/` + `zdtmpy/workloads/`) and a project's `zdtm_descs`.
 
 Rooms, in the order data flows through them:
 
