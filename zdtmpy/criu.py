@@ -55,6 +55,20 @@ class Criu:
     def version_str(self) -> str:
         return ".".join(map(str, self.version))
 
+    def handoff(self) -> dict[str, object]:
+        """This criu as the controller hands it to an xdist worker: the worker neither
+        probes it again nor re-asks the features already asked here."""
+        return {"path": str(self.path), "version": list(self.version),
+                "features": dict(self._features)}
+
+    @classmethod
+    def from_handoff(cls, data: dict[str, object]) -> Criu:
+        version = data["version"]
+        features = data.get("features") or {}
+        assert isinstance(version, list) and isinstance(features, dict)
+        return cls(Path(str(data["path"])), tuple(int(v) for v in version),
+                   {str(k): bool(v) for k, v in features.items()})
+
     def has_feature(self, name: str) -> bool:
         """`criu check --feature NAME` passes (cached per process)."""
         if name not in self._features:

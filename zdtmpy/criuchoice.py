@@ -24,11 +24,13 @@ def criu_of(config: pytest.Config) -> Criu | CriuNotFound:
     """The criu of this run (or why there is none)."""
     found = config.stash.get(CRIU_KEY, None)
     if found is None:
-        from .criu import find_criu
+        from .criu import Criu, find_criu
 
-        chosen = getattr(config, "workerinput", {}).get("zdtmpy_criu")
+        # a worker: the controller's criu, already probed (see Criu.handoff)
+        handed = getattr(config, "workerinput", {}).get("zdtmpy_criu")
         try:
-            found = find_criu(chosen or config.getoption("criu_bin"))
+            found = (Criu.from_handoff(handed) if isinstance(handed, dict)
+                     else find_criu(config.getoption("criu_bin")))
         except CriuNotFound as exc:
             found = exc
         config.stash[CRIU_KEY] = found

@@ -106,6 +106,9 @@ def pytest_configure(config):
     from .outcomes import CriuOutcomes
 
     config.pluginmanager.register(CriuOutcomes(), "zdtmpy-criu-outcomes")
+    from . import idleplugins
+
+    idleplugins.register(config)
     isolation.become_subreaper()
     _share_cores(config)
     _probe_criu(config)
@@ -173,12 +176,14 @@ def _probe_criu(config):
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node):
-    """xdist: each worker reuses the controller's choice of criu (through workerinput)."""
+    """xdist: each worker reuses the controller's criu, probed once, with the features that
+    decide skips already asked (through workerinput)."""
     from .criuchoice import criu_of
 
     found = criu_of(node.config)
-    if hasattr(found, "path"):
-        node.workerinput["zdtmpy_criu"] = str(found.path)
+    if hasattr(found, "handoff"):
+        properties.criu_features(found)
+        node.workerinput["zdtmpy_criu"] = found.handoff()
 
 
 def pytest_report_header(config):

@@ -32,3 +32,32 @@ def test_explicit_plugin_with_autoload_disabled(tmp_path):
     # and without it, autoload off means no zdtmpy: the .desc is not collected
     res = _pytest([*base[:4], "descs"], tmp_path, PYTEST_DISABLE_PLUGIN_AUTOLOAD="1")
     assert "x[plain-off]" not in res.stdout
+
+
+def test_xdist_workers_take_the_controllers_criu_without_probing_it(tmp_path):
+    """criu --version and criu check run once, in the controller: workers get the probed
+    criu and the skip-deciding features through workerinput."""
+    import pytest
+
+    from zdtmpy.criu import CriuNotFound, find_criu
+
+    try:
+        real = find_criu()
+    except CriuNotFound as exc:
+        pytest.skip(f"no criu here: {exc}")
+    calls = tmp_path / "calls"
+    wrapper = tmp_path / "criu"
+    wrapper.write_text(f'#!/bin/sh\necho "$*" >> {calls}\nexec {real.path} "$@"\n')
+    wrapper.chmod(0o755)
+    (tmp_path / "descs").mkdir()
+    for name in ("x", "y", "z"):  # items the workers skip, asking their criu why
+        (tmp_path / "descs" / f"{name}.desc").write_text("{'arch': 'nosucharch'}")
+    res = _pytest(["-q", "-p", "no:cacheprovider", "--zdtm-mode", "plain", "-rs",
+                   "--zdtm-compress", "off", "--zdtm-compress", "page", "--criu-bin",
+                   str(wrapper), "-n", "2", "descs"], tmp_path)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "6 skipped" in res.stdout and "nosucharch" in res.stdout, res.stdout
+    lines = calls.read_text().splitlines()
+    assert lines.count("--version") == 1 and lines.count("check") == 1, lines
+    assert "check --feature compress" in lines   # asked once, for the workers too
+    assert len(lines) == len(set(lines)), lines  # nothing asked twice

@@ -55,6 +55,8 @@ class CorpusSession:
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_collection_modifyitems(self, session, config, items):
+        if not config.stash[SUITES_KEY]:
+            return  # no corpus: its nodes are not even imported (every xdist worker starts)
         from .nodes import SuiteFlavor
 
         for suite, flavor in config.stash[SUITES_KEY]:
@@ -91,9 +93,11 @@ class CorpusSession:
                 terminalreporter.write_line(line)
 
     def pytest_unconfigure(self, config):
-        from .nodes import NS_ROOT_KEY
+        ns = None
+        if self.corpus:  # only corpus items make ns roots
+            from .nodes import NS_ROOT_KEY
 
-        ns = config.stash.get(NS_ROOT_KEY, None)
+            ns = config.stash.get(NS_ROOT_KEY, None)
         problems = ns.teardown() if ns is not None else []
         if self.prepared is not None:
             problems += self.prepared.undo()
