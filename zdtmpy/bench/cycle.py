@@ -61,13 +61,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="also time upstream zdtm.py via bench/upstream_zdtm.sh (default: on)")
     p.add_argument("--criu-bin", metavar="PATH",
                    help="criu for both sides (default: the one zdtmpy finds)")
-    p.add_argument("--compress", default="off", metavar="LIST",
-                   help="comma-separated compression settings per item (default off; "
-                        "'all' = the default plain matrix: off,page,region64k,region256k,"
-                        "region4m)")
-    p.add_argument("--copies", type=int, default=8, metavar="K",
-                   help="each descriptor K times per run, so -n 2 has work to share "
-                        "(default 8; 1 = the plain zdtmpy/descs/ directory)")
+    p.add_argument("--compress", default="all", metavar="LIST",
+                   help="comma-separated compression settings per item (default 'all' = "
+                        "off,page,region64k,region256k,region4m: with --copies 1 the default "
+                        "plain matrix, `pytest zdtmpy/descs --zdtm-mode plain`, issue 13's "
+                        "figure)")
+    p.add_argument("--copies", type=int, default=1, metavar="K",
+                   help="each descriptor K times per run, for more work to share (default 1 "
+                        "= the zdtmpy/descs/ directory itself)")
     p.add_argument("--workers", default="1,2", metavar="LIST",
                    help="xdist worker counts to compare, comma-separated (default 1,2)")
     p.add_argument("--warmup", action=argparse.BooleanOptionalAction, default=True,
@@ -183,11 +184,14 @@ def run_pytest(root: Path, descs: Path, names: dict, workers: int, criu_path: st
            "-n", str(workers), "--criu-bin", criu_path, "--junitxml", str(junit),
            # kept test directories give criu's logs; removed once read
            "--zdtm-keep", "--zdtm-results", str(results)]
+    load = os.getloadavg()[0]
+    cpu0 = _children_cpu()
     start = time.monotonic()
     with open(out, "wb") as fh:
         proc = subprocess.run(cmd, cwd=root, stdin=subprocess.DEVNULL, stdout=fh,
                               stderr=subprocess.STDOUT, check=False)
     wall = time.monotonic() - start
+    cpu = _children_cpu() - cpu0
     if not junit.exists():
         raise BenchError(f"pytest wrote no junit report (exit {proc.returncode}); "
                          f"command: {' '.join(cmd)}\n{_tail(out)}")
@@ -200,7 +204,17 @@ def run_pytest(root: Path, descs: Path, names: dict, workers: int, criu_path: st
                          f"{proc.returncode}; {len(items)} items){': ' + why if why else ''}\n"
                          f"command: {' '.join(cmd)}\n{_tail(out)}")
     return {"label": label, "workers": workers, "wall": wall, "exit": proc.returncode,
+            "cpu": cpu, "load": [load, os.getloadavg()[0]],
             "command": cmd, "items": items, "output": str(out)}
+
+
+def _children_cpu() -> float:
+    """CPU seconds of every waited-for descendant so far: pytest, its workers, criu, and
+    the restored tasks the workers reap as subreapers."""
+    import resource
+
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
 
 
 def _tail(path: Path, lines: int = 25) -> str:
@@ -295,7 +309,7 @@ def run(args) -> int:
             if "skipped" in upstream:
                 print(f"bench: upstream side skipped: {upstream['skipped']}", file=sys.stderr)
         summary = summarize(runs, upstream)
-        print_report(summary, args.repeat, args.copies, criu)
+        print_report(summary, args.repeat, args.copies, criu, compress)
         if args.chart:
             figures.cycle(args.chart, summary, criu, load_before, args.upstream_tests)
         if args.json:

@@ -33,6 +33,8 @@ def summarize(runs: list[dict], upstream: dict | None) -> dict:
         out["zdtmpy"][w] = {
             "run_wall": median(r["wall"] for r in mine),
             "run_walls": [r["wall"] for r in mine],
+            "run_cpu": median(r.get("cpu") for r in mine),
+            "loads": [ld for r in mine for ld in r.get("load", [])],
             "items_per_run": median(len(r["items"]) for r in mine),
             # what -n cannot share: interpreter and xdist start-up, collection, idle workers
             "outside_items": median(r["wall"] - sum(i["time"] for i in r["items"]) / w
@@ -83,11 +85,19 @@ def summarize(runs: list[dict], upstream: dict | None) -> dict:
     return out
 
 
-def print_report(summary: dict, repeat: int, copies: int, criu) -> None:
+def print_report(summary: dict, repeat: int, copies: int, criu,
+                 compress: list[str] | None = None) -> None:
+    from .cycle import ALL_COMPRESS
+
     p = print
     p(f"\nzdtmpy bench cycle: criu {criu.version_str} ({criu.path}); kernel "
       f"{platform.release()}, {os.cpu_count()} CPUs; {repeat} run(s) per worker count, "
       f"each descriptor x{copies} per run")
+    if compress is not None:
+        default = copies == 1 and ",".join(compress) == ALL_COMPRESS
+        p(f"matrix: zdtmpy/descs x --zdtm-mode plain x compress {','.join(compress)}"
+          + (" = the default plain matrix (issue 13's figure)" if default else
+             " (NOT the default plain matrix: --compress all --copies 1 is)"))
     cols = ("items", "time", *GROUP_NAMES, "criu_dump", "criu_restore", "overhead")
     head = ("item", "build", "start", "dump", "restore", "checks", "other", "harness",
             "criu-d", "criu-r", "ovrhead")
@@ -104,6 +114,10 @@ def print_report(summary: dict, repeat: int, copies: int, criu) -> None:
           + (f"; {z['failed']} failed" if z["failed"] else "")
           + (f"; {z['skipped']} skipped" if z["skipped"] else ""))
         p(f"outside items (run wall - item times / {w}): median {z['outside_items']:.2f} s")
+        if z.get("run_cpu") is not None:
+            loads = z.get("loads") or [0.0]
+            p(f"CPU (pytest, workers, criu, workloads): median {z['run_cpu']:.2f} s per run; "
+              f"load average {min(loads):.1f}-{max(loads):.1f} over the runs")
         for first in z["first_failures"]:
             p(f"  failed: {first}")
     up = summary["upstream"]
@@ -122,7 +136,8 @@ def print_report(summary: dict, repeat: int, copies: int, criu) -> None:
     if "n1_over_n2_run_wall" in r:
         v = r["n1_over_n2_run_wall"]
         p(f"  whole run -n 1 / -n 2: {v:.2f}x (target >= {N2_TARGET}x: "
-          f"{'met' if v >= N2_TARGET else 'NOT met'})")
+          f"{'met' if v >= N2_TARGET else 'NOT met'}; wall time, {os.cpu_count()} CPUs "
+          "shared with whatever else runs: see the load average)")
     names = {
         "upstream_test_over_zdtmpy_item": "upstream test wall / zdtmpy item time (-n 1)",
         "upstream_test_over_zdtmpy_amortized_n1":
