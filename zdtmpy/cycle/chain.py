@@ -9,7 +9,9 @@ and restored from the top.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
 
 from ..isolation import tree_pids
 from . import Run
@@ -23,13 +25,41 @@ from .transforms import (
 TRACKED_LAYERS = 3  # pre / snaps: pre-dumps or snapshots, the last one the final dump
 
 
-def _dump_steps(r: Run, pid: int, n: int, dump_one):
-    """Dump n layers img/1..img/n, stepping the workload between them.
+if TYPE_CHECKING:
+    from ..procstate import ProcState
+    from ..workload import Manifest
 
-    dump_one(i, layer_dir, last) runs criu for layer i. Returns (layer dirs, manifests,
-    visible state before the last dump, host pids of the tree at the last dump)."""
-    layers, manifests = [], []
-    before = host_tree = None
+DumpOne = Callable[[int, Path, bool], None]   # (index, layer dir, last?): runs criu dump
+
+
+class Steps(NamedTuple):
+    layers: list[Path]                   # img/1 .. img/n, bottom first
+    manifests: list[Manifest]            # the workload's manifest before each dump
+    before: dict[int, ProcState]         # visible state before the last dump
+
+
+class _Crfail(Exception):
+    """Internal: the descriptor expects criu to refuse the dump, and it did."""
+
+
+def dump_steps(r: Run, pid: int, n: int, dump_one: DumpOne | None = None) -> Steps | None:
+    """Dump n layers img/1..img/n, stepping the workload between them. Every dump but the
+    last leaves the tree running (every one with norst); without norst the tree is gone
+    when this returns.
+
+    dump_one(i, layer_dir, last) runs criu for layer i. By default a full dump; then None
+    when the descriptor expects criu to refuse and it did: the tree, still intact, is
+    stopped."""
+    def full_dump(i: int, layer: Path, last: bool) -> None:
+        r.dump(pid, layer, log_name=f"dump-{i + 1}.log", stage=f"dump-{i + 1}",
+               leave_running=r.norst or not last)
+        if r.desc.has("crfail"):
+            raise _Crfail
+
+    layers: list[Path] = []
+    manifests: list[Manifest] = []
+    before: dict[int, ProcState] = {}
+    host_tree: list[int] = []
     for i in range(n):
         last = i == n - 1
         if i:
@@ -45,9 +75,15 @@ def _dump_steps(r: Run, pid: int, n: int, dump_one):
         if last:
             host_tree = tree_pids(pid)
         layer = r.path("img") / str(i + 1)
-        dump_one(i, layer, last)
+        try:
+            (dump_one or full_dump)(i, layer, last)
+        except _Crfail:
+            r.stop_workload(pid)  # criu refused cleanly: the tree must still be intact
+            return None
         layers.append(layer)
-    return layers, manifests, before, host_tree
+    if not r.norst:
+        r.wait_tree_gone(host_tree)
+    return Steps(layers, manifests, before)
 
 
 def _verify(r: Run, layers, fulls=None, what="chain"):
@@ -110,20 +146,10 @@ def run_rebased(r: Run) -> None:
     kinds = r.variant.layers or (r.variant.compression,)
     norst = r.norst
     pid = r.start_workload()
-
-    def dump_one(i, layer, last):
-        r.dump(pid, layer, log_name=f"dump-{i + 1}.log", stage=f"dump-{i + 1}",
-               leave_running=norst or not last)
-        if r.desc.has("crfail"):
-            raise _Crfail
-
-    try:
-        layers, manifests, before, host_tree = _dump_steps(r, pid, len(kinds), dump_one)
-    except _Crfail:
-        r.stop_workload(pid)  # criu refused cleanly: the tree must still be intact
+    steps = dump_steps(r, pid, len(kinds))
+    if steps is None:
         return
-    if not norst:
-        r.wait_tree_gone(host_tree)
+    layers, manifests, before = steps
 
     fulls = [link_copy(layer, r.path("img-full") / layer.name) for layer in layers]
     rebase_layers(r, layers, kinds)
@@ -157,10 +183,6 @@ def rebase_layers(r: Run, layers: list, kinds) -> None:
     _dumped_every_layer(r, layers)  # as restore will read them: rebased and compressed
 
 
-class _Crfail(Exception):
-    """Internal: the descriptor expects criu to refuse the dump, and it did."""
-
-
 def _dumped_every_layer(r: Run, layers) -> None:
     """The after-dump hook once per layer, bottom first, on the images in their final form."""
     for layer in layers:
@@ -179,7 +201,7 @@ def _tracked_chain(r: Run, snapshots: bool) -> None:
     norst = r.norst
     pid = r.start_workload()
 
-    def dump_one(i, layer, last):
+    def dump_one(i: int, layer: Path, last: bool) -> None:
         extra = ["--track-mem"]
         if i:
             extra += ["--prev-images-dir", f"../{i}"]
@@ -192,9 +214,9 @@ def _tracked_chain(r: Run, snapshots: bool) -> None:
         with r.stage(f"pre-dump-{i + 1}"):
             r.criu_run("pre-dump", args, f"pre-dump-{i + 1}.log", f"pre-dump-{i + 1}")
 
-    layers, manifests, before, host_tree = _dump_steps(r, pid, n, dump_one)
-    if not norst:
-        r.wait_tree_gone(host_tree)
+    steps = dump_steps(r, pid, n, dump_one)
+    assert steps is not None  # None only from the default full dumps
+    layers, manifests, before = steps
     if not kinds[-1].enabled:
         _dumped_every_layer(r, layers)
     what = "snapshot chain" if snapshots else "pre-dump chain"

@@ -21,10 +21,10 @@ from ..compress.dedup import allocated_bytes
 from . import Run
 from .chain import (
     _decompress_chain,
-    _dump_steps,
     _dumped_every_layer,
     _restore_top,
     _verify,
+    dump_steps,
     rebase_layers,
 )
 from .transforms import link_copy
@@ -77,14 +77,10 @@ def run_dedup(r: Run) -> None:
     kinds = r.variant.layers or (r.variant.compression,)
     norst = r.norst
     pid = r.start_workload()
-
-    def dump_one(i, layer, last):
-        r.dump(pid, layer, log_name=f"dump-{i + 1}.log", stage=f"dump-{i + 1}",
-               leave_running=norst or not last)
-
-    layers, manifests, before_state, host_tree = _dump_steps(r, pid, len(kinds), dump_one)
-    if not norst:
-        r.wait_tree_gone(host_tree)
+    steps = dump_steps(r, pid, len(kinds))
+    if steps is None:
+        return
+    layers, manifests, before_state = steps
     full_top = link_copy(layers[-1], r.path("img-full") / layers[-1].name)
     rebase_layers(r, layers, kinds)  # calls the after-dump hook for every layer
     _verify(r, layers, None, "rebased chain")
@@ -113,7 +109,7 @@ def run_auto_dedup(r: Run) -> None:
     pid = r.start_workload()
     sizes: list[int] = []
 
-    def dump_one(i, layer, last):
+    def dump_one(i: int, layer: Path, last: bool) -> None:
         # criu checks pid reuse against the parent's dump time, which only a --track-mem
         # dump records: so auto-dedup needs dirty tracking (the mode's feature)
         extra = ["--track-mem"]
@@ -123,9 +119,10 @@ def run_auto_dedup(r: Run) -> None:
                leave_running=norst or not last)
         sizes.append(allocated_bytes(layer))
 
-    layers, manifests, before_state, host_tree = _dump_steps(r, pid, AUTO_LAYERS, dump_one)
-    if not norst:
-        r.wait_tree_gone(host_tree)
+    steps = dump_steps(r, pid, AUTO_LAYERS, dump_one)
+    if steps is None:
+        return
+    layers, manifests, before_state = steps
     _dumped_every_layer(r, layers)
     _report(r, layers, sizes, "criu dump --auto-dedup")
     _check_top(r, layers, None, manifests[-1])
