@@ -14,6 +14,7 @@ import fcntl
 import os
 import signal
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -84,6 +85,24 @@ def wait_status(pid: int, timeout: float) -> int | None:
             raise TimeoutError(f"process {pid} still alive after {timeout:.0f}s")
         time.sleep(delay)
         delay = min(delay * 2, 0.02)
+
+
+def terminate(pid: int, timeout: float, *, kill: Callable[[int], None],
+              fail: Callable[[str], Exception],
+              wait: Callable[[int, float], int | None] = wait_status) -> int | None:
+    """A workload's end: SIGTERM `pid` and wait (`wait`, by default wait_status) for it to
+    exit; returns what `wait` returns. `fail(what)` makes the error raised when pid is not
+    running, or when it outlives `timeout`: it is then `kill`ed first."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        raise fail(f"pid {pid} is not running") from None
+    try:
+        return wait(pid, timeout)
+    except TimeoutError:
+        kill(pid)
+        raise fail(f"pid {pid} did not exit within {timeout:g} s after SIGTERM "
+                   "(killed)") from None
 
 
 def wait_gone(pid: int, timeout: float) -> bool:

@@ -19,7 +19,7 @@ from pathlib import Path
 from .build import build_workload, default_static_dir
 from .criu import signal_name
 from .errors import WorkloadError, WorkloadSkip
-from .isolation import alive, children, ns_pid, tree, wait_status
+from .isolation import alive, children, ns_pid, terminate, tree, wait_status
 
 PIDFILE = "workload.pid"
 OUTFILE = "workload.out"
@@ -184,6 +184,17 @@ class Workload:
             + (text if text else "(empty)")
         )
 
+    def _wait_exit(self, pid: int, timeout: float) -> int | None:
+        """Wait for `pid` to exit (TimeoutError after timeout): with --no-ns the launcher's
+        Popen owns the init and reaps it."""
+        if self._proc is not None and pid == self._proc.pid:
+            try:
+                self._proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                raise TimeoutError from None
+            return self._launcher_status()
+        return wait_status(pid, timeout)
+
     def _launcher_status(self) -> int | None:
         """Launcher wait status if it has exited (reaped), else None."""
         if self._proc is None:
@@ -301,24 +312,9 @@ class Workload:
     def stop(self, pid: int, timeout: float = 30) -> Verdict:
         """SIGTERM the (possibly restored) init `pid`, wait for it, return the verdict."""
         self._pids.add(pid)
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            raise self._error("stop", f"pid {pid} is not running") from None
         deadline = time.monotonic() + timeout
-        try:
-            if self._proc is not None and pid == self._proc.pid:  # --no-ns: Popen owns it
-                try:
-                    self._proc.wait(timeout)
-                except subprocess.TimeoutExpired:
-                    raise TimeoutError from None
-                status = self._launcher_status()
-            else:
-                status = wait_status(pid, timeout)
-        except TimeoutError:
-            self._sigkill(pid)
-            raise self._error("stop", f"pid {pid} did not exit within {timeout:g} s after "
-                                      "SIGTERM (killed)") from None
+        status = terminate(pid, timeout, kill=self._sigkill, wait=self._wait_exit,
+                           fail=lambda what: self._error("stop", what))
         # Not restored: the launcher mirrors the init's exit; reap it so nothing is left.
         if self._proc is not None and self._proc.poll() is None and not alive(pid):
             try:

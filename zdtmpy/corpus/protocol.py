@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import WorkloadError
-from ..isolation import alive, children, tree_pids, wait_status
+from ..isolation import alive, children, terminate, tree_pids, wait_status
 from ..workload import Manifest, Verdict
 from . import makefile, state
 from .suite import UpstreamTest
@@ -190,16 +190,7 @@ class UpstreamWorkload:
     def stop(self, pid: int, timeout: float = 30) -> Verdict:
         """SIGTERM, wait for the test to exit, then read its verdict as upstream does."""
         self._pids.add(pid)
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            raise self._error("stop", f"pid {pid} is not running") from None
-        try:
-            wait_status(pid, timeout)
-        except TimeoutError:
-            self._kill_tree(pid)
-            raise self._error("stop", f"pid {pid} did not exit within {timeout:g} s after "
-                                      "SIGTERM (killed)") from None
+        terminate(pid, timeout, kill=self._kill_tree, fail=lambda what: self._error("stop", what))
         deadline = time.monotonic() + 2
         while not self.outfile.exists() and time.monotonic() < deadline:
             time.sleep(_POLL)  # a restored test's children may still be writing
