@@ -43,3 +43,12 @@ def test_session_end_removes_only_upstream_mounts_that_appeared(tmp_path):
         points = _points()
         assert str(new) not in points
         assert str(old) in points and str(other) in points
+
+
+def test_binfmt_misc_held_in_the_tests_namespace_only():
+    host_has_it = os.path.ismount(mntns.BINFMT_MISC)
+    with mntns.private_mountns():
+        if not mntns.hold_binfmt_misc():
+            pytest.skip("no binfmt_misc in this kernel")
+        assert mntns.BINFMT_MISC in _points()
+    assert (mntns.BINFMT_MISC in _points()) == host_has_it

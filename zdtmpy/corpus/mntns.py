@@ -35,6 +35,20 @@ def _fail(what: str) -> ZdtmError:
     return ZdtmError(f"corpus: {what}: {os.strerror(ctypes.get_errno())}")
 
 
+BINFMT_MISC = "/proc/sys/fs/binfmt_misc"
+
+
+def hold_binfmt_misc() -> bool:
+    """Mount binfmt_misc at its usual place in the calling thread's (private) namespace, as
+    zdtm_ct does. It keeps the host's binfmt_misc superblock, and so the entries a test
+    registers, alive while the test's own mount of it is gone between dump and restore (the
+    kernel drops the entries with the last mount), and criu finds it where it looks for the
+    host's. False where the kernel has no binfmt_misc (tests that need it then fail)."""
+    if os.path.ismount(BINFMT_MISC):
+        return True
+    return _libc().mount(b"zdtm_binfmt", BINFMT_MISC.encode(), b"binfmt_misc", 0, None) == 0
+
+
 @contextmanager
 def private_mountns() -> Iterator[str]:
     """Run the body in a new mount namespace whose mounts are slaves of the host's (nothing

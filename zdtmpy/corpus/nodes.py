@@ -176,9 +176,10 @@ class CorpusItem(ZdtmItem):
                 return super().runtest()
         # As upstream's zdtm_ct: the test, its hooks and criu in a mount namespace of their
         # own; what they mount (the root, /dev, mnt_ext_*'s /tmp/zdtm_ext_*) stays there.
-        from .mntns import private_mountns
+        from .mntns import hold_binfmt_misc, private_mountns
 
         with private_mountns():
+            hold_binfmt_misc()
             return super().runtest()
 
     def teardown(self):
