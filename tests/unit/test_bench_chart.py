@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import pytest
 
 from zdtmpy.bench import BenchError, chart, figures
+from zdtmpy.codec import Compression
 
 pytest.importorskip("matplotlib")
 
@@ -33,7 +34,7 @@ def test_bars_writes_a_png_with_gaps(tmp_path):
 def test_stream_figure_from_measured_rows(tmp_path):
     rows = [{"dump": 1.0, "restore": 0.5, "bytes": 100}]
     streamed = [{"dump": 1.5, "restore": 1.0, "bytes": 40}]
-    args = SimpleNamespace(compress="page", size=64, repeat=1)
+    args = SimpleNamespace(compression=Compression("page"), size=64, repeat=1)
     criu = SimpleNamespace(version_str="4.1.1")
     figures.stream(str(tmp_path / "s.png"), args, criu, rows, streamed, (0.0, 0.0, 0.0))
     assert (tmp_path / "s.png").read_bytes().startswith(PNG_MAGIC)
