@@ -3,6 +3,7 @@ tests built from the source tree the criu under test was built in."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -87,3 +88,17 @@ def test_ns_tests_mount_nothing_on_the_host(tree_criu, pytester):
     assert _upstream_mounts() - before == set()
     assert _mounts_of(pytester.path) == []
     assert list(pytester.path.glob("**/corpus-ns-root/items/*")) == []  # roots go with tests
+
+
+@pytest.mark.criu
+def test_h_unix_socket_paths_fit_under_a_long_results_dir(tree_criu, pytester):
+    """The test binds <cwd>/del_standalone_un_seqpacket.dir/sock: with the results dir's
+    real path that would pass sun_path's 108 bytes."""
+    import tempfile
+
+    results = pytester.path / ("r" * 60) / ("s" * 30)
+    res = run(pytester, tree_criu, "--zdtm-flavor", "h", "--zdtm-results", str(results),
+              "--zdtm-corpus-tests", "del_standalone_un_seqpacket")
+    res.assert_outcomes(passed=1)
+    tmp = Path(tempfile.gettempdir())
+    assert [p for p in tmp.glob("zdtmpy-h-*") if str(pytester.path) in os.readlink(p)] == []

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import itertools
 import os
 import re
 import shutil
@@ -193,6 +194,21 @@ class NsRoot:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
+
+
+_aliases = itertools.count()
+
+
+def short_alias(workdir: Path) -> Path:
+    """A short symlink to a flavor-h test's directory, to start it in with PWD set to it.
+    Upstream's tests name unix sockets by get_current_dir_name() (which takes $PWD) plus a
+    file name, and sun_path holds 108 bytes: a long results path would not fit. The caller
+    removes the link at cleanup."""
+    link = Path(tempfile.gettempdir()) / f"zdtmpy-h-{os.getpid()}-{next(_aliases)}"
+    with contextlib.suppress(FileNotFoundError):
+        link.unlink()  # a crashed run's, with our pid
+    link.symlink_to(workdir)
+    return link
 
 
 def _mounted(path: Path) -> bool:

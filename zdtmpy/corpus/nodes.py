@@ -19,7 +19,7 @@ from .. import marker, matrix
 from ..errors import DescriptorError, ZdtmError
 from ..items import SELECTION_KEY, ZdtmItem
 from . import build, gate, hooks
-from .flavor import NsRoot, base_env, first_dep, uid_env, unmount_below
+from .flavor import NsRoot, base_env, first_dep, short_alias, uid_env, unmount_below
 from .protocol import UpstreamWorkload
 from .report import MARKER
 from .suite import Suite, UpstreamTest
@@ -216,7 +216,9 @@ class CorpusItem(ZdtmItem):
             env.update(ns.env())
             cwd = ns.root / run.workdir.relative_to(self._ns_root)
         else:
-            cwd = run.workdir
+            cwd = short_alias(run.workdir)
+            run.on_cleanup(lambda: cwd.unlink(missing_ok=True))
+            env["PWD"] = str(cwd)
         spawned = None
         relative = any(o.startswith("../") for o in (*self.desc.opts, *self.desc.dopts,
                                                       *self.desc.ropts))
