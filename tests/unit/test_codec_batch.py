@@ -247,3 +247,12 @@ def test_without_a_c_compiler_the_ctypes_loop_decodes(tmp_path):
                          text=True, timeout=120,
                          cwd=Path(__file__).resolve().parents[2])
     assert res.returncode == 0, res.stderr
+
+
+def test_an_all_zero_chunk_decodes_without_the_native_helper(monkeypatch):
+    """Nothing to decode: a zero run, without loading (and self-testing) the native code."""
+    monkeypatch.setattr(lz4native.HELPER, "native", None)   # not tried yet
+    out = bytearray(8 * PS)
+    assert coding.decode_into(b"", 0, [0] * 8, PS, 8 * PS - 100, out) == [8 * PS - 100]
+    assert coding.decode_into(bytearray(), 0, [0] * 2, 64 << 10, 4 * PS, out) == [4 * PS]
+    assert lz4native.HELPER.native is None

@@ -199,6 +199,9 @@ class BlockCodec:
         smv = memoryview(src)[:stored_len]
         if len(smv) != stored_len or len(out) < total_bytes:
             raise ValueError("decode_into: buffers smaller than the sizes given")
+        if stored_len == 0 and not any(sizes):   # all zero blocks: nothing to decode
+            end = min(total_bytes, len(sizes) * block_bytes)
+            return [end] if end > 0 else []
         got = self.algorithm.decode_into(src, stored_len, sizes, block_bytes, total_bytes,
                                          out, 0)
         if got is not None:
