@@ -15,12 +15,16 @@ import shlex
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .builtin import workloads_dir
 from .cachedir import cache_root
 from .errors import BuildError
+
+if TYPE_CHECKING:
+    from distutils.ccompiler import CCompiler
 
 # -Werror: a warning in a workload is a bug in the test, not something to scroll past.
 CFLAGS: tuple[str, ...] = ("-O2", "-Wall", "-Werror")
@@ -47,12 +51,13 @@ class _Captured:
         self.what = what
         self.log: list[str] = []
 
-    def spawn(self, cmd, **kwargs):  # signature of CCompiler.spawn
+    def spawn(self, argv: Iterable[str], **kwargs: Any) -> None:  # as CCompiler.spawn
         from distutils.errors import DistutilsExecError
 
+        cmd = list(argv)
         try:
             res = subprocess.run(
-                list(cmd), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT, text=True, errors="replace", check=False,
                 timeout=COMPILE_TIMEOUT,
             )
@@ -70,7 +75,8 @@ class _Captured:
         return "\n".join(self.log).rstrip()
 
 
-def new_compiler(what: str, exe_flags: Sequence[str] | None = None):
+def new_compiler(what: str,
+                 exe_flags: Sequence[str] | None = None) -> tuple[CCompiler, _Captured]:
     """(compiler, capture): setuptools' distutils CCompiler with captured output.
 
     With exe_flags, the compiler is set to `$CC exe_flags` (standalone executables); without,
@@ -90,11 +96,13 @@ def new_compiler(what: str, exe_flags: Sequence[str] | None = None):
             linker_exe=cmd + list(LDFLAGS),  # type: ignore[arg-type]
         )
     cap = _Captured(what)
-    cc.spawn = cap.spawn  # type: ignore[method-assign]
+    # replacing a method of this one instance: the stubs type it as a plain attribute
+    cc.spawn = cap.spawn  # type: ignore[method-assign, assignment]
     return cc, cap
 
 
-def compile_sources(cc, cap, sources: Iterable[Path], objdir: Path, what: str, **kw) -> list[str]:
+def compile_sources(cc: CCompiler, cap: _Captured, sources: Iterable[Path], objdir: Path,
+                    what: str, **kw: Any) -> list[str]:
     """Compile one source at a time so that a BuildError names the file that failed."""
     from distutils.errors import CompileError
 
@@ -110,7 +118,7 @@ def compile_sources(cc, cap, sources: Iterable[Path], objdir: Path, what: str, *
 
 
 @contextlib.contextmanager
-def build_lock(lockpath: Path):
+def build_lock(lockpath: Path) -> Iterator[None]:
     """Exclusive fcntl lock: one builder per hash across processes (xdist workers, runs)."""
     lockpath.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(lockpath, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
@@ -121,7 +129,8 @@ def build_lock(lockpath: Path):
         os.close(fd)
 
 
-def build_cached(kind: str, digest: str, filename: str, build) -> Path:
+def build_cached(kind: str, digest: str, filename: str,
+                 build: Callable[[Path], Path]) -> Path:
     """<cache>/<kind>/<digest>/<filename>, built once by build(tmpdir) -> Path in tmpdir.
 
     The result appears by renaming a complete temporary directory, so a reader that sees the
@@ -172,7 +181,7 @@ def workload_digest(name: str, static_dir: Path) -> str:
     return h.hexdigest()[:20]
 
 
-def build_workload(name: str, static_dir: os.PathLike | None = None) -> Path:
+def build_workload(name: str, static_dir: str | os.PathLike[str] | None = None) -> Path:
     """Build <static_dir>/<name>.c + lib/*.c (default: the built-in workloads) into a cached
     executable and return its path.
 

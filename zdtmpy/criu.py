@@ -49,7 +49,7 @@ class Criu:
 
     path: Path
     version: tuple[int, ...]
-    _features: dict = field(default_factory=dict, repr=False)
+    _features: dict[str, bool] = field(default_factory=dict, repr=False)
 
     @property
     def version_str(self) -> str:
@@ -131,7 +131,7 @@ class Criu:
 
 @dataclass
 class CriuRun:
-    cmd: list
+    cmd: list[str]
     returncode: int
     duration: float
     log: Path
@@ -197,7 +197,7 @@ def log_excerpt(log: Path, tail: int = 15, max_errors: int = 20) -> str:
     return "\n".join(parts)
 
 
-def _kill_group(proc: subprocess.Popen) -> bytes:
+def _kill_group(proc: subprocess.Popen[bytes]) -> bytes:
     """SIGKILL criu's process group; returns what criu wrote to its stdout/stderr pipe."""
     try:
         os.killpg(proc.pid, signal.SIGKILL)

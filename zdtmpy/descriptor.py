@@ -73,7 +73,7 @@ def _api_list(value: Any, what: str) -> tuple[str, ...]:
     return apis
 
 
-def _str_dict(value: Any, what: str) -> dict:
+def _str_dict(value: Any, what: str) -> dict[str, Any]:
     if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
         raise TypeError("a mapping of names to values")
     return dict(value)
@@ -190,7 +190,7 @@ def load(path: str | Path) -> Descriptor:
     return from_mapping(raw, path)
 
 
-def from_mapping(raw: dict, path: Path) -> Descriptor:
+def from_mapping(raw: dict[Any, Any], path: Path) -> Descriptor:
     values: dict[str, Any] = {}
     for key, value in raw.items():
         if not isinstance(key, str) or key not in SCHEMA:
@@ -218,7 +218,10 @@ def from_mapping(raw: dict, path: Path) -> Descriptor:
         )
 
     name = path.stem
-    split = lambda key: tuple(values.get(key, "").split())  # noqa: E731
+
+    def split(key: str) -> tuple[str, ...]:
+        return tuple(values.get(key, "").split())
+
     opts, dopts = split("opts"), split("dopts")
     # Upstream ZDTM descs ask for compression with criu's own options; here they choose the
     # compression axis instead, and are not passed to a criu that may predate them.

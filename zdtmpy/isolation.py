@@ -14,7 +14,7 @@ import fcntl
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -24,7 +24,7 @@ PR_SET_CHILD_SUBREAPER = 36
 def become_subreaper() -> bool:
     """Make this process the reaper of its orphaned descendants. False if refused."""
     libc = ctypes.CDLL(None, use_errno=True)
-    return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    return bool(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
 
 
 def alive(pid: int) -> bool:
@@ -180,7 +180,7 @@ def tree_pids(root: int) -> list[int]:
 
 
 @contextmanager
-def exclusive_lock(lock_file: Path, exclusive: bool):
+def exclusive_lock(lock_file: Path, exclusive: bool) -> Iterator[None]:
     """Shared for ordinary tests, exclusive for `excl` ones, across xdist workers."""
     lock_file.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(lock_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)

@@ -22,7 +22,7 @@ import re
 import secrets
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 VAR = "ZDTMPY_MARK"
@@ -87,7 +87,7 @@ def mark(tag: str) -> Mark:
     return Mark(me(), tag)
 
 
-def env(tag: str, base: dict | None = None) -> dict[str, str]:
+def env(tag: str, base: Mapping[str, str] | None = None) -> dict[str, str]:
     """`base` (default os.environ) plus this process's mark with `tag`: pass as Popen env=."""
     out = dict(os.environ if base is None else base)
     out[VAR] = str(mark(tag))
@@ -132,7 +132,7 @@ class Killed:
     cmdline: str
 
 
-def _kill_until_gone(select, timeout: float) -> list[Killed]:
+def _kill_until_gone(select: Callable[[Mark], bool], timeout: float) -> list[Killed]:
     """SIGKILL every process `select(mark)` picks, again until none is left (a dying tree may
     still fork, criu may still be creating tasks). Zombies carry no environment, so they count
     as gone; reaping them is the caller's business (Popen objects may still own some)."""

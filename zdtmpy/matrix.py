@@ -8,10 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from typing import Union
+from typing import TYPE_CHECKING, Union
 
 from .codec import Compression, parse_setting
 from .errors import ZdtmError
+
+if TYPE_CHECKING:
+    from .descriptor import Descriptor
 
 # The compression axis uses the codec's one value and one parser of setting names.
 compression = parse_setting
@@ -134,7 +137,7 @@ def chain_layouts(compressions: Iterable[str]) -> list[tuple[str, ...]]:
 Setting = Union[str, Compression]
 
 
-def variants(desc, modes: Sequence[str], compressions: Sequence[Setting],
+def variants(desc: Descriptor, modes: Sequence[str], compressions: Sequence[Setting],
              acceleration: int | None = None, apis: Sequence[str] = ("cli",)) -> list[Variant]:
     """The valid (mode, compression, criu API) cells for one descriptor.
 
@@ -142,7 +145,7 @@ def variants(desc, modes: Sequence[str], compressions: Sequence[Setting],
     `nolazy` drops lazy modes; its `compress_acceleration` wins over the run's; modes
     criu's RPC cannot drive have no rpc cells.
     """
-    out = []
+    out: list[Variant] = []
     for api in [a for a in apis if not desc.criu_api or a in desc.criu_api]:
         for v in _cells(desc, modes, compressions, acceleration):
             if api == "cli" or v.mode.rpc:
@@ -150,7 +153,7 @@ def variants(desc, modes: Sequence[str], compressions: Sequence[Setting],
     return out
 
 
-def _cells(desc, modes: Sequence[str], compressions: Sequence[Setting],
+def _cells(desc: Descriptor, modes: Sequence[str], compressions: Sequence[Setting],
            acceleration: int | None) -> list[Variant]:
     accel = desc.compress_acceleration or acceleration or 1
     wanted = {compression(c).name for c in desc.compress}

@@ -10,16 +10,22 @@ garbled fails here even if the restored process never touches it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .images.pagemap import PagemapKey
+    from .images.reader import PageReader
+    from .workload import Manifest
 
 # Regions are read in chunks so a large one never needs its whole size in memory twice.
 CHUNK_PAGES = 1024
 PAGE = 4096
 
 
-def check(images: Path, manifest, limit: int = 10) -> list[str]:
+def check(images: Path, manifest: Manifest, limit: int = 10) -> list[str]:
     """Mismatches as readable lines (pid, address, layer, block); empty when all match."""
-    from . import pagegen
     from .errors import ImageError
     from .images import PageReader
 
@@ -28,10 +34,13 @@ def check(images: Path, manifest, limit: int = 10) -> list[str]:
     except ImageError as exc:
         return [str(exc)]
     with reader:
-        return _compare(reader, manifest, limit, pagegen, ImageError)
+        return _compare(reader, manifest, limit)
 
 
-def _compare(reader, manifest, limit, pagegen, ImageError) -> list[str]:
+def _compare(reader: PageReader, manifest: Manifest, limit: int) -> list[str]:
+    from . import pagegen
+    from .errors import ImageError
+
     problems: list[str] = []
     for region in manifest.regions:
         done = 0
@@ -61,7 +70,8 @@ def _compare(reader, manifest, limit, pagegen, ImageError) -> list[str]:
     return problems
 
 
-def _hole_source(reader, key, addr: int):
+def _hole_source(reader: PageReader, key: PagemapKey,
+                 addr: int) -> str | Callable[[int, int], bytes]:
     """What restore shows in pages the images lack: a private file mapping's file bytes,
     else zeros (anonymous memory; shmem objects)."""
     from .images.filemap import private_file_source
@@ -71,7 +81,7 @@ def _hole_source(reader, key, addr: int):
     return private_file_source(reader.layers[0].path, reader.vma_at(key, addr)) or "zero"
 
 
-def _where(reader, key, addr: int) -> str:
+def _where(reader: PageReader, key: PagemapKey, addr: int) -> str:
     try:
         loc = reader.locate(key, addr)
     except Exception as exc:  # a locate failure must not hide the mismatch itself

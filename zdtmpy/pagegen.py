@@ -15,6 +15,7 @@ import sys
 import sysconfig
 import threading
 from pathlib import Path
+from types import ModuleType
 
 PAGE_SIZE = 4096
 # Same order as enum pg_gen in pagegen.h.
@@ -28,7 +29,7 @@ long pagegen_check(int gen, uint64_t seed, uint64_t index, const void *src, size
 _EXT_FLAGS = ("-O2",)
 
 _lock = threading.Lock()
-_mod = None
+_mod: ModuleType | None = None   # the built cffi extension, once loaded
 
 
 def lib_dir(static_dir: Path | None = None) -> Path:
@@ -72,7 +73,7 @@ def _build_module(tmp: Path, src: Path, ldir: Path) -> Path:
         include_dirs=[str(ldir), sysconfig.get_paths()["include"]],
         extra_postargs=list(_EXT_FLAGS),
     )
-    out = tmp / (_MODULE + sysconfig.get_config_var("EXT_SUFFIX"))
+    out = tmp / (_MODULE + str(sysconfig.get_config_var("EXT_SUFFIX")))
     try:
         cc.link_shared_object(objs, str(out))
     except LinkError:
@@ -81,7 +82,7 @@ def _build_module(tmp: Path, src: Path, ldir: Path) -> Path:
     return out
 
 
-def _load():
+def _load() -> ModuleType:
     """Build (once per source hash, under a lock) and import the extension module."""
     global _mod
     if _mod is not None:
@@ -96,10 +97,12 @@ def _load():
         src, hdr = ldir / "pagegen.c", ldir / "pagegen.h"
         if not src.is_file() or not hdr.is_file():
             raise BuildError(f"zdtmpy.pagegen: missing {src} or {hdr}")
-        filename = _MODULE + sysconfig.get_config_var("EXT_SUFFIX")
+        filename = _MODULE + str(sysconfig.get_config_var("EXT_SUFFIX"))
         path = build_cached("pagegen", _digest(src, hdr), filename,
                             lambda tmp: _build_module(tmp, src, ldir))
         spec = importlib.util.spec_from_file_location(_MODULE, path)
+        if spec is None or spec.loader is None:
+            raise BuildError(f"zdtmpy.pagegen: cannot load the built module {path}")
         mod = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(mod)
         _mod = mod
@@ -132,7 +135,8 @@ def generate(gen: str, seed: int, index: int, npages: int) -> bytes:
     return bytes(buf)
 
 
-def first_mismatch(gen: str, seed: int, index: int, npages: int, data) -> int:
+def first_mismatch(gen: str, seed: int, index: int, npages: int,
+                   data: bytes | bytearray | memoryview) -> int:
     """-1 when data (bytes-like, >= npages pages) matches the generator, else the first bad page."""
     g = _gen_number(gen)
     _check_args(seed, index, npages)

@@ -20,14 +20,18 @@ _INODE = re.compile(r"^(\w+):\[\d+\]$")
 _SHMEM_ALIASES = {"/memfd:/dev/zero (deleted)": "/dev/zero (deleted)"}
 
 
+Mapping = tuple[int, int, str, int, str]   # (start, end, perms, offset, path)
+FdEntry = tuple[int, str]                  # (fd, target)
+
+
 @dataclass(frozen=True)
 class ProcState:
     nspid: int
-    maps: tuple  # (start, end, perms, offset, path)
-    fds: tuple  # (fd, target)
+    maps: tuple[Mapping, ...]
+    fds: tuple[FdEntry, ...]
 
 
-def _maps(hostpid: int) -> tuple:
+def _maps(hostpid: int) -> tuple[Mapping, ...]:
     out = []
     with open(f"/proc/{hostpid}/maps") as f:
         for line in f:
@@ -41,7 +45,7 @@ def _maps(hostpid: int) -> tuple:
     return tuple(out)
 
 
-def _fds(hostpid: int) -> tuple:
+def _fds(hostpid: int) -> tuple[FdEntry, ...]:
     out = []
     base = f"/proc/{hostpid}/fd"
     for name in sorted(os.listdir(base), key=int):
@@ -64,9 +68,9 @@ def capture(root_hostpid: int) -> dict[int, ProcState]:
     return state
 
 
-def _merge(maps: tuple) -> list:
+def _merge(maps: tuple[Mapping, ...]) -> list[Mapping]:
     """Join adjacent mappings with equal attributes: the kernel may split or merge VMAs."""
-    out: list = []
+    out: list[Mapping] = []
     for m in maps:
         if out and out[-1][1] == m[0] and out[-1][2] == m[2] and out[-1][4] == m[4]:
             prev = out[-1]
@@ -76,7 +80,8 @@ def _merge(maps: tuple) -> list:
     return out
 
 
-def differences(before: dict, after: dict, limit: int = 10) -> list[str]:
+def differences(before: dict[int, ProcState], after: dict[int, ProcState],
+                limit: int = 10) -> list[str]:
     """Human-readable differences; empty when the trees match."""
     diffs = []
     for pid in sorted(set(before) | set(after)):
@@ -99,5 +104,5 @@ def differences(before: dict, after: dict, limit: int = 10) -> list[str]:
     return diffs
 
 
-def _fmt(m) -> str:
+def _fmt(m: Mapping) -> str:
     return f"{m[0]:x}-{m[1]:x} {m[2]} {m[4] or '[anon]'}"

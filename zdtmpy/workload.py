@@ -136,9 +136,9 @@ class Workload:
     workload is stopped (criu restores the mappings from those paths).
     """
 
-    def __init__(self, exe: os.PathLike, workdir: os.PathLike, args: Sequence[str] = (),
-                 start_timeout: float = 30, no_ns: bool = False, name: str | None = None,
-                 env: dict[str, str] | None = None):
+    def __init__(self, exe: str | os.PathLike[str], workdir: str | os.PathLike[str],
+                 args: Sequence[str] = (), start_timeout: float = 30, no_ns: bool = False,
+                 name: str | None = None, env: dict[str, str] | None = None) -> None:
         self.exe = Path(exe).resolve()
         self.workdir = Path(workdir).resolve()
         self.args = tuple(str(a) for a in args)
@@ -150,16 +150,16 @@ class Workload:
         self.outfile = self.workdir / OUTFILE
         self.manifest_path = self.workdir / MANIFEST
         self.pid: int | None = None  # host pid of the (current) ns init
-        self._proc: subprocess.Popen | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
         self._pids: set[int] = set()  # every init pid we were told about, for kill()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Workload({self.name}, pid={self.pid}, workdir={self.workdir})"
 
-    def __enter__(self):
+    def __enter__(self) -> Workload:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.kill()
 
     # -- helpers ---------------------------------------------------------------------------

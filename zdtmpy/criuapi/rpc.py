@@ -188,7 +188,7 @@ class RpcServer:
             raise StageTimeout(f"stage '{stage}': criu page-server (pid {self.pid}, over RPC) "
                                f"did not exit within {timeout:g}s (killed)\n"
                                f"{log_excerpt(self.log)}") from None
-        status = resp.status
+        status: int = resp.status
         self.service.finish(10.0)
         if not resp.success or status != 0:
             raise CriuFailure(f"stage '{stage}': criu page-server over RPC ended with wait "

@@ -37,7 +37,7 @@ def messages() -> dict[str, Any]:
 def req_type(name: str) -> int:
     """criu_req_type value by name, e.g. 'DUMP'."""
     enum = messages()["criu_req"].DESCRIPTOR.fields_by_name["type"].enum_type
-    return enum.values_by_name[name].number
+    return int(enum.values_by_name[name].number)
 
 
 def req_type_name(number: int) -> str:
