@@ -27,9 +27,6 @@ from .updesc import load as load_desc
 
 NS_ROOT_KEY = pytest.StashKey[NsRoot]()
 BUILT_KEY = pytest.StashKey[set]()
-# Upstream tests that open inet/packet/netlink sockets on the host network in flavor h.
-PORT_USERS = re.compile(r"tcp|udp|sock|inet|packet|net|ipv6|ip_opts|freebind|linger|raw|"
-                        r"conntrack|macvlan|veth|bridge|sit|tun")
 
 
 class SuiteFlavor(pytest.Collector):
@@ -163,16 +160,12 @@ class CorpusItem(ZdtmItem):
             built.add(self.suite)
 
     def runtest(self):
-        if self.flavor != "ns":
-            if not PORT_USERS.search(self.test.short):
-                return super().runtest()
-            # Flavor h shares the host's network: upstream's inet tests use fixed ports
-            # (8880...), so two of them at once (xdist, or two sessions) meet each other's
-            # sockets. Machine-wide: another session's socket tests use the same ports.
-            from ..isolation import exclusive_lock
-            from .sysprep import REGISTRY
+        if self.flavor == "h":
+            # As upstream's zdtm_ct: the test, its hooks and criu in a network namespace of
+            # their own, so fixed ports and firewall rules never meet another test's.
+            from .netns import private_netns
 
-            with exclusive_lock(REGISTRY / "host-ports.lock", True):
+            with private_netns():
                 return super().runtest()
         # As upstream's zdtm_ct: the test, its hooks and criu in a mount namespace of their
         # own; what they mount (the root, /dev, mnt_ext_*'s /tmp/zdtm_ext_*) stays there.
