@@ -10,7 +10,8 @@ rules a test adds are private and vanish with the namespace, so such tests run i
 (xdist, other sessions) without meeting each other. At the end the thread goes back to the
 namespace it came from; the private one dies with the last of the test's processes.
 
-Only the network namespace: `unshare(CLONE_NEWNS)` is refused in a multithreaded process.
+Only the network namespace (zdtm_ct also gives a PID, mount, IPC and time namespace; zdtmpy's
+h keeps the host's: what criu must restore into them is the same either way).
 """
 
 from __future__ import annotations
