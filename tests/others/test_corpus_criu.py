@@ -36,6 +36,7 @@ def run(pytester, criu, *args):
     return pytester.runpytest_subprocess("-p", "no:cacheprovider", "-rs", "--zdtm-mode", "plain",
                                          "--zdtm-compress", "off", "--zdtm-suite", "criu",
                                          "--criu-bin", str(criu.path), "--zdtm-as-root",
+                                         "--zdtm-results", str(pytester.path / "zdtm-results"),
                                          "empty", *args)
 
 
@@ -51,6 +52,24 @@ def test_upstream_tests_pass_in_h_and_ns_without_leftovers(tree_criu, pytester, 
     assert "flavor ns mode plain: 2 passed, 0 failed, 0 skipped" in text
     assert _mounts_of(pytester.path) == []
     assert not any((pytester.path / "zdtm-results").glob("s-*"))
+
+
+@pytest.mark.criu
+def test_uns_runs_tests_as_upstream_in_a_user_namespace(tree_criu, pytester):
+    """Without --zdtm-as-root: in uns criu owns the test's user namespace, so tests that switch
+    to upstream's uid there still dump (h and ns would skip them for the missing capability)."""
+    (pytester.path / "empty").mkdir()
+    res = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-rs", "--zdtm-mode", "plain", "--zdtm-compress", "off",
+        "--zdtm-suite", "criu", "--criu-bin", str(tree_criu.path), "--zdtm-flavor", "uns",
+        "--zdtm-keep", "--zdtm-results", str(pytester.path / "zdtm-results"),
+        "--zdtm-corpus-tests", "pipe00 write_read00", "empty")
+    res.assert_outcomes(passed=2)
+    assert "flavor uns mode plain: 2 passed, 0 failed, 0 skipped" in res.stdout.str()
+    work = pytester.path / "zdtm-results" / "corpus-ns-root" / "work"
+    for name in ("s-pipe00-plain-off", "s-write_read00-plain-off"):
+        assert list((work / name / "img").glob("userns-*.img")), f"{name}: no user namespace"
+    assert _mounts_of(pytester.path) == []
 
 
 @pytest.mark.criu

@@ -34,7 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="criu source tree or its test/zdtm ('criu' = the tree of the criu "
                         "under test; default)")
     p.add_argument("--criu-bin", default=None, help="criu to test (default: as zdtmpy finds)")
-    p.add_argument("--flavor", default="h", choices=("h", "ns"))
+    p.add_argument("--flavor", default="h", choices=("h", "ns", "uns"))
     p.add_argument("--jobs", type=int, default=2, help="zdtm.py -p N and zdtmpy -n N")
     p.add_argument("--tests", default=" ".join(SLICE),
                    help="space-separated short names (default: a representative slice)")

@@ -1,4 +1,4 @@
-"""The h and ns flavors: the environment an upstream test gets, and the ns flavor's root.
+"""The h, ns and uns flavors: the environment an upstream test gets, and the ns flavors' root.
 
 An upstream test gets exactly what upstream's runner gives it: a fixed PATH, TMPDIR, and the
 `ZDTM_*` variables of its flavor -- never the caller's environment (zdtmpy's own `ZDTM_CRIU`
@@ -11,6 +11,11 @@ As upstream's, a test's root is laid out like the tree's test/ directory: the te
 /bin, /lib, ... holding the libraries it needs (hard links of one copy per session). Each
 test gets a root of its own, mounted with a fresh /dev in the test's private mount namespace
 (mntns.py) at its worker's mount points, so nothing is mounted on the host.
+
+Flavor `uns`: the same, and the test library also creates a user namespace (ZDTM_USERNS=1)
+in which root is host uid 20000 (upstream's ns.c maps 0-19999 to 20000-39999). As upstream
+does, the test's root and /dev are opened to everyone (the test makes `old/` and /dev/ptmx
+there) and so is the test's directory (its pidfile and outfile).
 """
 
 from __future__ import annotations
@@ -97,9 +102,18 @@ class NsRoot:
     def items(self) -> Path:
         return self.directory / "items"
 
-    def env(self) -> dict[str, str]:
-        return {"ZDTM_NEWNS": "1", "ZDTM_ROOT": str(self.root), "ZDTM_DEV": str(self.dev),
-                "PATH": STD_PATH}
+    def env(self, userns: bool = False) -> dict[str, str]:
+        env = {"ZDTM_NEWNS": "1", "ZDTM_ROOT": str(self.root), "ZDTM_DEV": str(self.dev),
+               "PATH": STD_PATH}
+        if userns:
+            env["ZDTM_USERNS"] = "1"
+        return env
+
+    def open_for_userns(self, root: Path) -> None:
+        """Upstream's uns flavor adds group and other rwx to the test's root; its /dev is
+        0777 (the test links /dev/ptmx there as root of its user namespace). After enter()."""
+        os.chmod(root, 0o777)
+        os.chmod(self.dev, 0o777)
 
     def criu_opts(self) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
         """(opts, dopts, ropts) upstream adds for this flavor."""

@@ -27,6 +27,7 @@ from .updesc import load as load_desc
 
 NS_ROOT_KEY = pytest.StashKey[NsRoot]()
 BUILT_KEY = pytest.StashKey[set]()
+NS_FLAVORS = ("ns", "uns")  # the test library makes the namespaces, criu gets --root
 
 
 class SuiteFlavor(pytest.Collector):
@@ -42,7 +43,7 @@ class SuiteFlavor(pytest.Collector):
         named = (" ".join(self.config.args) + " " + (self.config.getoption("keyword") or "")
                  + " " + " ".join(self.config.getoption("zdtm_corpus_tests") or []))
         as_root = bool(self.config.getoption("zdtm_as_root"))
-        ns_root = ns_root_of(self.config) if self.flavor == "ns" else None
+        ns_root = ns_root_of(self.config) if self.flavor in NS_FLAVORS else None
         only = wanted_tests(self.config)
         for test in self.suite.tests():
             if only is not None and test.short not in only:
@@ -56,6 +57,8 @@ class SuiteFlavor(pytest.Collector):
                 opts, dopts, ropts = ns_root.criu_opts()
                 desc = dataclasses.replace(desc, opts=desc.opts + opts,
                                            dopts=desc.dopts + dopts, ropts=desc.ropts + ropts)
+            if desc is not None and self.flavor == "uns":  # upstream drops uns without it
+                desc = dataclasses.replace(desc, features=(*desc.features, "userns"))
             cells = _cells(desc, sel)
             for variant in cells:
                 ctx = gate.Context(self.flavor, as_root, test.short in named,
@@ -135,7 +138,7 @@ class CorpusItem(ZdtmItem):
         self.workdir_name = re.sub(r"[^A-Za-z0-9_.+-]+", "-",
                                    f"{test.subdir[0]}-{test.short}-{self.variant.id}")
         self._ns_root: Path | None = None
-        if flavor == "ns":  # the test's own root; it runs in <root>/zdtm/<subdir>, as upstream
+        if flavor in NS_FLAVORS:  # a root of its own; it runs in <root>/zdtm/<subdir>, as upstream
             self._ns_root = ns_root_of(self.config).items / self.workdir_name
             self.workdir_parent = self._ns_root / "zdtm"
             self.workdir_name = test.subdir
@@ -198,7 +201,7 @@ class CorpusItem(ZdtmItem):
         if self.desc.has("pre-dump-notify"):
             env.update(ZDTM_NOTIFY_FDIN="100", ZDTM_NOTIFY_FDOUT="101")  # as upstream
         run.on_cleanup(lambda: unmount_below(run.workdir))
-        if env.get("ZDTM_UID"):
+        if env.get("ZDTM_UID") or self.flavor == "uns":
             os.chmod(run.workdir, 0o777)  # upstream opens the test's directory for its uid
         if self._ns_root is not None:
             ns = ns_root_of(self.config)
@@ -206,7 +209,9 @@ class CorpusItem(ZdtmItem):
                 deps = [d for d in (first_dep(x) for x in self.desc.deps) if d]
                 ns.prepare(self._ns_root, [str(exe), *deps])
                 ns.enter(self._ns_root)
-            env.update(ns.env())
+                if self.flavor == "uns":
+                    ns.open_for_userns(self._ns_root)
+            env.update(ns.env(userns=self.flavor == "uns"))
             cwd = ns.root / run.workdir.relative_to(self._ns_root)
         else:
             cwd = short_alias(run.workdir)
