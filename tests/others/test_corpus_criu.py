@@ -66,9 +66,10 @@ def test_uns_runs_tests_as_upstream_in_a_user_namespace(tree_criu, pytester):
         "--zdtm-corpus-tests", "pipe00 write_read00", "empty")
     res.assert_outcomes(passed=2)
     assert "flavor uns mode plain: 2 passed, 0 failed, 0 skipped" in res.stdout.str()
-    work = pytester.path / "zdtm-results" / "corpus-ns-root" / "work"
+    roots = pytester.path / "zdtm-results" / "corpus-ns-root" / "items"
     for name in ("s-pipe00-plain-off", "s-write_read00-plain-off"):
-        assert list((work / name / "img").glob("userns-*.img")), f"{name}: no user namespace"
+        images = roots / name / "zdtm" / "static" / "img"
+        assert list(images.glob("userns-*.img")), f"{images}: no user namespace dumped"
     assert _mounts_of(pytester.path) == []
 
 
