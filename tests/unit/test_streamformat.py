@@ -379,3 +379,31 @@ def test_header_checks(tmp_path):
     with pytest.raises(sf.StreamError, match="header checksum"):
         sf.decode_header(good[:9] + b"\x09" + good[10:], "s")
     assert isinstance(ImageError("x"), Exception)
+
+
+def test_a_blocks_record_built_in_a_pool_thread_is_the_writers_own(tmp_path):
+    """capture builds its BLOCKS records (CRC included) in the pool: the bytes must be
+    exactly StreamWriter.blocks's, and out-of-order records are refused."""
+    import io
+
+    from zdtmpy.codec.coding import encode_chunk
+
+    data = b"text " * 1000 + bytes(8192) + os.urandom(4096)
+    data += bytes(-len(data) % PS)
+    sizes, payload = encode_chunk(data, PS, 1)
+    a, b = io.BytesIO(), io.BytesIO()
+    wa, wb = sf.StreamWriter(a, Compression("page")), sf.StreamWriter(b, Compression("page"))
+    fa, fb = wa.open("pages-1.img"), wb.open("pages-1.img")
+    wa.blocks(fa, PS, len(data), sizes, payload)
+    wb.put_blocks(fb, 0, len(data), sf.blocks_record(fb, 0, PS, len(data), sizes, payload))
+    assert a.getvalue() == b.getvalue()
+    with pytest.raises(sf.StreamError, match="out of order"):
+        wb.put_blocks(fb, 0, len(data), sf.blocks_record(fb, 0, PS, len(data), sizes,
+                                                         payload))
+    for w, f in ((wa, fa), (wb, fb)):
+        w.close(f)
+        w.end()
+    assert a.getvalue() == b.getvalue()
+    (tmp_path / "s").write_bytes(b.getvalue())
+    idx = si.index_stream(tmp_path / "s")   # every CRC checked
+    assert idx.files["pages-1.img"].size == len(data)

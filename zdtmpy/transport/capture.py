@@ -25,9 +25,10 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ..codec import Compression
+from ..codec.algorithm import Buffer
 from ..errors import StageTimeout
 from .streamcheck import FRAMED, PAGEMAP, PAGES, FramingCheck, check_complete, pagemap_summary
-from .streamformat import StreamWriter, check_name
+from .streamformat import StreamWriter, blocks_record, check_name
 from .streamproto import CAPTURE_SOCKET, PIPE_SIZE, Control, Listener, StreamerError, prepare_pipe
 
 
@@ -41,6 +42,19 @@ class CaptureResult:
     seconds: float
 
 
+Record3 = tuple[bytes, Buffer, bytes]
+
+
+def _encode_record(fid: int, offset: int, data: bytes, block: int,
+                   acceleration: int) -> Record3:
+    """In a pool thread: the chunk's blocks encoded, and its whole record with its CRC (the
+    capture loop, one thread for every pipe, only writes it)."""
+    from ..codec.coding import encode_chunk
+
+    sizes, payload = encode_chunk(data, block, acceleration)
+    return blocks_record(fid, offset, block, len(data), sizes, payload)
+
+
 class BlockEncoder:
     """Encodes one pages file as it arrives: chunks of whole blocks go to the shared thread
     pool (lz4 releases the GIL), results are written in order as they complete."""
@@ -52,8 +66,9 @@ class BlockEncoder:
         self.block = cap.spec.block_pages * 4096
         self.chunk = chunk_size(self.block)
         self.acc = bytearray()
-        # (decoded length, future of (block sizes, payload)) in file order
-        self.inflight: collections.deque[tuple[int, Future[tuple[list[int], bytes]]]] = \
+        self.submitted = 0  # decoded bytes handed to the pool so far
+        # (file offset, decoded length, future of the whole record) in file order
+        self.inflight: collections.deque[tuple[int, int, Future[Record3]]] = \
             collections.deque()
 
     def feed(self, data: bytes) -> None:
@@ -67,17 +82,17 @@ class BlockEncoder:
         self.drain(block=self.cap.inflight() > self.cap.window)
 
     def _submit(self, data: bytes) -> None:
-        from ..codec.coding import encode_chunk
         from ..compress.pipeline import pool
 
-        self.inflight.append((len(data), pool().submit(encode_chunk, data, self.block,
-                                                       self.cap.spec.acceleration)))
+        fut = pool().submit(_encode_record, self.fid, self.submitted, data, self.block,
+                            self.cap.spec.acceleration)
+        self.inflight.append((self.submitted, len(data), fut))
+        self.submitted += len(data)
 
     def drain(self, block: bool = False) -> None:
-        while self.inflight and (block or self.inflight[0][1].done()):
-            n, fut = self.inflight.popleft()
-            sizes, payload = fut.result()
-            self.cap.writer.blocks(self.fid, self.block, n, sizes, payload)
+        while self.inflight and (block or self.inflight[0][2].done()):
+            offset, n, fut = self.inflight.popleft()
+            self.cap.writer.put_blocks(self.fid, offset, n, fut.result())
             block = False
 
     def finish(self) -> None:
@@ -209,7 +224,7 @@ class Capture:
         if self.listener is not None:
             self.listener.close()
         for e in self.encoders:
-            for _, fut in e.inflight:
+            for _, _, fut in e.inflight:
                 fut.cancel()
         for fd in (self._stop_r, self._stop_w):
             with contextlib.suppress(OSError):

@@ -113,6 +113,18 @@ def encode_record(rtype: int, file_id: int, offset: int,
     return head, crc
 
 
+def blocks_record(fid: int, offset: int, block_bytes: int, decoded_len: int,
+                  sizes: list[int], payload: Buffer) -> tuple[bytes, Buffer, bytes]:
+    """A whole BLOCKS record (header + blocks header + sizes, the payload, the CRC), the
+    same bytes as StreamWriter.blocks writes, built without the writer: a pool thread
+    does the CRC and the packing, the writer only writes (StreamWriter.put_blocks)."""
+    prefix = _BLK.pack(block_bytes, len(sizes), decoded_len) + \
+        struct.pack(f"<{len(sizes)}I", *sizes)
+    head = RECORD_HEAD.pack(BLOCKS, 0, 0, fid, offset, len(prefix) + len(payload))
+    crc = zlib.crc32(payload, zlib.crc32(prefix, zlib.crc32(head)))
+    return head + prefix, payload, CRC.pack(crc)
+
+
 class StreamWriter:
     """Writes a stream to a binary file object; tracks each file's size for CLOSE."""
 
@@ -164,6 +176,17 @@ class StreamWriter:
         head = _BLK.pack(block_bytes, len(sizes), decoded_len)
         body = head + struct.pack(f"<{len(sizes)}I", *sizes) + payload
         self._record(BLOCKS, fid, self._sizes[fid], body)
+        self._sizes[fid] += decoded_len
+        self.data_bytes += decoded_len
+
+    def put_blocks(self, fid: int, offset: int, decoded_len: int,
+                   record: tuple[bytes, Buffer, bytes]) -> None:
+        """A BLOCKS record built by `blocks_record` (in a pool thread), in file order."""
+        if offset != self._sizes[fid]:
+            raise StreamError(f"file #{fid}: blocks record for offset {offset}, the file is "
+                              f"at {self._sizes[fid]} (records out of order)")
+        for part in record:
+            self._emit(part)
         self._sizes[fid] += decoded_len
         self.data_bytes += decoded_len
 
