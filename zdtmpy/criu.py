@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -81,6 +82,17 @@ class Criu:
             except subprocess.TimeoutExpired:
                 self._features[name] = False
         return self._features[name]
+
+    def ask_features(self, names: Iterable[str]) -> dict[str, bool]:
+        """has_feature for several names, the `criu check`s run side by side (an xdist
+        controller asks them before each worker may start)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        missing = [n for n in dict.fromkeys(names) if n not in self._features]
+        if len(missing) > 1:
+            with ThreadPoolExecutor(len(missing)) as ex:
+                list(ex.map(self.has_feature, missing))
+        return {n: self.has_feature(n) for n in names}
 
     def run(self, action: str, args: list[str], *, log: Path, stage: str, timeout: float,
             expect_fail: bool = False, env: dict[str, str] | None = None) -> CriuRun:

@@ -83,9 +83,9 @@ def run_properties(run, passed: bool) -> list[tuple[str, Any]]:
 
 
 def criu_features(criu) -> dict[str, bool]:
-    if not hasattr(criu, "has_feature"):
+    if not hasattr(criu, "ask_features"):
         return {}
-    return {name: criu.has_feature(name) for name in SKIP_FEATURES}
+    return criu.ask_features(SKIP_FEATURES)
 
 
 def header_line(criu) -> str:
