@@ -24,6 +24,7 @@ from .attachment import Attachment
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+    from ..criuapi import CriuBackend
     from ..descriptor import Descriptor
     from ..matrix import Mode, Variant
     from ..workload import Manifest, Verdict
@@ -107,7 +108,7 @@ class Run:
     # Every process of this run carries marker.env(tag): cleanup kills them all by it, even
     # ones only criu knew (a half-restored tree, a task in another session).
     tag: str = field(default_factory=marker.new_tag)
-    _backend: object = None
+    _backend: CriuBackend | None = None
 
     # -- bookkeeping -------------------------------------------------------------------
     @contextmanager
@@ -231,7 +232,7 @@ class Run:
 
     # -- criu --------------------------------------------------------------------------
     @property
-    def backend(self) -> Any:
+    def backend(self) -> CriuBackend:
         """How criu actions run: the variant's criu API (command line or RPC)."""
         if self._backend is None:
             from ..criuapi import backend_for
@@ -266,7 +267,7 @@ class Run:
                 self.blame_workload(pid, exc)  # a failed dump resumes the tree: it must live
                 raise
 
-    def blame_workload(self, pid: int, failure: Exception):
+    def blame_workload(self, pid: int, failure: Exception) -> None:
         """If the workload died, that (with its signal) is the cause of `failure`."""
         death = getattr(self.workload, "death", None)
         if death is None or isolation.alive(pid):

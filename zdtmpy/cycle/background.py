@@ -13,17 +13,28 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ..criu import log_excerpt, returncode_text, signal_name
 from ..errors import CriuFailure, StageTimeout
 from . import Run, followed
+
+if TYPE_CHECKING:
+    from ..codec import Compression
+    from ..transport.pageserver import PageServer
 
 
 class Blamer(Protocol):
     """A background helper that can name itself as the cause of a failure that followed."""
 
     def blame(self, failure: Exception) -> None: ...
+
+
+class CriuServer(Blamer, Protocol):
+    """A listening criu helper: criu's page server as a command or over RPC."""
+
+    def wait(self, timeout: float, stage: str) -> int: ...
+    def kill(self) -> None: ...
 
 
 LOOPBACK = "127.0.0.1"
@@ -35,7 +46,7 @@ class BackgroundCriu:
     """`criu ACTION ARGS --status-fd` in its own session: ready once criu writes its status
     byte (after it listens), ended by wait() or, on any failure, by the Run's cleanup."""
 
-    def __init__(self, r: Run, action: str, args: list, log_name: str):
+    def __init__(self, r: Run, action: str, args: list[str], log_name: str) -> None:
         self.r = r
         self.action = action
         self.log = r.path(log_name)
@@ -110,10 +121,11 @@ def free_port() -> int:
     """A port nobody listens on right now (criu binds it itself; callers retry on a race)."""
     with socket.socket() as s:
         s.bind((LOOPBACK, 0))
-        return s.getsockname()[1]
+        return int(s.getsockname()[1])
 
 
-def start_criu_server(r: Run, action: str, args: list, log_name: str) -> tuple:
+def start_criu_server(r: Run, action: str, args: list[str],
+                      log_name: str) -> tuple[CriuServer, int]:
     """Start a listening criu helper on a free port, retrying when another test took the port
     between our probe and criu's bind. Returns (BackgroundCriu, port)."""
     last: CriuFailure | None = None
@@ -124,9 +136,13 @@ def start_criu_server(r: Run, action: str, args: list, log_name: str) -> tuple:
         log = r.path(name)
         r.attach(f"criu {action} log ({name})", log)
         try:
-            if action == "page-server" and r.backend.name == "rpc":
-                server = r.backend.start_page_server(full_args, log=log, timeout=r.timeout(),
-                                                     env=r.env())
+            backend = r.backend
+            if action == "page-server" and backend.name == "rpc":
+                from ..criuapi.rpc import RpcBackend
+
+                assert isinstance(backend, RpcBackend)  # the only backend named rpc
+                server = backend.start_page_server(full_args, log=log, timeout=r.timeout(),
+                                                   env=r.env())
                 r.on_cleanup(server.kill)
                 return server, port
             helper = BackgroundCriu(r, action, full_args, name)
@@ -141,7 +157,8 @@ def start_criu_server(r: Run, action: str, args: list, log_name: str) -> tuple:
     raise last
 
 
-def start_zdtmpy_server(r: Run, images: Path, spec, *, lazy: bool):
+def start_zdtmpy_server(r: Run, images: Path, spec: Compression | None, *,
+                        lazy: bool) -> PageServer:
     """zdtmpy's page server in a thread, on an ephemeral loopback port, speaking the header
     layout of the criu under test; stopped by the Run's cleanup, its log attached."""
     from ..transport.pageserver import PageServer, header_size_for
@@ -156,7 +173,7 @@ def start_zdtmpy_server(r: Run, images: Path, spec, *, lazy: bool):
     return srv
 
 
-def page_server_args(port: int) -> list:
+def page_server_args(port: int) -> list[str]:
     return ["--page-server", "--address", LOOPBACK, "--port", str(port)]
 
 
@@ -164,7 +181,8 @@ def page_server_args(port: int) -> list:
 class StreamerProcess:
     """`zdtmpy stream capture|serve` as a child: ready when its socket appears."""
 
-    def __init__(self, r: Run, action: str, args: list, sock: Path, log_name: str):
+    def __init__(self, r: Run, action: str, args: list[str | Path], sock: Path,
+                 log_name: str) -> None:
         self.r = r
         self.action = action
         self.sock = sock
@@ -182,7 +200,7 @@ class StreamerProcess:
                                          env=env)
         r.on_cleanup(self.kill)
 
-    def wait_ready(self):
+    def wait_ready(self) -> None:
         deadline = time.monotonic() + self.r.timeout()
         while not self.sock.exists():
             if self.proc.poll() is not None:
@@ -194,7 +212,7 @@ class StreamerProcess:
                                    f"{self.r.timeout():.0f}s")
             time.sleep(0.01)
 
-    def wait_done(self):
+    def wait_done(self) -> None:
         try:
             rc = self.proc.wait(self.r.timeout())
         except subprocess.TimeoutExpired:
@@ -220,7 +238,7 @@ class StreamerProcess:
                          f"zdtmpy stream {self.action} {returncode_text(rc)}:\n{self.tail()}\n"
                          f"what followed: {followed(failure)}") from failure
 
-    def tail(self, lines=15):
+    def tail(self, lines: int = 15) -> str:
         from ..criu import read_head_tail
 
         try:
@@ -229,7 +247,7 @@ class StreamerProcess:
             return f"(no log at {self.log})"
         return "\n".join((first + last)[-lines:])
 
-    def kill(self):
+    def kill(self) -> None:
         """SIGTERM first (the streamer removes its socket and partial files), then SIGKILL."""
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)

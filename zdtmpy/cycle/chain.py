@@ -26,6 +26,9 @@ TRACKED_LAYERS = 3  # pre / snaps: pre-dumps or snapshots, the last one the fina
 
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from ..codec import Compression
     from ..procstate import ProcState
     from ..workload import Manifest
 
@@ -86,7 +89,8 @@ def dump_steps(r: Run, pid: int, n: int, dump_one: DumpOne | None = None) -> Ste
     return Steps(layers, manifests, before)
 
 
-def _verify(r: Run, layers, fulls=None, what="chain"):
+def _verify(r: Run, layers: list[Path], fulls: list[Path] | None = None,
+            what: str = "chain") -> None:
     """verify_chain on the top; with full copies, every layer must read back as its dump."""
     from ..compress.chain import same_content, verify_chain
 
@@ -101,13 +105,14 @@ def _verify(r: Run, layers, fulls=None, what="chain"):
                        + "\n  ".join(diffs))
 
 
-def _oracle_every_layer(r: Run, layers, manifests, kinds):
+def _oracle_every_layer(r: Run, layers: list[Path], manifests: list[Manifest],
+                        kinds: Sequence[Compression]) -> None:
     for i, layer in enumerate(layers):
         r.check_images(layer, manifests[i], layer_note=f" (layer {i + 1}/{len(layers)}, "
                        f"{kinds[i].name}, step {manifests[i].step})")
 
 
-def _decompress_chain(r: Run, layers, kinds):
+def _decompress_chain(r: Run, layers: list[Path], kinds: Sequence[Compression]) -> None:
     """Offer a compressed chain to a criu that cannot read it, then make it plain again."""
     from ..compress import decompress_dir
     from ..images import ImageSet
@@ -124,7 +129,8 @@ def _decompress_chain(r: Run, layers, kinds):
                        "after decompressing the chain; expected 2 and 0")
 
 
-def _restore_top(r: Run, layers, before, pid: int, norst: bool):
+def _restore_top(r: Run, layers: list[Path], before: dict[int, ProcState], pid: int,
+                 norst: bool) -> None:
     if norst:
         r.stop_workload(pid)
         return
@@ -133,7 +139,7 @@ def _restore_top(r: Run, layers, before, pid: int, norst: bool):
     r.stop_workload(new_pid)
 
 
-def _sizes_text(rows) -> str:
+def _sizes_text(rows: list[tuple[str, str, int, int, str]]) -> str:
     lines = [f"{'layer':<8}{'kind':<12}{'full dump':>14}{'layer':>14}  note"]
     for name, kind, full, layer, note in rows:
         lines.append(f"{name:<8}{kind:<12}{full:>14}{layer:>14}  {note}")
@@ -161,7 +167,7 @@ def run_rebased(r: Run) -> None:
     _restore_top(r, layers, before, pid, norst)
 
 
-def rebase_layers(r: Run, layers: list, kinds) -> None:
+def rebase_layers(r: Run, layers: list[Path], kinds: Sequence[Compression]) -> None:
     """Compress the bottom full dump and rebase each further one onto the layer below,
     each stored as its kind; the sizes are attached to the report."""
     from ..compress import compress_dir
@@ -183,7 +189,7 @@ def rebase_layers(r: Run, layers: list, kinds) -> None:
     _dumped_every_layer(r, layers)  # as restore will read them: rebased and compressed
 
 
-def _dumped_every_layer(r: Run, layers) -> None:
+def _dumped_every_layer(r: Run, layers: list[Path]) -> None:
     """The after-dump hook once per layer, bottom first, on the images in their final form."""
     for layer in layers:
         r.dumped(layer)

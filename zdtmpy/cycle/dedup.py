@@ -16,6 +16,7 @@ tracking like `pre` and `snaps`.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..compress.dedup import allocated_bytes
 from . import Run
@@ -28,6 +29,9 @@ from .chain import (
     rebase_layers,
 )
 from .transforms import link_copy
+
+if TYPE_CHECKING:
+    from ..workload import Manifest
 
 AUTO_LAYERS = 3
 
@@ -55,7 +59,8 @@ def _report(r: Run, layers: list[Path], before: list[int], how: str,
                + "\n".join(lines))
 
 
-def _check_top(r: Run, layers: list[Path], full_top: Path | None, manifest) -> None:
+def _check_top(r: Run, layers: list[Path], full_top: Path | None,
+               manifest: Manifest) -> None:
     """The chain is sound and the top still reads back as its dump and its manifest."""
     from ..compress.chain import same_content, verify_chain
 

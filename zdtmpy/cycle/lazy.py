@@ -11,8 +11,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import ZdtmError
-from . import Run
-from .background import LOOPBACK, BackgroundCriu, start_criu_server, start_zdtmpy_server
+from . import Run, Started
+from .background import (
+    LOOPBACK,
+    BackgroundCriu,
+    Blamer,
+    start_criu_server,
+    start_zdtmpy_server,
+)
 from .pageserver import decompressed_copy, verify_compressed
 from .transforms import compare_dumps, link_copy, prepare_for_restore
 
@@ -40,7 +46,7 @@ def ensure_pipe_max_size(r: Run) -> None:
         r.attach("sysctl", log)
 
 
-def _dump(r: Run):
+def _dump(r: Run) -> tuple[Started, Path]:
     """Start the workload and dump it normally; returns (started, images)."""
     w = r.start_recorded()
     images = r.path("img")
@@ -51,8 +57,8 @@ def _dump(r: Run):
     return w, images
 
 
-def _lazy_restore(r: Run, restore_dir: Path, w, lazy_args: list,
-                  upstream: BackgroundCriu | None = None) -> BackgroundCriu:
+def _lazy_restore(r: Run, restore_dir: Path, w: Started, lazy_args: list[str],
+                  upstream: Blamer | None = None) -> BackgroundCriu:
     """lazy-pages daemon + restore --lazy-pages; the workload's verdict touches every page,
     then the daemon must exit cleanly. A failure after a helper died (the daemon, or the
     `upstream` page server feeding it) is reported as that helper's death."""

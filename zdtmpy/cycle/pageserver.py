@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import ZdtmError
 from . import Run, followed
@@ -19,6 +21,9 @@ from .background import (
     start_zdtmpy_server,
 )
 from .transforms import COMPRESS_FEATURE, link_copy, refuse_compressed
+
+if TYPE_CHECKING:
+    from ..transport.pageserver import PageServer
 
 
 def verify_compressed(r: Run, images: Path, what: str) -> None:
@@ -55,7 +60,7 @@ def run_zdtmpy(r: Run) -> None:
     with r.stage("page-server"):
         srv = start_zdtmpy_server(r, images, spec, lazy=False)
 
-    def finish_dump():
+    def finish_dump() -> None:
         with r.stage("page-server"):
             result = srv.wait(r.timeout())
             if not result.files:
@@ -73,7 +78,7 @@ class ServerBlame:
 
     SETTLE = 2.0  # seconds for the server thread to record a session criu saw end
 
-    def __init__(self, r: Run, srv):
+    def __init__(self, r: Run, srv: PageServer) -> None:
         self.r, self.srv = r, srv
 
     def blame(self, failure: Exception) -> None:
@@ -99,7 +104,7 @@ def run_criu(r: Run) -> None:
         helper, port = start_criu_server(r, "page-server", ["-D", str(ps_dir)],
                                          "page-server.log")
 
-    def finish_dump():
+    def finish_dump() -> None:
         with r.stage("page-server"):
             helper.wait(r.timeout(), "page-server")
             moved = 0
@@ -113,8 +118,9 @@ def run_criu(r: Run) -> None:
     _dump_restore(r, images, page_server_args(port), finish_dump, False, helper)
 
 
-def _dump_restore(r: Run, images: Path, dump_extra: list, finish_dump, compressed: bool,
-                  helper: Blamer | None = None):
+def _dump_restore(r: Run, images: Path, dump_extra: list[str],
+                  finish_dump: Callable[[], None], compressed: bool,
+                  helper: Blamer | None = None) -> None:
     w = r.start_recorded()
     manifest = w.manifest
     try:

@@ -14,6 +14,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import ImageError, ZdtmError
 from ..isolation import tree_pids
@@ -21,8 +22,12 @@ from ..transport.streamproto import CAPTURE_SOCKET, SERVE_SOCKET
 from . import Run
 from .background import StreamerProcess
 
+if TYPE_CHECKING:
+    from ..codec import Compression
+    from ..images.messages import Message
+
 SOCKET_ROOM = len(CAPTURE_SOCKET) + 2  # "/" and the NUL
-def dump_stats(images: Path):
+def dump_stats(images: Path) -> Message:
     """criu's dump_stats_entry from DIR/stats-dump (written locally even with --stream)."""
     from ..images import STATS_MAGIC, read_image
     from ..images.messages import StatsEntry, decode
@@ -50,7 +55,7 @@ def count_pages(images: Path) -> tuple[int, int]:
     return own, shared
 
 
-def check_counts(r: Run, images: Path, extracted: Path):
+def check_counts(r: Run, images: Path, extracted: Path) -> None:
     with r.stage("stream-counts"):
         stats = dump_stats(images)
         own, shared = count_pages(extracted)
@@ -77,7 +82,7 @@ def socket_dir(r: Run, name: str) -> Path:
     return short
 
 
-def capture_args(spec) -> list:
+def capture_args(spec: Compression) -> list[str]:
     from ..codec.options import to_argv
 
     return to_argv(spec) if spec.enabled else []

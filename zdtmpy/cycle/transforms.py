@@ -10,8 +10,12 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import Run
+
+if TYPE_CHECKING:
+    from ..workload import Manifest
 
 COMPRESS_FEATURE = "compress"
 
@@ -22,7 +26,7 @@ def link_copy(src: Path, dst: Path) -> Path:
     return dst
 
 
-def prepare_for_restore(r: Run, images: Path, manifest) -> Path:
+def prepare_for_restore(r: Run, images: Path, manifest: Manifest) -> Path:
     """Return the directory criu restores from, after the variant's transforms."""
     if not r.variant.compression.enabled:
         return images
