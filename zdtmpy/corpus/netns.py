@@ -1,4 +1,4 @@
-"""A private network namespace for one flavor-h test, its hooks and every criu it meets.
+"""A private network namespace for one upstream test, its hooks and every criu it meets.
 
 Upstream's runner starts every test, flavor h included, through `zdtm_ct`, which unshares the
 network namespace (and brings `lo` up) before the test, its hooks and criu run in it: no test
@@ -56,7 +56,7 @@ def private_netns() -> Iterator[str]:
     try:
         if libc.unshare(CLONE_NEWNET) != 0:
             err = ctypes.get_errno()
-            raise ZdtmError(f"flavor h: cannot create the test's network namespace "
+            raise ZdtmError(f"corpus: cannot create the test's network namespace "
                             f"(unshare CLONE_NEWNET): {os.strerror(err)}")
         try:
             loopback_up()
@@ -65,7 +65,7 @@ def private_netns() -> Iterator[str]:
             if libc.setns(home, CLONE_NEWNET) != 0:
                 err = ctypes.get_errno()
                 # Staying in the test's namespace would put every later test in it.
-                raise ZdtmError(f"flavor h: cannot return to the runner's network namespace "
+                raise ZdtmError(f"corpus: cannot return to the runner's network namespace "
                                 f"(setns): {os.strerror(err)}")
     finally:
         os.close(home)

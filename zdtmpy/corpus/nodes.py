@@ -7,6 +7,7 @@ them unchanged.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import re
@@ -163,19 +164,18 @@ class CorpusItem(ZdtmItem):
             built.add(self.suite)
 
     def runtest(self):
-        if self.flavor == "h":
-            # As upstream's zdtm_ct: the test, its hooks and criu in a network namespace of
-            # their own, so fixed ports and firewall rules never meet another test's.
-            from .netns import private_netns
-
-            with private_netns():
-                return super().runtest()
-        # As upstream's zdtm_ct: the test, its hooks and criu in a mount namespace of their
-        # own; what they mount (the root, /dev, mnt_ext_*'s /tmp/zdtm_ext_*) stays there.
+        # As upstream's zdtm_ct, for every flavor: the test, its hooks and criu in a network
+        # namespace of their own, so fixed ports, host links (macvlan's zdtmbr0) and firewall
+        # rules never meet another test's; ns and uns also in a mount namespace of their own,
+        # so what they mount (the root, /dev, mnt_ext_*'s /tmp/zdtm_ext_*) stays there.
         from .mntns import hold_binfmt_misc, private_mountns
+        from .netns import private_netns
 
-        with private_mountns():
-            hold_binfmt_misc()
+        with contextlib.ExitStack() as inside:
+            inside.enter_context(private_netns())
+            if self.flavor != "h":
+                inside.enter_context(private_mountns())
+                hold_binfmt_misc()
             return super().runtest()
 
     def teardown(self):
