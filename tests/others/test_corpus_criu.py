@@ -122,3 +122,20 @@ def test_h_unix_socket_paths_fit_under_a_long_results_dir(tree_criu, pytester):
     res.assert_outcomes(passed=1)
     tmp = Path(tempfile.gettempdir())
     assert [p for p in tmp.glob("zdtmpy-h-*") if str(pytester.path) in os.readlink(p)] == []
+
+
+@pytest.mark.criu
+def test_fixed_name_host_links_are_private_to_the_test(tree_criu, pytester):
+    """macvlan.hook adds zdtmbr0/zdtmmvlan0 where it runs: in the test's own network
+    namespace, never where the session runs (here a namespace standing for the host)."""
+    import subprocess
+
+    from zdtmpy.corpus.netns import private_netns
+
+    with private_netns():
+        subprocess.run(["ip", "link", "add", "zdtmbr0", "type", "bridge"], check=True)
+        res = run(pytester, tree_criu, "--zdtm-flavor", "ns", "--zdtm-corpus-tests", "macvlan")
+        links = subprocess.run(["ip", "-br", "link"], capture_output=True, text=True,
+                               check=True).stdout.split()
+    res.assert_outcomes(passed=1)
+    assert "zdtmbr0" in links and "zdtmmvlan0" not in links  # only the one made here
