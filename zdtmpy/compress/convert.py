@@ -51,6 +51,13 @@ def _rewrite(iset: ImageSet, pms: list[Pagemap], spec: Compression,
                         if e.present and fd is None:
                             raise ImageError(f"{pm.path}: entry {e.index}: present pages but "
                                              f"no {pm.pages_name}")
+                        if spec.enabled and not e.compressed:   # compress: pipelined
+                            if fd is not None and e.present:
+                                w.begin_source(e.vaddr, e.nr_pages, e.flags,
+                                               entry_source(fd, pm, e, bar), template=e.msg)
+                            else:
+                                w.begin(e.vaddr, e.nr_pages, e.flags, template=e.msg)
+                            continue
                         data = entry_source(fd, pm, e, bar) if fd is not None and e.present \
                             else b""
                         w.add(e.vaddr, e.nr_pages, e.flags, data, template=e.msg)

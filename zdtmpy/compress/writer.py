@@ -5,10 +5,11 @@ close(); abort() removes them. Memory stays bounded: payload is processed chunk 
 by the threads of pipeline.pool() (lz4 releases the GIL), at most a few chunks in flight.
 
 add() returns once its entry is written; begin() + feed() pipeline entries instead (the
-page server): chunks are encoded as they are fed and written in order behind the caller.
+page server; compress_dir through begin_source): chunks are encoded as they are fed and
+written in order behind the caller.
 
 The pages file is written with pwritev at explicit offsets. Runs of zero bytes that need not
-be stored as data (zero blocks when decompressing, all-zero chunks, alignment padding) are
+be stored as data (zero pages when decompressing, all-zero chunks, alignment padding) are
 left as holes: the file reads back the same bytes, and is sparse.
 """
 

@@ -34,6 +34,10 @@ class SourceEntries:
         _synced: int
 
         def _finish(self, msg: Message, flags: int, template: Message | None) -> None: ...
+        def begin(self, vaddr: int, nr_pages: int, flags: int,
+                  template: Message | None = None) -> None: ...
+        def feed(self, buf: bytearray, n: int,
+                 release: Callable[[bytearray], None] | None = None) -> None: ...
         def _store_blocks(self, msg: Message, flags: int, nr_pages: int,
                           encoded: Iterable[EncodedChunk], template: Message | None) -> None: ...
 
@@ -121,3 +125,27 @@ class SourceEntries:
 
         return self._store_blocks(msg, flags, nr_pages, ordered_map(work, src.tasks(chunk)),
                                   template)
+
+    def begin_source(self, vaddr: int, nr_pages: int, flags: int, src: EntrySource,
+                     template: Message | None = None) -> None:
+        """A present entry whose pages come uncompressed from `src`, under a compressing
+        spec, pipelined across entries (begin() + feed()): its chunks are read here into
+        pooled buffers and encoded by the workers while the caller goes on with the next
+        entry, so that small entries keep every core busy too and no entry waits for the
+        one before to drain. The entries reach the files in order, by close() at the latest.
+        """
+        if src.compressed or not self.spec.enabled or len(src) != nr_pages * PAGE_SIZE:
+            raise ImageError(f"{src.pm.path}: entry {src.e.index}: begin_source takes "
+                             "uncompressed pages of the entry's size under a compressing spec")
+        self.begin(vaddr, nr_pages, flags, template)
+        chunk = chunk_size(self.spec.block_pages * PAGE_SIZE)
+        pool = writer_pool(chunk)
+        progress = src.progress
+        for task in src.tasks(chunk):
+            buf, _ = src.read(task, pool)
+
+            def release(done: bytearray, n: int = task[1]) -> None:
+                pool.put(done)
+                if progress:
+                    progress.update(n)
+            self.feed(buf, task[1], release)
