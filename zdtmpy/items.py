@@ -119,3 +119,26 @@ def is_descriptor(path: Path, config) -> bool:
     return any(root == here.parent or root in here.parents for root in roots) or (
         os.path.basename(os.path.dirname(here)) == "descs"
     )
+
+
+def longest_first(items: list, durations: dict[str, float]) -> None:
+    """Reorder the zdtmpy items in place, longest expected first (other items keep their
+    places). xdist deals items out a few at a time in collection order: with the long ones
+    first, the short ones fill the end and both workers finish together. Expected: the
+    duration an earlier report recorded (--zdtm-shard-durations), else a compressed variant
+    (it converts images: about twice an uncompressed one, measured) before an uncompressed
+    one. A stable sort: every worker computes the same order."""
+    import statistics
+
+    slots = [i for i, it in enumerate(items) if isinstance(it, ZdtmItem)]
+    known = [d for d in durations.values() if d > 0]
+    default = statistics.median(known) if known else 0.0
+
+    def cost(it: ZdtmItem) -> float:
+        if known:
+            return durations.get(it.nodeid) or default
+        return 2.0 if it.variant.compression.enabled or it.variant.layers else 1.0
+
+    ordered = sorted((items[i] for i in slots), key=cost, reverse=True)
+    for i, it in zip(slots, ordered):
+        items[i] = it

@@ -224,6 +224,10 @@ def pytest_collection_modifyitems(config, items):
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
     shard.apply(config, items)
+    if hasattr(config, "workerinput"):  # xdist: keep both workers busy to the end
+        from .items import longest_first
+
+        longest_first(items, config.stash.get(shard.DURATIONS_KEY, {}))
 
 
 @pytest.hookimpl(tryfirst=True)
