@@ -131,3 +131,19 @@ def test_write_floor_writes_and_removes_its_file(tmp_path):
         fh.truncate(1 << 20)
         fh.write(b"x" * 4096)
     assert stored_bytes(f) < 1 << 20
+
+
+def test_bound_is_never_below_the_ratio_reached():
+    """A floor measured at a bad moment (above the time we took) does not make a target
+    we reached look out of reach: the floor is at most our time."""
+    from zdtmpy.bench.compress_bounds import add_bounds
+
+    row = {"bytes": 100, "compress": {"seconds": 0.5}, "decompress": {"seconds": 1.0}}
+    ref = {"compress": {"seconds": 2.0}, "decompress": {"seconds": 1.5}}
+    memory = {"bytes": 100, "compress": {"ceiling_data_cpu_s": 0.2},
+              "decompress": {"ceiling_data_cpu_s": 0.1}}
+    add_bounds(row, ref, {"compress": 0.8, "decompress": 0.3}, memory, 2)
+    assert row["bounds"]["compress"]["floor_s"] == 0.5          # 0.8 measured, 0.5 done
+    assert row["bounds"]["compress"]["bound"] == pytest.approx(4.0)
+    assert row["bounds"]["decompress"]["floor_s"] == 0.3        # write floor over CPU 0.05
+    assert row["bounds"]["decompress"]["bound"] == pytest.approx(5.0)

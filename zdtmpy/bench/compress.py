@@ -311,13 +311,12 @@ MEMORY_BYTES = 64 << 20   # in-memory codec figures: this much of each pattern
 def _write_floors(work, layer, modes, ours, repeat):
     """Per mode and action: the write floor of its output (compress_bounds), best of
     `repeat`. The decompressed pages file is the last one our decompress wrote."""
-    data_bytes = stored_bytes(layer / PAGES)
-    floors = {}
-    for mode in modes:
-        want = {"compress": ours[mode]["compress"]["after"], "decompress": data_bytes}
-        floors[mode] = {action: min(write_floor(work, n) for _ in range(repeat))
-                        for action, n in want.items()}
-    return floors
+    def best(nbytes):
+        return min(write_floor(work, nbytes) for _ in range(repeat))
+
+    decompressed = best(stored_bytes(layer / PAGES))   # the same bytes for every layout
+    return {mode: {"compress": best(ours[mode]["compress"]["after"]),
+                   "decompress": decompressed} for mode in modes}
 
 
 def _memory(result, name, size, modes, region, log):
