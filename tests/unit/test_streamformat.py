@@ -362,6 +362,25 @@ def test_corrupted_page_block_with_valid_checksum_fails_serve(tmp_path, dump_dir
     assert os.listdir(tmp_path / "rst") == []
 
 
+def test_a_stream_cut_after_serve_checked_it_fails_the_file_not_silently(tmp_path, dump_dir):
+    """The stream file changes under serve (cut after the check): the file being fed fails
+    with the stream and file named, criu gets a short file, and serve ends (no hang)."""
+    bg, out = capture(tmp_path, files_of(dump_dir), Compression("page"))
+    bg.join()
+    (tmp_path / "rst").mkdir()
+    srv = Serve(tmp_path / "rst", out, accept_timeout=10, idle_timeout=10)
+    sock = srv.listen()
+    pos = srv.index.files["pages-2.img"].chunks[0]
+    os.truncate(out, pos + 30)                    # inside the record's payload
+    bg = Background(srv.run)
+    got = fake_restore(sock, ["pages-2.img"])
+    with pytest.raises(StreamerError, match=r"pages-2.img: .*s.zstream: pages-2.img: "
+                                            r"truncated data record at byte"):
+        bg.join()
+    assert got["pages-2.img"] == b""
+    assert os.listdir(tmp_path / "rst") == []
+
+
 def test_serve_refuses_a_truncated_stream_before_listening(tmp_path, dump_dir):
     bg, out = capture(tmp_path, files_of(dump_dir), Compression("page"))
     bg.join()
