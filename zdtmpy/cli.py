@@ -9,6 +9,7 @@ import argparse
 import importlib
 import os
 import sys
+from collections.abc import Sequence
 
 from .errors import ZdtmError
 
@@ -28,7 +29,7 @@ COMMANDS = {
 }
 
 
-def build_parser(only=None):
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The parser with every command, or with the one named `only` (a command's start-up
     then imports that command's module alone: streamers and page servers start on a
     deadline)."""
@@ -48,12 +49,12 @@ def build_parser(only=None):
     return parser
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(argv[0] if argv and argv[0] in COMMANDS else None)
     args = parser.parse_args(argv)
     try:
-        return args.func(args) or 0
+        return int(args.func(args) or 0)
     except ZdtmError as exc:
         print(f"zdtmpy {args.command}: error: {exc}", file=sys.stderr)
         return 1

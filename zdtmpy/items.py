@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from . import descriptor, matrix
 from .errors import DescriptorError, ZdtmError
 
+if TYPE_CHECKING:
+    from _pytest._code.code import ExceptionInfo, TerminalRepr
+
+    from .cycle import Run
+
 
 class DescriptorFile(pytest.File):
     """One `.desc` / `.yaml` file: yields one item per valid matrix cell."""
 
-    def collect(self):
+    def collect(self) -> Iterator[pytest.Item]:
         try:
             desc = descriptor.load(self.path)
         except DescriptorError as exc:
@@ -36,33 +43,35 @@ class DescriptorFile(pytest.File):
 
 
 class BrokenDescriptorItem(pytest.Item):
-    def __init__(self, *, error: str, **kw):
+    def __init__(self, *, error: str, **kw: Any) -> None:
         super().__init__(**kw)
         self.error = error
 
-    def runtest(self):
+    def runtest(self) -> None:
         raise DescriptorError(self.error)
 
-    def repr_failure(self, excinfo, style=None):
+    def repr_failure(self, excinfo: ExceptionInfo[BaseException],
+                     style: Any = None) -> str | TerminalRepr:
         return f"malformed descriptor: {excinfo.value}"
 
-    def reportinfo(self):
+    def reportinfo(self) -> tuple[Path, int, str]:
         return self.path, 0, self.name
 
 
 class ZdtmItem(pytest.Item):
     """One real checkpoint/restore cycle."""
 
-    def __init__(self, *, desc, variant, **kw):
+    def __init__(self, *, desc: descriptor.Descriptor, variant: matrix.Variant,
+                 **kw: Any) -> None:
         super().__init__(**kw)
         self.desc = desc
         self.variant = variant
-        self.run_state = None
+        self.run_state: Run | None = None
         self.add_marker("criu")
         if desc.has("excl"):
             self.add_marker("zdtm_excl")
 
-    def setup(self):
+    def setup(self) -> None:
         from .runner import skip_reason
 
         reason = skip_reason(self.config, self.desc, self.variant)
@@ -72,12 +81,13 @@ class ZdtmItem(pytest.Item):
             at_descriptor = reason.startswith(f"{self.desc.name}:")
             raise pytest.skip.Exception(reason, _use_item_location=at_descriptor)
 
-    def runtest(self):
+    def runtest(self) -> None:
         from .runner import run_item
 
         run_item(self)
 
-    def repr_failure(self, excinfo, style=None):
+    def repr_failure(self, excinfo: ExceptionInfo[BaseException],
+                     style: Any = None) -> str | TerminalRepr:
         if isinstance(excinfo.value, ZdtmError):
             text = str(excinfo.value)
             if self.run_state is not None:
@@ -85,14 +95,15 @@ class ZdtmItem(pytest.Item):
             return text
         return super().repr_failure(excinfo, style)
 
-    def reportinfo(self):
+    def reportinfo(self) -> tuple[Path, int, str]:
         return self.path, 0, f"{self.name} ({self.variant.mode.description})"
 
 
 class Selection:
     """What the command line selected: modes, compressions, acceleration, criu APIs."""
 
-    def __init__(self, modes, compressions, acceleration, apis=("cli",)):
+    def __init__(self, modes: Sequence[str], compressions: Sequence[str],
+                 acceleration: int | None, apis: Sequence[str] = ("cli",)) -> None:
         from .criuapi import check_api
 
         for m in modes:
@@ -109,7 +120,7 @@ class Selection:
 SELECTION_KEY = pytest.StashKey[Selection]()
 
 
-def is_descriptor(path: Path, config) -> bool:
+def is_descriptor(path: Path, config: pytest.Config) -> bool:
     if path.suffix not in (".desc", ".yaml", ".yml"):
         return False
     if path.suffix == ".desc":

@@ -5,12 +5,19 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+import pytest
 
 from . import isolation
 from .criuchoice import criu_of
 from .cycle import Run, RunOptions, cycle_function, prepare_workdir
 from .errors import CriuNotFound
 from .reporting.properties import run_properties
+
+if TYPE_CHECKING:
+    from .descriptor import Descriptor
+    from .matrix import Variant
 
 MODE_FEATURES_HINT = {
     "mem_dirty_track": "the kernel has no dirty-memory tracking (soft-dirty)",
@@ -22,7 +29,23 @@ MODE_FEATURES_HINT = {
 __all__ = ["criu_of", "results_root", "run_item", "skip_reason"]
 
 
-def skip_reason(config, desc, variant) -> str | None:
+class CycleItem(Protocol):
+    """A pytest item that runs one cycle: zdtmpy's ZdtmItem, or the corpus's item (which
+    may also bring workdir_parent / workdir_name, launch and event)."""
+
+    config: pytest.Config
+    name: str
+    desc: Descriptor
+    variant: Variant
+    run_state: Run | None
+    user_properties: list[tuple[str, object]]
+
+    @property
+    def nodeid(self) -> str: ...
+    def add_report_section(self, when: str, key: str, content: str) -> None: ...
+
+
+def skip_reason(config: pytest.Config, desc: Descriptor, variant: Variant) -> str | None:
     """Why this item cannot run here, or None. Every reason names what is missing."""
     criu = criu_of(config)
     if isinstance(criu, CriuNotFound):
@@ -47,7 +70,7 @@ def skip_reason(config, desc, variant) -> str | None:
     return None
 
 
-def results_root(config) -> Path:
+def results_root(config: pytest.Config) -> Path:
     """--zdtm-results, else <rootdir>/zdtm-results; never inside the installed package
     (`pytest --pyargs zdtmpy.descs` makes the package's descs/ the rootdir): then ./"""
     opt = config.getoption("zdtm_results")
@@ -62,11 +85,11 @@ def results_root(config) -> Path:
     return root / "zdtm-results"
 
 
-def _dirname(item) -> str:
+def _dirname(item: CycleItem) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", item.name).strip("-")
 
 
-def run_item(item) -> None:
+def run_item(item: CycleItem) -> None:
     config = item.config
     root = results_root(config)
     criu = criu_of(config)

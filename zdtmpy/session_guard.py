@@ -10,6 +10,8 @@
 from __future__ import annotations
 
 import signal
+from types import FrameType
+from typing import NoReturn
 
 from . import marker
 
@@ -18,7 +20,7 @@ from . import marker
 _depth = 0
 
 
-def _terminate(signum, frame):
+def _terminate(signum: int, frame: FrameType | None) -> NoReturn:
     raise KeyboardInterrupt(f"{signal.Signals(signum).name} received")
 
 

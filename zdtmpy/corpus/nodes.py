@@ -246,9 +246,11 @@ class CorpusItem(ZdtmItem):
     def event(self, point: str, pid: int | None, images: Path | None) -> None:
         if point == "post-start":
             return  # called by the launcher while the test starts, as upstream does
-        if point == "post-restore" and pid is not None and self._workload is not None:
-            wl = self._workload
-            self.run_state.on_cleanup(lambda: wl._kill_tree(pid))
+        run = self.run_state
+        if point == "post-restore" and pid is not None and self._workload is not None \
+                and run is not None:
+            wl, restored = self._workload, pid
+            run.on_cleanup(lambda: wl._kill_tree(restored))
         if pid is None and self._workload is not None:
             pid = self._workload.pid
         hooks.run_hook(self.suite, self.test, f"--{point}", pid, images, cwd=self._hook_cwd,

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import time
 from datetime import datetime, timezone
+from typing import Any
+
+import pytest
 
 from . import records
 from .properties import session_facts
@@ -16,14 +19,14 @@ _RANK = {"passed": 0, "skipped": 1, "xfailed": 1, "xpassed": 1, "failed": 2, "er
 
 
 class ReportCollector:
-    def __init__(self, config, path: str):
+    def __init__(self, config: pytest.Config, path: str) -> None:
         records.check_writable(path)
         self.config = config
         self.path = path
         self.started = time.time()
-        self._items: dict[str, dict] = {}
+        self._items: dict[str, dict[str, Any]] = {}   # id -> outcome, duration, message, props
 
-    def pytest_runtest_logreport(self, report):
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         entry = self._items.setdefault(report.nodeid, {"outcome": "passed", "duration": 0.0,
                                                        "message": "", "props": []})
         entry["duration"] += report.duration
@@ -34,7 +37,8 @@ class ReportCollector:
             if outcome != "passed":
                 entry["message"] = _message(report)
 
-    def pytest_sessionfinish(self, session, exitstatus):
+    def pytest_sessionfinish(self, session: pytest.Session,
+                             exitstatus: int | pytest.ExitCode) -> None:
         from ..criuchoice import criu_of
 
         facts = session_facts(criu_of(self.config))
@@ -64,7 +68,7 @@ class ReportCollector:
             tr.write_line(f"zdtmpy: JSON report ({len(report.items)} items) in {self.path}")
 
 
-def _outcome(report) -> str:
+def _outcome(report: pytest.TestReport) -> str:
     if hasattr(report, "wasxfail"):
         return "xfailed" if report.skipped else "xpassed"
     if report.when != "call" and report.failed:
@@ -72,7 +76,7 @@ def _outcome(report) -> str:
     return report.outcome
 
 
-def _message(report) -> str:
+def _message(report: pytest.TestReport) -> str:
     if report.skipped and isinstance(report.longrepr, tuple):
         return str(report.longrepr[2])
     return str(report.longreprtext or "")

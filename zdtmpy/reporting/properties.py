@@ -9,7 +9,24 @@ from __future__ import annotations
 import os
 import platform
 import socket
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
+
+from ..errors import CriuNotFound
+
+if TYPE_CHECKING:
+    from ..criu import Criu
+    from ..cycle import Run
+    from ..descriptor import Descriptor
+    from ..matrix import Variant
+
+
+class DescribedItem(Protocol):
+    """A test item as the report sees it (zdtmpy's or the corpus's)."""
+
+    @property
+    def desc(self) -> Descriptor: ...
+    @property
+    def variant(self) -> Variant: ...
 
 PREFIX = "zdtm_"
 STAGE_PREFIX = "zdtm_stage_"  # zdtm_stage_<stage>_s = seconds spent in that stage
@@ -22,7 +39,7 @@ def kernel() -> str:
     return f"{platform.release()} {platform.machine()}"
 
 
-def item_flavor(item) -> str:
+def item_flavor(item: DescribedItem) -> str:
     """The flavor an item runs as: its own if it has one (corpus items), else the
     descriptor's first; built-in workloads run on the host ("h"), each in its own PID
     namespace."""
@@ -33,7 +50,8 @@ def item_flavor(item) -> str:
     return flavors[0]
 
 
-def static_properties(item, criu) -> list[tuple[str, Any]]:
+def static_properties(item: DescribedItem,
+                      criu: Criu | CriuNotFound) -> list[tuple[str, Any]]:
     """What is known before the item runs (recorded for skipped items too)."""
     v = item.variant
     props = [
@@ -45,14 +63,14 @@ def static_properties(item, criu) -> list[tuple[str, Any]]:
         ("zdtm_flavor", item_flavor(item)),
         ("zdtm_kernel", kernel()),
     ]
-    if hasattr(criu, "path"):
+    if not isinstance(criu, CriuNotFound):
         props += [("zdtm_criu_bin", str(criu.path)), ("zdtm_criu_version", criu.version_str)]
     else:
         props += [("zdtm_criu_bin", ""), ("zdtm_criu_version", "")]
     return props
 
 
-def image_totals(image_sizes: dict) -> tuple[int, int] | None:
+def image_totals(image_sizes: dict[str, Any]) -> tuple[int, int] | None:
     """(bytes before, bytes after) compression over the image sets a run checked.
 
     `image_sizes` maps an image directory to (decoded bytes, stored bytes, compressed).
@@ -66,7 +84,7 @@ def image_totals(image_sizes: dict) -> tuple[int, int] | None:
     return sum(s[0] for s in chosen), sum(s[1] for s in chosen)
 
 
-def run_properties(run, passed: bool) -> list[tuple[str, Any]]:
+def run_properties(run: Run, passed: bool) -> list[tuple[str, Any]]:
     """What the run measured: stage durations, image sizes, the failing stage."""
     props: list[tuple[str, Any]] = [
         (f"{STAGE_PREFIX}{name}{STAGE_SUFFIX}", round(seconds, 6))
@@ -82,19 +100,19 @@ def run_properties(run, passed: bool) -> list[tuple[str, Any]]:
     return props
 
 
-def criu_features(criu) -> dict[str, bool]:
-    if not hasattr(criu, "ask_features"):
+def criu_features(criu: Criu | CriuNotFound) -> dict[str, bool]:
+    if isinstance(criu, CriuNotFound):
         return {}
     return criu.ask_features(SKIP_FEATURES)
 
 
-def header_line(criu) -> str:
+def header_line(criu: Criu | CriuNotFound) -> str:
     feats = criu_features(criu)
     shown = ", ".join(f"{name} {'yes' if ok else 'no'}" for name, ok in feats.items())
     return f"zdtmpy: criu features deciding skips: {shown}"
 
 
-def session_facts(criu) -> dict[str, Any]:
+def session_facts(criu: Criu | CriuNotFound) -> dict[str, Any]:
     """The criu / kernel / host facts of one pytest session, for the JSON report."""
     from .. import __version__
 
@@ -106,7 +124,7 @@ def session_facts(criu) -> dict[str, Any]:
         "zdtmpy": __version__,
         "criu": None,
     }
-    if hasattr(criu, "path"):
+    if not isinstance(criu, CriuNotFound):
         facts["criu"] = {"bin": str(criu.path), "version": criu.version_str,
                          "features": criu_features(criu)}
     else:

@@ -19,12 +19,15 @@ import json
 import math
 import os
 import stat
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import ZdtmError
 from .properties import PREFIX, STAGE_PREFIX, STAGE_SUFFIX
+
+Record = dict[str, Any]   # a JSON object of the report (an item or a session)
 
 FORMAT = "zdtmpy-report"
 VERSION = 1
@@ -41,8 +44,8 @@ class ReportError(ZdtmError):
     """A JSON report that cannot be read, or reports that cannot be merged."""
 
 
-def item_record(nodeid: str, outcome: str, duration: float, properties, message: str = ""
-                ) -> dict[str, Any]:
+def item_record(nodeid: str, outcome: str, duration: float,
+                properties: Iterable[tuple[object, Any]], message: str = "") -> Record:
     """One item's record from its junit properties (the same pairs the XML carries)."""
     rec: dict[str, Any] = {"id": nodeid, "outcome": outcome, "duration": round(duration, 6),
                            "stages": {}}
@@ -62,11 +65,11 @@ def item_record(nodeid: str, outcome: str, duration: float, properties, message:
 class Report:
     """One run: possibly merged from several shards' files."""
 
-    sessions: list[dict] = field(default_factory=list)
-    items: dict[str, dict] = field(default_factory=dict)  # id -> record
+    sessions: list[Record] = field(default_factory=list)
+    items: dict[str, Record] = field(default_factory=dict)  # id -> record
     files: list[str] = field(default_factory=list)
 
-    def to_json(self) -> dict:
+    def to_json(self) -> Record:
         return {"format": FORMAT, "version": VERSION, "sessions": self.sessions,
                 "items": list(self.items.values())}
 
@@ -91,7 +94,7 @@ class Report:
         return f"complete: {n}/{n} shards, {len(self.items)} items"
 
 
-def _check_item(rec: Any, where: str) -> dict:
+def _check_item(rec: Any, where: str) -> Record:
     if not isinstance(rec, dict):
         raise ReportError(f"{where}: expected an object, found {type(rec).__name__}")
     rid = rec.get("id")
@@ -191,7 +194,7 @@ def merge(reports: list[Report]) -> Report:
     return out
 
 
-def load_all(paths) -> Report:
+def load_all(paths: Iterable[str | Path]) -> Report:
     return merge([load(p) for p in paths])
 
 

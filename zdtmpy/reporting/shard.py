@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import heapq
 import statistics
+from collections.abc import Iterable
+from pathlib import Path
 
 import pytest
 
@@ -46,7 +48,7 @@ def assign(ids: list[str], n: int, weights: dict[str, float] | None = None
     return out
 
 
-def durations_from(paths) -> dict[str, float]:
+def durations_from(paths: Iterable[str | Path]) -> dict[str, float]:
     """Item id -> seconds from earlier JSON reports (merged like shards)."""
     from .records import ReportError, load_all
 
@@ -57,8 +59,8 @@ def durations_from(paths) -> dict[str, float]:
     return {rid: rec.get("duration") or 0.0 for rid, rec in report.items.items()}
 
 
-def select(items: list, k: int, n: int, weights: dict[str, float] | None = None
-           ) -> tuple[list, list]:
+def select(items: list[pytest.Item], k: int, n: int, weights: dict[str, float] | None = None
+           ) -> tuple[list[pytest.Item], list[pytest.Item]]:
     """(kept, dropped) pytest items for part k of n."""
     parts = assign([it.nodeid for it in items], n, weights)
     kept = [it for it in items if parts[it.nodeid] == k]
@@ -66,10 +68,11 @@ def select(items: list, k: int, n: int, weights: dict[str, float] | None = None
     return kept, dropped
 
 
-DURATIONS_KEY = pytest.StashKey[dict]()  # item id -> seconds, from --zdtm-shard-durations
+# item id -> seconds, from --zdtm-shard-durations
+DURATIONS_KEY = pytest.StashKey[dict[str, float]]()
 
 
-def configure(config) -> None:
+def configure(config: pytest.Config) -> None:
     """Check --zdtm-shard and read the durations reports once, at start-up: a bad value or
     report is a usage error, not a crash in the middle of collection."""
     parse(config.getoption("zdtm_shard"))
@@ -77,7 +80,7 @@ def configure(config) -> None:
     config.stash[DURATIONS_KEY] = durations_from(paths) if paths else {}
 
 
-def apply(config, items: list) -> None:
+def apply(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Keep this shard's items (pytest collection, after every other selection)."""
     text = config.getoption("zdtm_shard")
     if not text:
