@@ -132,7 +132,7 @@ def is_descriptor(path: Path, config: pytest.Config) -> bool:
     )
 
 
-def longest_first(items: list, durations: dict[str, float]) -> None:
+def longest_first(items: list[pytest.Item], durations: dict[str, float]) -> None:
     """Reorder the zdtmpy items in place, longest expected first (other items keep their
     places). xdist deals items out a few at a time in collection order: with the long ones
     first, the short ones fill the end and both workers finish together. Expected: the
@@ -150,6 +150,6 @@ def longest_first(items: list, durations: dict[str, float]) -> None:
             return durations.get(it.nodeid) or default
         return 2.0 if it.variant.compression.enabled or it.variant.layers else 1.0
 
-    ordered = sorted((items[i] for i in slots), key=cost, reverse=True)
+    ordered = sorted((it for it in items if isinstance(it, ZdtmItem)), key=cost, reverse=True)
     for i, it in zip(slots, ordered):
         items[i] = it
