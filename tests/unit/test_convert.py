@@ -340,7 +340,7 @@ def test_uncommitted_stage_leaves_original_usable(tmp_path):
 
 
 @pytest.mark.parametrize("spec", [PAGE, Compression("region", 16 * 4096)], ids=["page", "region"])
-def test_compress_pipelined_across_entries_writes_what_add_writes(tmp_path, spec):
+def test_pipelined_across_entries_writes_what_add_writes(tmp_path, spec):
     """compress_dir reads and encodes entry after entry without waiting for each to be
     written (begin_source): many small present entries between parent entries give the
     very files the writer's one-entry-at-a-time add() gives for the same pages."""
@@ -366,6 +366,10 @@ def test_compress_pipelined_across_entries_writes_what_add_writes(tmp_path, spec
     compress_dir(tmp_path / "2", spec, in_place=True)
     for name in ("pagemap-1.img", "pages-1.img"):
         assert (tmp_path / "2" / name).read_bytes() == (tmp_path / "want" / name).read_bytes()
+    # and decompress, all entries of a pagemap at once (copy_sources), gives them back
+    make_layer(tmp_path / "plain", {1: entries}, parent="../1")
     decompress_dir(tmp_path / "2", in_place=True)
     want = b"".join(d for _, _, f, d in entries if f == P)
     assert (tmp_path / "2" / "pages-1.img").read_bytes() == want
+    assert (tmp_path / "2" / "pagemap-1.img").read_bytes() == \
+        (tmp_path / "plain" / "pagemap-1.img").read_bytes()

@@ -21,6 +21,7 @@ from .layercheck import load_checked, pages_bytes, refusal
 from .progress import Progress
 from .source import entry_source
 from .writer import PagemapWriter
+from .writersource import SourcedEntry
 
 
 @dataclass
@@ -47,20 +48,23 @@ def _rewrite(iset: ImageSet, pms: list[Pagemap], spec: Compression,
             try:
                 with PagemapWriter(stage, pm.name, pm.pages_id, spec,
                                    head_template=pm.head) as w:
+                    plain: list[SourcedEntry] = []   # decompress: all at once
                     for e in pm.entries:
                         if e.present and fd is None:
                             raise ImageError(f"{pm.path}: entry {e.index}: present pages but "
                                              f"no {pm.pages_name}")
-                        if spec.enabled and not e.compressed:   # compress: pipelined
-                            if fd is not None and e.present:
-                                w.begin_source(e.vaddr, e.nr_pages, e.flags,
-                                               entry_source(fd, pm, e, bar), template=e.msg)
-                            else:
-                                w.begin(e.vaddr, e.nr_pages, e.flags, template=e.msg)
-                            continue
-                        data = entry_source(fd, pm, e, bar) if fd is not None and e.present \
-                            else b""
-                        w.add(e.vaddr, e.nr_pages, e.flags, data, template=e.msg)
+                        src = entry_source(fd, pm, e, bar) if fd is not None and e.present \
+                            else None
+                        if not spec.enabled:
+                            plain.append((e.vaddr, e.nr_pages, e.flags, src, e.msg))
+                        elif e.compressed:
+                            w.add(e.vaddr, e.nr_pages, e.flags, src or b"", template=e.msg)
+                        elif src is not None:   # compress: pipelined across entries
+                            w.begin_source(e.vaddr, e.nr_pages, e.flags, src, template=e.msg)
+                        else:
+                            w.begin(e.vaddr, e.nr_pages, e.flags, template=e.msg)
+                    if plain:
+                        w.copy_sources(plain)
             finally:
                 if fd is not None:
                     os.close(fd)

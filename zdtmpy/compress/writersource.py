@@ -3,7 +3,8 @@ decoded by the workers straight to their place in the pages file, or read and en
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import itertools
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -12,13 +13,18 @@ from ..codec.algorithm import Buffer, Piece
 from ..codec.blocks import BlockCodec, zeros
 from ..errors import ImageError
 from ..images.messages import Message
-from ..images.pagemap import PAGE_SIZE
+from ..images.pagemap import PAGE_SIZE, PE_PAYLOAD_ALIGNED, PE_PRESENT
 from .pagesout import WRITE_BEHIND, start_writeback, writer_pool
 from .pipeline import chunk_size, ordered_map, pwrite_all
+from .progress import Progress
 from .source import EntrySource, Task
 
 # an encoded chunk: stored block sizes, the parts to write, what to call once written
 EncodedChunk = tuple[list[int], Sequence[Buffer], "Callable[[], None] | None"]
+# a copy task and what runs it: (end of the data written or 0, decoded bytes, progress)
+CopyJob = tuple[Callable[[Task], "tuple[int, int, Progress | None]"], Task]
+# an entry for copy_sources: vaddr, nr_pages, flags, its pages (None: not present), template
+SourcedEntry = tuple[int, int, int, "EntrySource | None", "Message | None"]
 
 
 class SourceEntries:
@@ -33,7 +39,14 @@ class SourceEntries:
         _end: int
         _synced: int
 
+        dir: Path
+        pagemap_name: str
+
         def _finish(self, msg: Message, flags: int, template: Message | None) -> None: ...
+        def _sync(self) -> None: ...
+        def _where(self) -> str: ...
+        def _begin(self, vaddr: int, nr_pages: int, flags: int,
+                   template: Message | None) -> Message: ...
         def begin(self, vaddr: int, nr_pages: int, flags: int,
                   template: Message | None = None) -> None: ...
         def feed(self, buf: bytearray, n: int,
@@ -43,18 +56,49 @@ class SourceEntries:
 
     def _copy_source(self, msg: Message, flags: int, src: EntrySource,
                      template: Message | None) -> None:
-        """Spec "off": the decoded payload of an EntrySource. The decoded size of every
-        task is known in advance, so each worker reads, decodes and writes (pwritev at its
-        own offset, zero runs left as holes) one task: no ordering, no copy through here."""
+        """Spec "off": the decoded payload of an EntrySource (see _copy_work)."""
+        base = self._pos
+        self._pos += len(src)
+        self._run_copies(self._copy_jobs(src, base))
+        return self._finish(msg, flags, template)
+
+    def copy_sources(self, entries: Sequence[SourcedEntry]) -> None:
+        """Spec "off" (decompress): add() of consecutive entries, (vaddr, nr_pages, flags,
+        EntrySource of the pages or None without PE_PRESENT, template), all at once: the
+        workers decode across entry boundaries instead of draining at each entry's end
+        (each entry's place in the plain pages file is known up front)."""
+        self._sync()
+        if self.spec.enabled:
+            raise ImageError(f"{self.dir / self.pagemap_name}: copy_sources writes plain "
+                             "pages only")
+        jobs: list[Iterator[CopyJob]] = []
+        for vaddr, nr_pages, flags, src, template in entries:
+            where = self._where()
+            msg = self._begin(vaddr, nr_pages, flags, template)
+            flags &= ~PE_PAYLOAD_ALIGNED
+            if flags & PE_PRESENT:
+                if src is None or len(src) != nr_pages * PAGE_SIZE:
+                    raise ImageError(f"{where}: no pages given for a PE_PRESENT entry")
+                jobs.append(self._copy_jobs(src, self._pos))
+                self._pos += len(src)
+            elif src is not None:
+                raise ImageError(f"{where}: payload given for an entry without PE_PRESENT")
+            self._finish(msg, flags, template)   # plain: the entry does not depend on them
+        self._run_copies(itertools.chain.from_iterable(jobs))
+
+    def _copy_jobs(self, src: EntrySource, base: int) -> Iterator[CopyJob]:
+        """The tasks of src, its payload going to `base` on in the pages file. The decoded
+        size of every task is known in advance, so each worker reads, decodes and writes
+        (pwritev at its own offset, zero runs left as holes) one task: no ordering, no copy
+        through the caller."""
         e = src.e
         sizes = e.sizes or []   # stored block sizes (a compressed source has them)
         block_bytes = e.block_pages * PAGE_SIZE if src.compressed else PAGE_SIZE
         chunk = chunk_size(block_bytes)
         pool = writer_pool(chunk)
-        base = self._pos
         fd, what = self._fd, str(self._tmp_pages)
 
-        def work(task: Task) -> tuple[int, int, int]:
+        def work(task: Task) -> tuple[int, int, Progress | None]:
             start, n, _, slen, b0, b1 = task
             buf, stored = src.read(task, pool)
             out = None
@@ -88,18 +132,20 @@ class SourceEntries:
                 pool.put(buf)
                 if out is not None:
                     pool.put(out)
-            return start + n, end, n
+            return end, n, src.progress
 
-        for done, end, n in ordered_map(work, src.tasks(chunk)):
+        return ((work, task) for task in src.tasks(chunk))
+
+    def _run_copies(self, jobs: Iterable[CopyJob]) -> None:
+        """Run copy jobs on the workers; here, only the bookkeeping of what they wrote."""
+        for end, n, progress in ordered_map(lambda job: job[0](job[1]), jobs):
             if end:
                 self._end = max(self._end, end)
-            self._pos = base + done
             if self._end - self._synced >= WRITE_BEHIND and start_writeback is not None:
                 start_writeback(self._fd, self._synced, self._end - self._synced)
                 self._synced = self._end
-            if src.progress:
-                src.progress.update(n)
-        return self._finish(msg, flags, template)
+            if progress:
+                progress.update(n)
 
     def _encode_source(self, msg: Message, flags: int, nr_pages: int, src: EntrySource,
                        template: Message | None) -> None:
