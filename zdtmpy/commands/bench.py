@@ -6,7 +6,13 @@ and `run(args) -> int`. Adding a kind = one module + one line in KINDS.
 
 from __future__ import annotations
 
+import argparse
 import importlib
+from types import ModuleType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from . import Subparsers
 
 # kind -> module under zdtmpy.bench
 KINDS = {
@@ -19,11 +25,11 @@ KINDS = {
 }
 
 
-def _module(name: str):
+def _module(name: str) -> ModuleType:
     return importlib.import_module(f"zdtmpy.bench.{KINDS[name]}")
 
 
-def register(subparsers):
+def register(subparsers: Subparsers) -> None:
     parser = subparsers.add_parser(
         "bench", help="measure zdtmpy (and upstream zdtm.py) on this machine",
         description=__doc__.splitlines()[0])
@@ -36,10 +42,11 @@ def register(subparsers):
             if exc.name != f"zdtmpy.bench.{module}":
                 raise
             continue  # kind not shipped in this build
-        sub = kinds.add_parser(name, help=mod.HELP, description=mod.__doc__.split("\n\n")[0])
+        sub = kinds.add_parser(name, help=mod.HELP,
+                               description=(mod.__doc__ or "").split("\n\n")[0])
         mod.add_arguments(sub)
     parser.set_defaults(func=run)
 
 
-def run(args) -> int:
-    return _module(args.bench_kind).run(args)
+def run(args: argparse.Namespace) -> int:
+    return int(_module(args.bench_kind).run(args))

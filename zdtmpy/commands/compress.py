@@ -1,10 +1,18 @@
 """`zdtmpy compress DIR`: compress a dump's pages in place (originals kept as .bak)."""
 
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING
+
 from ..codec.options import add_options, spec_from_args
 from ..compress import compress_dir
 
+if TYPE_CHECKING:
+    from . import Subparsers
 
-def register(subparsers):
+
+def register(subparsers: Subparsers) -> None:
     p = subparsers.add_parser("compress", help="compress the pages of an image directory",
                               description=__doc__)
     p.add_argument("dir", metavar="DIR")
@@ -13,7 +21,7 @@ def register(subparsers):
     p.set_defaults(func=run)
 
 
-def run(args):
+def run(args: argparse.Namespace) -> int:
     spec = spec_from_args(args)
     assert spec is not None   # the default is "page"
     print(compress_dir(args.dir, spec, in_place=args.in_place).message)

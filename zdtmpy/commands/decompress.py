@@ -1,9 +1,17 @@
 """`zdtmpy decompress DIR`: turn compressed pages back into CRIU's plain layout."""
 
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING
+
 from ..compress import decompress_dir
 
+if TYPE_CHECKING:
+    from . import Subparsers
 
-def register(subparsers):
+
+def register(subparsers: Subparsers) -> None:
     p = subparsers.add_parser("decompress", help="decompress the pages of an image directory",
                               description=__doc__)
     p.add_argument("dir", metavar="DIR")
@@ -13,6 +21,6 @@ def register(subparsers):
     p.set_defaults(func=run)
 
 
-def run(args):
+def run(args: argparse.Namespace) -> int:
     print(decompress_dir(args.dir, in_place=args.in_place, chain=args.chain).message)
     return 0

@@ -1,15 +1,22 @@
 """`zdtmpy page-server`: receive a `criu dump --page-server` into DIR (compressing on the fly),
 or with --lazy serve `criu lazy-pages --page-server` from DIR. Prints the bound port."""
 
+from __future__ import annotations
+
+import argparse
 import signal
 import sys
 import threading
+from typing import TYPE_CHECKING
 
 from ..codec.options import add_options, spec_from_args
 from ..transport.pageserver import SESSION_TIMEOUT, PageServer, header_size_for
 
+if TYPE_CHECKING:
+    from . import Subparsers
 
-def register(subparsers):
+
+def register(subparsers: Subparsers) -> None:
     p = subparsers.add_parser("page-server", help="run a page server for criu",
                               description=__doc__)
     p.add_argument("--images-dir", "-D", required=True, metavar="DIR")
@@ -32,7 +39,7 @@ def register(subparsers):
     p.set_defaults(func=run)
 
 
-def _peer_version(text):
+def _peer_version(text: str | None) -> tuple[int, ...]:
     if text:
         return tuple(int(x) for x in text.split(".") if x.isdigit())
     from ..criu import find_criu
@@ -44,7 +51,7 @@ def _peer_version(text):
         return (4, 2)
 
 
-def run(args):
+def run(args: argparse.Namespace) -> int:
     spec = spec_from_args(args)
     header = args.header_size or header_size_for(_peer_version(args.criu_version))
     server = PageServer(args.images_dir, spec=spec, header_size=header, address=args.address,

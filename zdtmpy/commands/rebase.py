@@ -1,10 +1,18 @@
 """`zdtmpy rebase DIR --parent PARENT_DIR`: make a full dump an incremental layer of a chain."""
 
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING
+
 from ..codec.options import add_options, spec_from_args
 from ..compress.rebase import rebase_dir
 
+if TYPE_CHECKING:
+    from . import Subparsers
 
-def register(subparsers):
+
+def register(subparsers: Subparsers) -> None:
     p = subparsers.add_parser("rebase", help="rewrite a full dump as a layer on a parent dump",
                               description=__doc__)
     p.add_argument("dir", metavar="DIR")
@@ -17,6 +25,6 @@ def register(subparsers):
     p.set_defaults(func=run)
 
 
-def run(args):
+def run(args: argparse.Namespace) -> int:
     print(rebase_dir(args.dir, args.parent, spec_from_args(args), in_place=args.in_place).message)
     return 0

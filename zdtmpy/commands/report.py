@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
+from typing import TYPE_CHECKING
+
 from ..reporting import records, summary
 
+if TYPE_CHECKING:
+    from . import Subparsers
 
-def register(subparsers):
+
+def register(subparsers: Subparsers) -> None:
     p = subparsers.add_parser(
         "report", help="summarise --zdtm-report files (shards merge); compare with a baseline",
         description=__doc__)
@@ -21,7 +27,7 @@ def register(subparsers):
     p.set_defaults(func=run)
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     """Exit 1 when a test that passed in the baseline now fails."""
     report = records.load_all(args.files)
     print(summary.describe(report))

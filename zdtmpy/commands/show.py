@@ -1,19 +1,26 @@
 """`zdtmpy show DIR`: per pagemap, pages and how they are stored."""
 
+from __future__ import annotations
+
+import argparse
 import os
+from typing import TYPE_CHECKING
 
 from ..compress.stats import pagemap_stats
 from ..images import ImageSet
 
+if TYPE_CHECKING:
+    from . import Subparsers
 
-def register(subparsers):
+
+def register(subparsers: Subparsers) -> None:
     p = subparsers.add_parser("show", help="show how the pages of a dump are stored",
                               description=__doc__)
     p.add_argument("dir", metavar="DIR")
     p.set_defaults(func=run)
 
 
-def run(args):
+def run(args: argparse.Namespace) -> int:
     iset = ImageSet(args.dir)
     inv = iset.inventory
     mode = {0: "off", 1: "per-page", 2: "region"}.get(inv.compress, f"unknown({inv.compress})")

@@ -7,19 +7,28 @@ stream file, decompressing pages on the fly. extract: write a stream out as an o
 image directory. `-` means stdin / stdout. The socket appearing is the readiness signal.
 """
 
+from __future__ import annotations
+
+import argparse
 import signal
 import sys
 import time
+from types import FrameType
+from typing import TYPE_CHECKING, NoReturn
 
 from ..codec.options import add_options
 from ..errors import ZdtmError
+
+if TYPE_CHECKING:
+    from ..codec import Compression
+    from . import Subparsers
 
 
 class Interrupted(ZdtmError):
     pass
 
 
-def register(subparsers):
+def register(subparsers: Subparsers) -> None:
     p = subparsers.add_parser("stream", help="image streamer for criu --stream",
                               description=__doc__)
     sub = p.add_subparsers(dest="stream_command", metavar="ACTION")
@@ -51,18 +60,18 @@ def register(subparsers):
     e.set_defaults(func=run)
 
 
-def _timeouts(p):
+def _timeouts(p: argparse.ArgumentParser) -> None:
     p.add_argument("--accept-timeout", type=float, default=60.0, metavar="S",
                    help="seconds to wait for criu to connect (default 60)")
     p.add_argument("--idle-timeout", type=float, default=60.0, metavar="S",
                    help="seconds without progress before giving up (default 60)")
 
 
-def _on_term(signum, frame):
+def _on_term(signum: int, frame: FrameType | None) -> NoReturn:
     raise Interrupted(f"stopped by signal {signal.Signals(signum).name}")
 
 
-def _tune_malloc():
+def _tune_malloc() -> None:
     """Keep 1 MiB buffers on the heap: with glibc's default, each one is a fresh mmap whose
     pages fault in and are unmapped again, which doubled capture's system time (measured)."""
     import ctypes
@@ -76,11 +85,11 @@ def _tune_malloc():
         pass  # not glibc: slower, same result
 
 
-def _log(line):
+def _log(line: str) -> None:
     print(f"zdtmpy stream: {time.strftime('%H:%M:%S')} {line}", file=sys.stderr, flush=True)
 
 
-def run(args):
+def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _on_term)  # clean up (socket, partial file) on SIGTERM
     _tune_malloc()  # a process of its own: global allocator settings are ours
     if args.stream_command == "capture":
@@ -92,10 +101,10 @@ def run(args):
                       fsync=args.fsync)
         cap.listen()
         _log("ready")
-        res = cap.run()
-        print(f"zdtmpy stream capture: {res.files} files, {res.pages_in} pages, "
-              f"{res.image_bytes} -> {res.stream_bytes} bytes ({res.layout}) in "
-              f"{res.seconds:.2f}s", file=sys.stderr)
+        got = cap.run()
+        print(f"zdtmpy stream capture: {got.files} files, {got.pages_in} pages, "
+              f"{got.image_bytes} -> {got.stream_bytes} bytes ({got.layout}) in "
+              f"{got.seconds:.2f}s", file=sys.stderr)
         return 0
     if args.stream_command == "serve":
         from ..transport.serve import Serve
@@ -131,7 +140,7 @@ def run(args):
     return 0
 
 
-def _spec(args):
+def _spec(args: argparse.Namespace) -> Compression | None:
     from ..codec.options import spec_from_args
 
     return spec_from_args(args)

@@ -1,11 +1,18 @@
 """`zdtmpy verify DIR`: check an image directory's pages format; exit 1 naming each problem."""
 
+from __future__ import annotations
+
+import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from ..compress.chain import verify_chain
 
+if TYPE_CHECKING:
+    from . import Subparsers
 
-def register(subparsers):
+
+def register(subparsers: Subparsers) -> None:
     p = subparsers.add_parser("verify", help="check the page format invariants of a dump",
                               description=__doc__)
     p.add_argument("dir", metavar="DIR")
@@ -13,7 +20,7 @@ def register(subparsers):
     p.set_defaults(func=run)
 
 
-def run(args):
+def run(args: argparse.Namespace) -> int:
     # The layer's links and version rule are always checked against its parents.
     problems = verify_chain(args.dir, full=args.chain)
     for problem in problems:
