@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import platform
+from pathlib import Path
+from typing import Any, Protocol
 
 import pytest
 
@@ -15,13 +17,20 @@ from . import isolation, matrix
 from .reporting import properties, shard
 
 
-def pytest_addhooks(pluginmanager):
+class WorkerNode(Protocol):
+    """What the xdist hooks here use of xdist's WorkerController."""
+
+    config: pytest.Config
+    workerinput: dict[str, Any]
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
     from . import hookspecs
 
     pluginmanager.add_hookspecs(hookspecs)
 
 
-def pytest_addoption(parser):
+def pytest_addoption(parser: pytest.Parser) -> None:
     g = parser.getgroup("zdtmpy", "zdtmpy: CRIU checkpoint/restore tests")
     g.addoption("--criu-bin", default=None, metavar="PATH",
                 help="criu binary to test (default: $ZDTM_CRIU, PATH, the build cache)")
@@ -79,7 +88,7 @@ def pytest_addoption(parser):
                        "zdtmpy's built-in workloads (zdtmpy/workloads) are searched last")
 
 
-def pytest_configure(config):
+def pytest_configure(config: pytest.Config) -> None:
     from .errors import ZdtmError
     from .items import SELECTION_KEY, Selection
 
@@ -118,7 +127,7 @@ def pytest_configure(config):
     corpus_session.configure(config)
 
 
-def _guard_start(config):
+def _guard_start(config: pytest.Config) -> None:
     """Kill what crashed sessions left (controller only), make SIGTERM unwind like Ctrl-C."""
     from . import session_guard
 
@@ -127,11 +136,11 @@ def _guard_start(config):
         config.stash[SWEPT_KEY] = session_guard.sweep_report()
 
 
-SWEPT_KEY = pytest.StashKey[list]()
+SWEPT_KEY = pytest.StashKey[list[str]]()
 
 
 @pytest.hookimpl(optionalhook=True)
-def pytest_testnodedown(node, error):
+def pytest_testnodedown(node: WorkerNode, error: object) -> None:
     """An xdist worker ended (perhaps killed): its workloads and criu now have no owner."""
     from . import session_guard
 
@@ -141,7 +150,7 @@ def pytest_testnodedown(node, error):
         tr.write_line("\n".join(lines), yellow=True)
 
 
-def pytest_unconfigure(config):
+def pytest_unconfigure(config: pytest.Config) -> None:
     from . import session_guard
 
     if config.getoption("help", False):
@@ -153,7 +162,7 @@ def pytest_unconfigure(config):
         print("\n".join(lines), file=sys.stderr)
 
 
-def _share_cores(config):
+def _share_cores(config: pytest.Config) -> None:
     """In an xdist worker, give the codec's thread pool its share of the cores only."""
     count = getattr(config, "workerinput", {}).get("workercount")
     if count:
@@ -162,7 +171,7 @@ def _share_cores(config):
         share_cores(int(count))
 
 
-def _probe_criu(config):
+def _probe_criu(config: pytest.Config) -> None:
     """Find criu once. An explicit --criu-bin that does not work is an error for the run."""
     from .criuchoice import criu_of
     from .errors import CriuNotFound
@@ -175,30 +184,30 @@ def _probe_criu(config):
 
 
 @pytest.hookimpl(optionalhook=True)
-def pytest_configure_node(node):
+def pytest_configure_node(node: WorkerNode) -> None:
     """xdist: each worker reuses the controller's criu, probed once, with the features that
     decide skips already asked (through workerinput)."""
     from .criuchoice import criu_of
 
     found = criu_of(node.config)
-    if hasattr(found, "handoff"):
+    if not isinstance(found, Exception):   # a Criu, not the CriuNotFound
         properties.criu_features(found)
         node.workerinput["zdtmpy_criu"] = found.handoff()
 
 
-def pytest_report_header(config):
+def pytest_report_header(config: pytest.Config) -> list[str]:
     from .criuchoice import criu_of
 
     found = criu_of(config)
     kernel = f"kernel {platform.release()} {platform.machine()}"
     swept = config.stash.get(SWEPT_KEY, [])
-    if hasattr(found, "path"):
+    if not isinstance(found, Exception):   # a Criu, not the CriuNotFound
         return [f"zdtmpy: criu {found.version_str} at {found.path}; {kernel}",
                 properties.header_line(found), *swept]
     return [f"zdtmpy: NO usable criu ({found}); {kernel}", *swept]
 
 
-def pytest_collect_file(file_path, parent):
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
     from .items import DescriptorFile, is_descriptor
 
     if is_descriptor(file_path, parent.config):
@@ -207,13 +216,14 @@ def pytest_collect_file(file_path, parent):
 
 
 @pytest.hookimpl(trylast=True)
-def pytest_collection_modifyitems(config, items):
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """`noauto` tests run only when selected by name (file argument or -k); then
     --zdtm-shard keeps its part of what every other selection left."""
     from .items import ZdtmItem
 
     named = " ".join(config.args) + " " + (config.getoption("keyword") or "")
-    keep, drop = [], []
+    keep: list[pytest.Item] = []
+    drop: list[pytest.Item] = []
     for item in items:
         if (isinstance(item, ZdtmItem) and item.desc.has("noauto")
                 and item.desc.name not in named and not getattr(item, "corpus", False)):
@@ -231,7 +241,7 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.hookimpl(tryfirst=True)
-def pytest_runtest_setup(item):
+def pytest_runtest_setup(item: pytest.Item) -> None:
     """Properties known before the run, so skipped items carry them too."""
     from .criuchoice import criu_of
     from .items import ZdtmItem
