@@ -12,11 +12,16 @@ from __future__ import annotations
 import ast
 import statistics
 import xml.etree.ElementTree as ET
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..errors import ZdtmError
 from ..reporting.properties import STAGE_PREFIX, STAGE_SUFFIX
+
+# one measurement (or a summary of them) as a bench prints it and writes it with --json
+Record = dict[str, Any]
 
 
 class BenchError(ZdtmError):
@@ -32,10 +37,10 @@ class JunitCase:
     time: float  # pytest: setup + call + teardown durations of the item
     outcome: str  # passed, failed, error, skipped
     message: str = ""
-    properties: dict = field(default_factory=dict)
+    properties: dict[str, object] = field(default_factory=dict)
 
     @property
-    def timings(self) -> dict:
+    def timings(self) -> dict[str, float]:
         """The item's {stage: seconds}, or {} when the plugin recorded none."""
         return {name[len(STAGE_PREFIX):-len(STAGE_SUFFIX)]: value
                 for name, value in self.properties.items()
@@ -43,7 +48,7 @@ class JunitCase:
                 and isinstance(value, (int, float)) and not isinstance(value, bool)}
 
 
-def _property_value(text: str):
+def _property_value(text: str) -> object:
     # str() of a dict of floats is a Python literal: read it back without eval.
     try:
         return ast.literal_eval(text)
@@ -85,9 +90,9 @@ def parse_junit(path: str | Path) -> list[JunitCase]:
     return cases
 
 
-def median(values) -> float | None:
-    values = [v for v in values if v is not None]
-    return statistics.median(values) if values else None
+def median(values: Iterable[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known else None
 
 
 def fmt(seconds: float | None, width: int = 7) -> str:

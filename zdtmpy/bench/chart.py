@@ -8,6 +8,7 @@ when a chart is asked for.
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import socket
@@ -35,7 +36,7 @@ class Facts:
                 f"reference: {self.reference}")
 
 
-def add_argument(parser) -> None:
+def add_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--chart", metavar="FILE.png",
                         help="also draw the figures as a bar chart (needs the bench extra: "
                              "pip install 'zdtmpy[bench]')")
@@ -54,7 +55,7 @@ def require(path: str | None) -> None:
         raise BenchError(f"--chart {path}: directory {parent} does not exist")
 
 
-def bars(path: str | Path, *, title: str, groups: list[str], series: dict[str, list],
+def bars(path: str | Path, *, title: str, groups: list[str], series: dict[str, list[float | None]],
          ylabel: str, facts: Facts, lines: dict[str, float] | None = None) -> Path:
     """Grouped bars: one group per label in `groups`, one bar per series in each (a None
     value leaves a gap); `lines` are labelled horizontal lines (reference, targets)."""

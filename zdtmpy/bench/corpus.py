@@ -19,9 +19,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..corpus.slice import SLICE
+from ..errors import DescriptorError
 from . import BenchError, parse_junit
+
+if TYPE_CHECKING:
+    from ..corpus.suite import Suite, UpstreamTest
 
 HELP = "upstream ZDTM corpus: zdtm.py -p N vs zdtmpy -n N, plain mode"
 UID_SWITCH = "        if not test_flag(self.__desc, 'suid'):\n"
@@ -48,7 +53,7 @@ def _children_cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def _timed(cmd: list[str], cwd: Path, env: dict, out: Path) -> tuple[float, float, int]:
+def _timed(cmd: list[str], cwd: Path, env: dict[str, str], out: Path) -> tuple[float, float, int]:
     cpu0, t0 = _children_cpu(), time.monotonic()
     with open(out, "wb") as fh:
         try:
@@ -60,7 +65,7 @@ def _timed(cmd: list[str], cwd: Path, env: dict, out: Path) -> tuple[float, floa
     return time.monotonic() - t0, _children_cpu() - cpu0, rc
 
 
-def _upstream_prefix(suite, as_root: bool, work: Path) -> list[str]:
+def _upstream_prefix(suite: Suite, as_root: bool, work: Path) -> list[str]:
     """How to start zdtm.py. Kept as root: a patched copy is bind-mounted over zdtm.py in a
     private mount namespace of its own (zdtm.py re-executes itself by that name), so the
     tree's file is never modified and the mount ends with the run."""
@@ -90,7 +95,7 @@ def _tap_counts(report: Path) -> dict[str, int]:
     return counts
 
 
-def _prepare_upstream(suite) -> None:
+def _prepare_upstream(suite: Suite) -> None:
     """pycriu modules, umount2 and zdtm_ct: what zdtm.py needs besides the tests."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ZDTM_")}
     for args in (["-C", str(suite.tree), "lib"],
@@ -102,7 +107,7 @@ def _prepare_upstream(suite) -> None:
                              f"{r.stderr[-2000:]}")
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     from ..corpus import build, updesc
     from ..corpus import suite as suite_mod
     from ..corpus.flavor import lacks_cap_sys_resource
@@ -112,7 +117,7 @@ def run(args) -> int:
     suite = suite_mod.resolve(args.suite, criu.path)
     # A short name may be a static and a transition test (socket-tcp): both, on both sides
     # (zdtmpy's --zdtm-corpus-tests selects both), each once.
-    everything: dict[str, list] = {}
+    everything: dict[str, list[UpstreamTest]] = {}
     for t in suite.tests():
         if not t.excluded:
             everything.setdefault(t.short, []).append(t)
@@ -124,7 +129,7 @@ def run(args) -> int:
         for t in everything[n]:
             try:
                 d = updesc.load(t.file(suite, ".desc"), t.name)
-            except updesc.DescriptorError:
+            except DescriptorError:
                 continue
             if args.flavor in d.flavor and not d.has("noauto"):
                 chosen.append(t)

@@ -35,9 +35,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import BenchError, chart, figures, parse_junit
+if TYPE_CHECKING:
+    from ..criu import Criu
+
+from . import BenchError, JunitCase, Record, chart, figures, parse_junit
 
 HELP = "time the plain cycle at -n 1 / -n 2 and upstream zdtm.py on this machine"
 
@@ -93,13 +96,13 @@ def find_root(explicit: str | None) -> Path:
                      "run from the repository root or pass --root")
 
 
-def resolve_criu(explicit: str | None):
+def resolve_criu(explicit: str | None) -> Criu:
     from ..criu import find_criu
 
     return find_criu(explicit)  # CriuNotFound is a ZdtmError: the CLI prints it
 
 
-def make_copies(src: Path, dst: Path, copies: int) -> dict:
+def make_copies(src: Path, dst: Path, copies: int) -> dict[str, str]:
     """Write each descriptor of `src` `copies` times into `dst` (named *descs*, so the plugin
     collects YAML there). Returns {descriptor name: original test name}."""
     import yaml
@@ -140,7 +143,7 @@ def _item_dirname(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-")
 
 
-def item_record(case, names: dict, results: Path) -> dict:
+def item_record(case: JunitCase, names: dict[str, str], results: Path) -> Record:
     desc_name = case.name.split("[", 1)[0]
     stages = {k: float(v) for k, v in case.timings.items()}
     groups = {g: sum(stages.get(s, 0.0) for s in members) for g, members in STAGE_GROUPS.items()}
@@ -169,12 +172,12 @@ def item_record(case, names: dict, results: Path) -> dict:
 ALL_COMPRESS = "off,page,region64k,region256k,region4m"
 
 
-def compress_args(settings: list) -> list:
+def compress_args(settings: list[str]) -> list[str]:
     return [a for c in settings for a in ("--zdtm-compress", c)]
 
 
-def run_pytest(root: Path, descs: Path, names: dict, workers: int, criu_path: str,
-               work: Path, label: str, compress: list) -> dict:
+def run_pytest(root: Path, descs: Path, names: dict[str, str], workers: int, criu_path: str,
+               work: Path, label: str, compress: list[str]) -> Record:
     junit = work / f"{label}.xml"
     results = work / f"{label}-results"
     out = work / f"{label}.out"
@@ -227,7 +230,7 @@ def _tail(path: Path, lines: int = 25) -> str:
 
 # -- upstream side ------------------------------------------------------------------------
 
-def parse_upstream_line(line: str) -> dict | None:
+def parse_upstream_line(line: str) -> Record | None:
     """One `upstream key=value ...` run line of bench/upstream_zdtm.sh, or None."""
     words = line.split()
     if not words or words[0] != "upstream":
@@ -242,7 +245,7 @@ def parse_upstream_line(line: str) -> dict | None:
     return rec
 
 
-def run_upstream(root: Path, criu_path: str, repeat: int, tests: str) -> dict:
+def run_upstream(root: Path, criu_path: str, repeat: int, tests: str) -> Record:
     script = root / "bench" / "upstream_zdtm.sh"
     if not script.is_file():
         return {"skipped": f"{script} not found"}
@@ -263,7 +266,7 @@ def run_upstream(root: Path, criu_path: str, repeat: int, tests: str) -> dict:
     return {"command": cmd, "runs": runs}
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     from .cycle_summary import print_report, summarize
 
     if args.repeat < 1 or args.copies < 1:

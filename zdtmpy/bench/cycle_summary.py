@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import os
 import platform
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import fmt, median
+if TYPE_CHECKING:
+    from ..criu import Criu
+
+from . import Record, fmt, median
 from .cycle import GROUP_NAMES
 
 N2_TARGET = 1.8   # issue 13: -n 2 vs -n 1 on the default plain matrix
 
 
-def summarize_items(items: list[dict]) -> dict:
+def summarize_items(items: list[Record]) -> Record:
     ok = [i for i in items if i["outcome"] == "passed"]
     return {
         "items": len(ok),
@@ -24,7 +27,7 @@ def summarize_items(items: list[dict]) -> dict:
     }
 
 
-def summarize(runs: list[dict], upstream: dict | None) -> dict:
+def summarize(runs: list[Record], upstream: Record | None) -> Record:
     out: dict[str, Any] = {"zdtmpy": {}, "upstream": None, "ratios": {}}
     for w in sorted({r["workers"] for r in runs}):
         mine = [r for r in runs if r["workers"] == w]
@@ -85,7 +88,7 @@ def summarize(runs: list[dict], upstream: dict | None) -> dict:
     return out
 
 
-def print_report(summary: dict, repeat: int, copies: int, criu,
+def print_report(summary: Record, repeat: int, copies: int, criu: Criu,
                  compress: list[str] | None = None) -> None:
     from .cycle import ALL_COMPRESS
 

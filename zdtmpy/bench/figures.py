@@ -6,14 +6,22 @@ criu it used, and names the reference the figures are compared with.
 
 from __future__ import annotations
 
+import argparse
 import statistics
+from typing import TYPE_CHECKING
 
+from . import Record
 from .chart import Facts, bars
 
+if TYPE_CHECKING:
+    from ..criu import Criu
 
-def compress(path: str, result: dict) -> None:
+Load = tuple[float, float, float]   # os.getloadavg() before the run
+
+
+def compress(path: str, result: Record) -> None:
     """Codec speed over the lz4 CLI's, per pattern and mode."""
-    from .compress import TARGETS
+    from .compress_table import TARGETS
 
     rows = result["results"]
     lz4 = result.get("lz4_cli") or {}
@@ -32,7 +40,8 @@ def compress(path: str, result: dict) -> None:
                 f"decompress target {TARGETS['decompress']}x": TARGETS["decompress"]})
 
 
-def cycle(path: str, summary: dict, criu, load_before, upstream_tests: str) -> None:
+def cycle(path: str, summary: Record, criu: Criu, load_before: Load,
+          upstream_tests: str) -> None:
     """Seconds per test: zdtmpy's item time and run wall per item against upstream's."""
     z, up = summary["zdtmpy"], summary["upstream"] or {}
     groups, wall, overhead = [], [], []
@@ -58,8 +67,8 @@ def cycle(path: str, summary: dict, criu, load_before, upstream_tests: str) -> N
          ylabel="seconds (lower is better)", facts=Facts(reference, load_before), lines=lines)
 
 
-def page_server(path: str, args, criu, names: list, summary: dict, base_t: float,
-                load_before) -> None:
+def page_server(path: str, args: argparse.Namespace, criu: Criu, names: list[str],
+                summary: Record, base_t: float, load_before: Load) -> None:
     """Dump time through each page server over criu's own."""
     from .pageserver import TARGET_RATIO
 
@@ -73,12 +82,13 @@ def page_server(path: str, args, criu, names: list, summary: dict, base_t: float
          lines={"criu page-server = 1": 1.0, f"target {TARGET_RATIO}x": TARGET_RATIO})
 
 
-def stream(path: str, args, criu, plain: list, streamed: list, load_before) -> None:
+def stream(path: str, args: argparse.Namespace, criu: Criu, plain: list[Record],
+           streamed: list[Record], load_before: Load) -> None:
     """criu --stream through zdtmpy's streamer over a dump to / restore from a directory."""
     from .stream import DUMP_TARGET, RESTORE_TARGET
 
-    def med(rows, key):
-        return statistics.median(r[key] for r in rows)
+    def med(rows: list[Record], key: str) -> float:
+        return float(statistics.median(r[key] for r in rows))
 
     keys = {"dump": "dump", "restore": "restore", "image bytes": "bytes"}
     bars(path, title=f"criu --stream through zdtmpy's streamer ({args.compression.name}), "

@@ -20,9 +20,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import BenchError, chart, figures
+from . import BenchError, Record, chart, figures
+
+if TYPE_CHECKING:
+    from ..codec import Compression
+    from ..criu import Criu
 
 HELP = "criu dump through zdtmpy's compressing page server vs criu page-server"
 SOURCE = Path(__file__).with_name("bigmix.c")
@@ -53,7 +57,8 @@ def build(workdir: Path) -> Path:
     return exe
 
 
-def start_bigmix(exe: Path, mib: int, workdir: Path, timeout: float) -> subprocess.Popen:
+def start_bigmix(exe: Path, mib: int, workdir: Path,
+                 timeout: float) -> subprocess.Popen[bytes]:
     out = workdir / "bigmix.out"
     with open(out, "w") as f:
         proc = subprocess.Popen([str(exe), str(mib)], stdin=subprocess.DEVNULL, stdout=f,
@@ -70,7 +75,7 @@ def start_bigmix(exe: Path, mib: int, workdir: Path, timeout: float) -> subproce
     return proc
 
 
-def _dump(criu, pid, images: Path, port: int, timeout: float) -> float:
+def _dump(criu: Criu, pid: int, images: Path, port: int, timeout: float) -> float:
     log = images / "dump.log"
     cmd = [str(criu.path), "dump", "-t", str(pid), "-D", str(images), "--leave-running",
            "--page-server", "--address", "127.0.0.1", "--port", str(port), "-o", str(log)]
@@ -91,7 +96,7 @@ def _pages_bytes(d: Path) -> int:
     return sum(p.stat().st_size for p in d.iterdir() if p.name.startswith("pages-"))
 
 
-def dump_criu_server(criu, pid, images: Path, timeout: float) -> dict:
+def dump_criu_server(criu: Criu, pid: int, images: Path, timeout: float) -> Record:
     from ..cycle.background import free_port
 
     ps_dir = images / "ps"
@@ -118,7 +123,8 @@ def dump_criu_server(criu, pid, images: Path, timeout: float) -> dict:
     return {"dump_s": took, "pages_bytes": _pages_bytes(ps_dir)}
 
 
-def dump_zdtmpy_server(criu, pid, images: Path, spec, timeout: float) -> dict:
+def dump_zdtmpy_server(criu: Criu, pid: int, images: Path, spec: Compression,
+                       timeout: float) -> Record:
     from ..transport.pageserver import PageServer, header_size_for
 
     srv = PageServer(images, spec=spec, header_size=header_size_for(criu.version),
@@ -153,7 +159,7 @@ def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     from ..codec import Compression, parse_size
     from ..criu import find_criu
 

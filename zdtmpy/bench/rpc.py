@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import BenchError, fmt, median, parse_junit
+from . import BenchError, Record, fmt, median, parse_junit
 from .cycle import find_root, resolve_criu
 
 HELP = "time every cycle with criu over its command line and over RPC"
@@ -42,7 +42,7 @@ def _children_cpu() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
-def _run(root: Path, mode: str, api: str, criu: str, work: Path, label: str) -> dict:
+def _run(root: Path, mode: str, api: str, criu: str, work: Path, label: str) -> Record:
     junit = work / f"{label}.xml"
     cmd = [sys.executable, "-m", "pytest", str(root / "zdtmpy" / "descs"),
            "-c", str(root / "pyproject.toml"),
@@ -70,7 +70,7 @@ def _run(root: Path, mode: str, api: str, criu: str, work: Path, label: str) -> 
             "wall": wall, "cpu": cpu}
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     if os.geteuid() != 0:
         raise BenchError("the cycles checkpoint processes: run the benchmark as root")
     if args.repeat < 1:
@@ -85,7 +85,7 @@ def run(args) -> int:
     criu = resolve_criu(args.criu_bin)
     load_before = os.getloadavg()
     work = Path(tempfile.mkdtemp(prefix="zdtmpy-bench-rpc-"))
-    results: dict = {}
+    results: dict[tuple[str, str], Record] = {}   # (mode, api) -> runs summed
     try:
         _run(root, "plain", "cli", str(criu.path), work, "warmup")  # builds, caches
         for m in modes:
