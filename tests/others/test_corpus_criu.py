@@ -68,8 +68,22 @@ def test_uns_runs_tests_as_upstream_in_a_user_namespace(tree_criu, pytester):
     assert "flavor uns mode plain: 2 passed, 0 failed, 0 skipped" in res.stdout.str()
     roots = pytester.path / "zdtm-results" / "corpus-ns-root" / "items"
     for name in ("s-pipe00-plain-off", "s-write_read00-plain-off"):
-        images = roots / name / "zdtm" / "static" / "img"
+        images = roots / f"uns-{name}" / "zdtm" / "static" / "img"
         assert list(images.glob("userns-*.img")), f"{images}: no user namespace dumped"
+    assert _mounts_of(pytester.path) == []
+
+
+@pytest.mark.criu
+def test_ns_and_uns_of_one_test_have_roots_of_their_own(tree_criu, pytester):
+    """Two workers may run a test's ns and uns items at once: each has its own root."""
+    res = run(pytester, tree_criu, "--zdtm-flavor", "ns", "--zdtm-flavor", "uns", "--zdtm-keep",
+              "-n", "2", "--zdtm-corpus-tests", "pipe00")
+    res.assert_outcomes(passed=2)
+    roots = pytester.path / "zdtm-results" / "corpus-ns-root" / "items"
+    images = {f: roots / f"{f}-s-pipe00-plain-off" / "zdtm" / "static" / "img"
+              for f in ("ns", "uns")}
+    assert list(images["ns"].glob("core-*.img")) and not list(images["ns"].glob("userns-*"))
+    assert list(images["uns"].glob("userns-*.img"))
     assert _mounts_of(pytester.path) == []
 
 

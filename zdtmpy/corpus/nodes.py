@@ -140,7 +140,8 @@ class CorpusItem(ZdtmItem):
                                    f"{test.subdir[0]}-{test.short}-{self.variant.id}")
         self._ns_root: Path | None = None
         if flavor in NS_FLAVORS:  # a root of its own; it runs in <root>/zdtm/<subdir>, as upstream
-            self._ns_root = ns_root_of(self.config).items / self.workdir_name
+            # Named by flavor too: ns and uns items of one test may run at once on two workers.
+            self._ns_root = ns_root_of(self.config).items / f"{flavor}-{self.workdir_name}"
             self.workdir_parent = self._ns_root / "zdtm"
             self.workdir_name = test.subdir
 
