@@ -38,13 +38,21 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TextIO, cast
 
-from . import BenchError, chart, figures
+from . import BenchError, Record, chart, figures
 from .compress_bounds import add_bounds, stored_bytes, write_floor
 from .compress_table import TARGETS, make_row, mbps, row_line, table
 from .patterns import PAGE, PATTERNS, file_crc, make_dataset, pattern_pieces
+
+
+class Log(Protocol):
+    """Where progress goes: print, or a caller's print-like function."""
+
+    def __call__(self, *values: object, file: TextIO | None = None) -> None: ...
+
 
 HELP = "LZ4 page compression (per-page, region) vs the lz4 CLI on synthetic images"
 
@@ -86,7 +94,8 @@ def parse_bytes(text: str) -> int:
 
 # -- measuring a child --------------------------------------------------------------------
 
-def _run(argv, env=None):
+def _run(argv: list[str], env: dict[str, str] | None = None
+         ) -> tuple[int, bytes, bytes, float, int]:
     """Run argv to completion: (exit code, stdout bytes, stderr bytes, wall s, maxrss KiB)."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         t0 = time.perf_counter()
@@ -103,7 +112,7 @@ def _run(argv, env=None):
         return p.returncode, out.read(), err.read(), wall, ru.ru_maxrss
 
 
-def _child_env():
+def _child_env() -> dict[str, str]:
     env = dict(os.environ)
     root = str(Path(__file__).resolve().parents[2])  # the zdtmpy that runs this bench
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH")
@@ -111,9 +120,10 @@ def _child_env():
     return env
 
 
-def child_main(argv) -> int:
+def child_main(argv: list[str]) -> int:
     """In the child: one conversion, timed; prints a JSON line."""
     from ..codec import Compression
+    from ..codec.spec import Layout
     from ..compress import compress_dir, decompress_dir
 
     action, path, mode, region = argv
@@ -121,7 +131,8 @@ def child_main(argv) -> int:
     t0 = time.perf_counter()
     # the CLI's default: originals kept as .bak (the caller removes them, untimed)
     if action == "compress":
-        spec = Compression(mode, region_size=int(region))
+        layout = cast("Layout", mode)   # the parent passes one of MODES
+        spec = Compression(layout, region_size=int(region))
         r = compress_dir(path, spec, progress=False)
     else:
         r = decompress_dir(path, progress=False)
@@ -142,14 +153,14 @@ _CHILD = ("import sys; from zdtmpy.bench.compress import child_main; "
           "sys.exit(child_main(sys.argv[1:]))")
 
 
-def convert(action, path, mode, region):
+def convert(action: str, path: Path, mode: str, region: int) -> Record:
     os.sync()
     argv = [sys.executable, "-c", _CHILD, action, str(path), mode, str(region)]
     rc, out, err, _, maxrss = _run(argv, _child_env())
     if rc != 0:
         raise BenchError(f"{action} {path} ({mode}) failed (exit {rc}): "
                          f"{err.decode(errors='replace').strip()[-2000:]}")
-    rec = json.loads(out.decode().strip().splitlines()[-1])
+    rec: Record = json.loads(out.decode().strip().splitlines()[-1])
     if not rec["changed"]:
         raise BenchError(f"{action} {path} ({mode}) changed nothing")
     rec["rss_kib"] = rec["hwm_kib"] or maxrss
@@ -158,7 +169,7 @@ def convert(action, path, mode, region):
     return rec
 
 
-def lz4_command(tool):
+def lz4_command(tool: str) -> list[str] | None:
     """The reference command prefix, or None when the tool is missing."""
     exe = shutil.which(tool)
     if exe is None:
@@ -168,7 +179,7 @@ def lz4_command(tool):
     return [exe, "-1", "-T1"] if rc == 0 else [exe, "-1"]
 
 
-def lz4_version(tool):
+def lz4_version(tool: str) -> str | None:
     exe = shutil.which(tool)
     if exe is None:
         return None
@@ -196,7 +207,7 @@ print(json.dumps({"seconds": t1 - t0, "fsync": time.perf_counter() - t1,
 """
 
 
-def lz4_reference(cmd, src: Path, work: Path, crc: int):
+def lz4_reference(cmd: list[str], src: Path, work: Path, crc: int) -> Record:
     comp, back = work / "ref.lz4", work / "ref.out"
     res: dict[str, Any] = {}
     for action, argv, out in (("compress", [*cmd, "-f", "-q", str(src), str(comp)], comp),
@@ -223,7 +234,7 @@ def lz4_reference(cmd, src: Path, work: Path, crc: int):
 
 # -- the run ---------------------------------------------------------------------------------
 
-def _list(text, allowed, what):
+def _list(text: str, allowed: Sequence[str], what: str) -> list[str]:
     items = [x.strip() for x in text.split(",") if x.strip()]
     bad = [x for x in items if x not in allowed]
     if bad or not items:
@@ -232,7 +243,7 @@ def _list(text, allowed, what):
     return items
 
 
-def _tmp_base(explicit):
+def _tmp_base(explicit: str | None) -> Path:
     if explicit:
         return Path(explicit)
     for d in ("/var/tmp", "/tmp"):
@@ -241,7 +252,8 @@ def _tmp_base(explicit):
     return Path(tempfile.gettempdir())
 
 
-def measure(size, patterns, modes, region, tmpdir, tool="lz4", repeat=1, log=print):
+def measure(size: int, patterns: list[str], modes: list[str], region: int,
+            tmpdir: str | None, tool: str = "lz4", repeat: int = 1, log: Log = print) -> Record:
     """Run the benchmark; returns the JSON-able result dict."""
     from ..codec import Compression
 
@@ -258,7 +270,7 @@ def measure(size, patterns, modes, region, tmpdir, tool="lz4", repeat=1, log=pri
     cmd = lz4_command(tool)
     if cmd is None:
         log(f"warning: {tool} not found: no reference figures", file=sys.stderr)
-    result = {
+    result: Record = {
         "size": size, "region_size": region, "cpus": os.cpu_count(),
         "python": platform.python_version(), "machine": platform.machine(),
         "python_lz4": _python_lz4_version(),
@@ -274,7 +286,8 @@ def measure(size, patterns, modes, region, tmpdir, tool="lz4", repeat=1, log=pri
             crc = make_dataset(layer, name, size)
             log(f"{name}: {size >> 20} MiB written in {time.perf_counter() - t0:.1f}s",
                 file=sys.stderr)
-            ref, ours = None, {}
+            ref: Record | None = None
+            ours: dict[str, Record] = {}
             for _ in range(repeat):  # keep the fastest of each measurement
                 if cmd:
                     ref = _best(ref, lz4_reference(cmd, layer / PAGES, work, crc))
@@ -308,10 +321,11 @@ def measure(size, patterns, modes, region, tmpdir, tool="lz4", repeat=1, log=pri
 MEMORY_BYTES = 64 << 20   # in-memory codec figures: this much of each pattern
 
 
-def _write_floors(work, layer, modes, ours, repeat):
+def _write_floors(work: Path, layer: Path, modes: list[str], ours: dict[str, Record],
+                  repeat: int) -> dict[str, Record]:
     """Per mode and action: the write floor of its output (compress_bounds), best of
     `repeat`. The decompressed pages file is the last one our decompress wrote."""
-    def best(nbytes):
+    def best(nbytes: int) -> float:
         return min(write_floor(work, nbytes) for _ in range(repeat))
 
     decompressed = best(stored_bytes(layer / PAGES))   # the same bytes for every layout
@@ -319,13 +333,14 @@ def _write_floors(work, layer, modes, ours, repeat):
                    "decompress": decompressed} for mode in modes}
 
 
-def _memory(result, name, size, modes, region, log):
+def _memory(result: Record, name: str, size: int, modes: list[str], region: int,
+            log: Log) -> dict[str, Record]:
     """The codec in memory against python-lz4 on one core, per block layout; the rows by
     mode."""
     from . import codecmem
 
     data = b"".join(bytes(p) for p in pattern_pieces(name, min(size, MEMORY_BYTES)))
-    rows = {}
+    rows: dict[str, Record] = {}
     for mode in modes:
         row = rows[mode] = {"pattern": name, "mode": mode,
                             **codecmem.measure(data, PAGE if mode == "page" else region)}
@@ -336,7 +351,7 @@ def _memory(result, name, size, modes, region, log):
     return rows
 
 
-def _best(old, new):
+def _best(old: Record | None, new: Record) -> Record:
     """Per action, the faster of two measurements."""
     if old is None:
         return new
@@ -347,7 +362,7 @@ def _best(old, new):
     return out
 
 
-def _python_lz4_version():
+def _python_lz4_version() -> dict[str, str] | None:
     try:
         import lz4
         return {"python-lz4": lz4.__version__, "liblz4": lz4.library_version_string()}
@@ -355,7 +370,7 @@ def _python_lz4_version():
         return None
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     size = parse_bytes(args.size)
     patterns = _list(args.patterns, PATTERNS, "patterns")
     modes = _list(args.modes, MODES, "modes")

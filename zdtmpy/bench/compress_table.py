@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from . import Record
 from .compress_bounds import verdict
 
 # ratios to the lz4 CLI on the same data in the same run (issue 13's targets)
@@ -12,20 +13,21 @@ TARGETS: dict[str, Any] = {"compress": {"page": 1.5, "region": 2.5}, "decompress
                           "rss_mib": 128, "memory": 1.6}
 
 
-def mbps(nbytes, seconds):
+def mbps(nbytes: int, seconds: float | None) -> float | None:
     return nbytes / seconds / 1e6 if seconds else None
 
 
-def div(a, b):
+def div(a: float | None, b: float | None) -> float | None:
     return a / b if a is not None and b else None
 
 
-def _f(value, spec="8.1f", width=8):
+def _f(value: float | None, spec: str = "8.1f", width: int = 8) -> str:
     return format(value, spec) if value is not None else "-".rjust(width)
 
 
-def make_row(name, mode, size, c, d, ref):
-    row = {
+def make_row(name: str, mode: str, size: int, c: Record, d: Record,
+             ref: Record | None) -> Record:
+    row: Record = {
         "pattern": name, "mode": mode, "bytes": size,
         "bytes_after": c["after"], "ratio": size / c["after"] if c["after"] else None,
         "compress": {"seconds": c["seconds"], "cpu_seconds": c["cpu_seconds"],
@@ -33,7 +35,8 @@ def make_row(name, mode, size, c, d, ref):
         "decompress": {"seconds": d["seconds"], "cpu_seconds": d["cpu_seconds"],
                        "mbps": mbps(size, d["seconds"]), "rss_mib": d["rss_kib"] / 1024},
     }
-    vs, cpu = {}, {}
+    vs: dict[str, float | None] = {}
+    cpu: dict[str, float | None] = {}
     for action in ("compress", "decompress"):
         vs[action] = div(ref[action]["seconds"], row[action]["seconds"]) if ref else None
         # CPU seconds per byte, lz4's over ours: what a busy machine does not skew as much
@@ -53,7 +56,7 @@ def make_row(name, mode, size, c, d, ref):
     return row
 
 
-def row_line(r):
+def row_line(r: Record) -> str:
     vs = r["vs_lz4"]
     return (f"  {r['pattern']} {r['mode']}: ratio {_f(r['ratio'], '.2f', 1)}, "
             f"compress {_f(r['compress']['mbps'], '.0f', 1)} MB/s "
@@ -61,21 +64,21 @@ def row_line(r):
             f"{_f(r['decompress']['mbps'], '.0f', 1)} MB/s (x{_f(vs['decompress'], '.2f', 1)})")
 
 
-def mark(ok):
+def mark(ok: bool | None) -> str:
     return "n/a" if ok is None else ("ok" if ok else "MISS")
 
 
-def table(result) -> str:
-    lines = []
+def table(result: Record) -> str:
+    lines: list[str] = []
     cmd = result["lz4_cli"]["command"]
     ref_cmd = " ".join([Path(cmd[0]).name, *cmd[1:]]) if cmd else "none"
     lines.append(f"data: {result['size'] >> 20} MiB per pattern, region "
                  f"{result['region_size'] >> 10} KiB, {result['cpus']} CPUs; reference: "
                  f"{ref_cmd}"
                  f" (lz4 {result['lz4_cli']['version'] or '?'}), times include fsync")
-    load = result.get("loadavg_before"), result.get("loadavg_after")
-    if all(load):
-        lines.append(f"load average before/after: {load[0][0]:.2f} / {load[1][0]:.2f} "
+    before, after = result.get("loadavg_before"), result.get("loadavg_after")
+    if before and after:
+        lines.append(f"load average before/after: {before[0]:.2f} / {after[0]:.2f} "
                      f"(other work on this machine skews wall times; CPU seconds are in the "
                      f"JSON); best of {result.get('repeat', 1)}")
     lines.append("")

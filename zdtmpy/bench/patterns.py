@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 import zlib
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from . import BenchError
@@ -16,12 +17,13 @@ PIECE = 4 << 20             # generation unit
 POOL_BYTES = 32 << 20       # distinct bytes per generated pattern, tiled up to --size
 
 
-def _text_pool(nbytes, rng):
+def _text_pool(nbytes: int, rng: random.Random) -> bytes:
     words = ("alloc", "free", "page", "map", "unmap", "read", "write", "open", "close",
              "sync", "flush", "dirty", "clean", "mm", "vma", "pte", "pid", "tid", "fd",
              "sock", "pipe", "inet", "tcp", "udp", "restore", "dump", "criu", "zdtm", "lazy",
              "error", "warning", "info", "debug", "trace", "ok", "fail", "pass", "retry")
-    out, n = [], 0
+    out: list[str] = []
+    n = 0
     t = 1700000000.0
     while n < nbytes:
         t += rng.random()
@@ -33,9 +35,10 @@ def _text_pool(nbytes, rng):
     return "".join(out).encode()[:nbytes]
 
 
-def _elf_pool(nbytes):
+def _elf_pool(nbytes: int) -> bytes:
     """System binaries concatenated (sorted walk of /usr/bin, /usr/lib), up to nbytes."""
-    parts, n = [], 0
+    parts: list[bytes] = []
+    n = 0
     for top in ("/usr/bin", "/usr/lib"):
         for root, dirs, files in os.walk(top):
             dirs.sort()
@@ -60,7 +63,7 @@ def _elf_pool(nbytes):
     return b"".join(parts)
 
 
-def _tile(pool, total):
+def _tile(pool: bytes, total: int) -> Iterator[memoryview]:
     """Pieces of `pool` repeated up to `total` bytes (LZ4 sees 64 KiB back at most, so the
     repetition of a multi-MiB pool is invisible to it)."""
     pos = 0
@@ -72,7 +75,7 @@ def _tile(pool, total):
         pos += n
 
 
-def pattern_pieces(name, total, seed=1):
+def pattern_pieces(name: str, total: int, seed: int = 1) -> Iterable[bytes | memoryview]:
     """The pattern's bytes, `total` long, as an iterable of bytes-like pieces."""
     rng = random.Random(f"{name}-{seed}")
     pool_bytes = min(POOL_BYTES, total)
@@ -91,7 +94,7 @@ def pattern_pieces(name, total, seed=1):
     raise BenchError(f"unknown pattern {name!r} (one of {', '.join(PATTERNS)})")
 
 
-def _mixed(total, rng, pool_bytes):
+def _mixed(total: int, rng: random.Random, pool_bytes: int) -> Iterator[bytes]:
     text = _text_pool(pool_bytes, rng)
     rand = rng.randbytes(pool_bytes)
     zero = bytes(64 * PAGE)
@@ -118,7 +121,7 @@ def make_dataset(path: Path, name: str, total: int) -> int:
     pieces = iter(pattern_pieces(name, total))
     leftover = memoryview(b"")
 
-    def take(nbytes):  # nbytes of the stream, as pieces, updating the CRC
+    def take(nbytes: int) -> Iterator[memoryview]:  # nbytes of the stream, updating the CRC
         nonlocal crc, leftover
         while nbytes:
             if not leftover:

@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 from ..codec.options import add_options, spec_from_args, to_argv
-from . import BenchError, chart, figures
+from . import BenchError, Record, chart, figures
 
 HELP = "stream dump/restore of a 1 GiB mixed workload against a plain directory"
 
@@ -93,14 +93,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 class Bench:
-    def __init__(self, args, criu, root: Path):
+    proc: subprocess.Popen[bytes]   # the workload of the current round, set by start()
+
+    def __init__(self, args: argparse.Namespace, criu: str | Path, root: Path) -> None:
         self.args = args
         self.criu = str(criu)
         self.root = root
-        self.exe = None
+        self.exe: Path | None = None
         self.live: list[int] = []  # pids to kill at the end
 
-    def build(self):
+    def build(self) -> None:
         src = self.root / "bigmix.c"
         src.write_text(WORKLOAD_C)
         self.exe = self.root / "bigmix"
@@ -126,7 +128,7 @@ class Bench:
         self.proc = proc
         return proc.pid
 
-    def criu_run(self, *args, log: Path):
+    def criu_run(self, *args: str | int | Path, log: Path) -> None:
         for pidfile in (self.root / "p.pid", self.root / "s.pid"):
             pidfile.unlink(missing_ok=True)
         cmd = [self.criu, *map(str, args), "-o", str(log), "-v2"]
@@ -136,23 +138,24 @@ class Bench:
             tail = log.read_text(errors="replace")[-1500:] if log.exists() else ""
             raise BenchError(f"{' '.join(cmd)} failed ({r.returncode}):\n{tail}")
 
-    def after_dump(self, pid):
+    def after_dump(self, pid: int) -> None:
         self.proc.wait(self.args.timeout)
         self.live.remove(pid)
 
-    def restored(self, pidfile: Path):
+    def restored(self, pidfile: Path) -> None:
         pid = int(pidfile.read_text())
         self.live.append(pid)
         self.kill(pid)
 
-    def kill(self, pid):
+    def kill(self, pid: int) -> None:
         from ..isolation import kill_and_reap
 
         kill_and_reap(pid, self.args.timeout)
         if pid in self.live:
             self.live.remove(pid)
 
-    def streamer(self, action, *args, log: Path, sock: Path):
+    def streamer(self, action: str, *args: str | Path, log: Path,
+                 sock: Path) -> subprocess.Popen[bytes]:
         cmd = [sys.executable, "-m", "zdtmpy.cli", "stream", action, *map(str, args),
                "--accept-timeout", str(self.args.timeout),
                "--idle-timeout", str(self.args.timeout)]
@@ -167,7 +170,7 @@ class Bench:
             time.sleep(0.005)
         return proc
 
-    def finish(self, proc, what, log):
+    def finish(self, proc: subprocess.Popen[bytes], what: str, log: Path) -> None:
         try:
             rc = proc.wait(self.args.timeout)
         except subprocess.TimeoutExpired:
@@ -178,7 +181,7 @@ class Bench:
             tail = "\n".join(log.read_text(errors="replace").splitlines()[-10:])
             raise BenchError(f"zdtmpy stream {what} failed ({rc}):\n{tail}")
 
-    def round_plain(self, n) -> dict:
+    def round_plain(self, n: int) -> Record:
         d = self.root / f"plain{n}"
         d.mkdir()
         pid = self.start()
@@ -197,7 +200,7 @@ class Bench:
         return {"dump": dump, "restore": restore, "bytes": size, "dump_cpu": dump_cpu,
                 "restore_cpu": restore_cpu}
 
-    def round_stream(self, n) -> dict:
+    def round_stream(self, n: int) -> Record:
         from ..transport.streamproto import CAPTURE_SOCKET, SERVE_SOCKET
 
         d, rd = self.root / f"simg{n}", self.root / f"srst{n}"
@@ -238,7 +241,7 @@ class Bench:
                 "restore": restore, "serve_ready": serve_ready, "bytes": size,
                 "dump_cpu": dump_cpu, "restore_cpu": restore_cpu}
 
-    def cleanup(self):
+    def cleanup(self) -> None:
         for pid in list(self.live):
             with_kill(pid)
 
@@ -251,7 +254,7 @@ def children_cpu() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
-def with_kill(pid):
+def with_kill(pid: int) -> None:
     try:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
@@ -262,15 +265,16 @@ def with_kill(pid):
         pass
 
 
-def median(rows, key):
-    return statistics.median(r[key] for r in rows)
+def median(rows: list[Record], key: str) -> float:
+    return float(statistics.median(r[key] for r in rows))
 
 
 # issue 13: against a plain-directory dump / restore of the same workload, same run
 DUMP_TARGET, RESTORE_TARGET = 0.6, 1.5
 
 
-def report(plain, stream, args, loads=None) -> str:
+def report(plain: list[Record], stream: list[Record], args: argparse.Namespace,
+           loads: tuple[float, float] | None = None) -> str:
     pd, sd = median(plain, "dump"), median(stream, "dump")
     pr, sr = median(plain, "restore"), median(stream, "restore")
     pb, sb = median(plain, "bytes"), median(stream, "bytes")
@@ -306,7 +310,7 @@ def report(plain, stream, args, loads=None) -> str:
     ])
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     from ..criu import find_criu
     from ..isolation import become_subreaper
 
