@@ -164,3 +164,18 @@ def test_broken_inputs_are_clear_errors(tmp_path, capsys):
     (tmp_path / "2" / "parent").symlink_to("../nowhere")
     assert main(["dedup", str(tmp_path / "2")]) == 1
     assert "nowhere" in capsys.readouterr().err
+
+
+def test_dedup_mode_demands_drops_only_from_a_workload_that_changed_pages():
+    """CRIU's own tests have no manifest: their parents may rightly keep every page."""
+    from zdtmpy.cycle.dedup import _changed
+    from zdtmpy.workload import Manifest, Region
+
+    def region(seed):
+        return Region(pid=1, start=0x10000, pages=4, gen="xorshift", seed=seed, index=0,
+                      label="anon")
+
+    upstream = [Manifest(step=i, regions=()) for i in range(3)]
+    assert not _changed(upstream)
+    assert _changed([Manifest(0, (region(1),)), Manifest(1, (region(2),))])
+    assert not _changed([Manifest(0, (region(1),)), Manifest(1, (region(1),))])
