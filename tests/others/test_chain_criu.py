@@ -23,16 +23,6 @@ pytestmark = [
 ]
 
 
-def criu_or_skip():
-    from zdtmpy.criu import find_criu
-    from zdtmpy.errors import CriuNotFound
-
-    try:
-        return find_criu()
-    except CriuNotFound as exc:
-        pytest.skip(f"criu unavailable: {exc}")
-
-
 def pages_bytes(d):
     return sum(p.stat().st_size for p in Path(d).glob("pages-*.img"))
 
@@ -48,8 +38,7 @@ def pages03(tmp_path):
 
 @pytest.mark.parametrize("how", [[], ["--region", "64K"], ["--compress"]],
                          ids=["plain", "region64k", "page"])
-def test_rebase_cli_output_restores_and_is_smaller(tmp_path, pages03, how, capsys):
-    criu = criu_or_skip()
+def test_rebase_cli_output_restores_and_is_smaller(tmp_path, pages03, how, capsys, criu):
     wl = pages03
     one, two = tmp_path / "img" / "1", tmp_path / "img" / "2"
 
@@ -92,10 +81,9 @@ def test_rebase_cli_output_restores_and_is_smaller(tmp_path, pages03, how, capsy
     assert verdict.status == "PASS", verdict.output
 
 
-def test_plugin_chain_modes(pytester):
+def test_plugin_chain_modes(criu, pytester):
     """pages03 through the plugin: chain items pass; pre/snaps pass where the kernel tracks
     dirty memory and otherwise skip, every one with the same clear reason."""
-    criu = criu_or_skip()
     pytester.makeini("[pytest]\nzdtm_descs = descs\nzdtm_static = static\n")
     (pytester.path / "descs").mkdir()
     (pytester.path / "static").mkdir()
@@ -104,7 +92,8 @@ def test_plugin_chain_modes(pytester):
     (pytester.path / "descs" / "pages03.desc").write_text("{}")
     res = pytester.runpytest_subprocess(
         "-p", "no:cacheprovider", "-rs", "descs", "--zdtm-mode", "chain", "--zdtm-mode", "pre",
-        "--zdtm-mode", "snaps", "--zdtm-compress", "off", "--zdtm-compress", "region64k")
+        "--zdtm-mode", "snaps", "--zdtm-compress", "off", "--zdtm-compress", "region64k",
+        "--criu-bin", str(criu.path))
     # chain: 4 pairs over {off, region64k}; pre and snaps: one item per compression
     if criu.has_feature("mem_dirty_track"):
         res.assert_outcomes(passed=8)

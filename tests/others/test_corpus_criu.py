@@ -10,15 +10,8 @@ import pytest
 
 
 @pytest.fixture(scope="session")
-def tree_criu():
-    """Found before pytester points HOME (and so the build cache) at its own directory."""
-    from zdtmpy.criu import find_criu
-    from zdtmpy.errors import CriuNotFound
-
-    try:
-        criu = find_criu()
-    except CriuNotFound as exc:
-        pytest.skip(f"criu unavailable: {exc}")
+def tree_criu(criu):
+    """The session's criu (tests/conftest.py), when it was built in a criu source tree."""
     if not (Path(criu.path).resolve().parents[1] / "test" / "zdtm" / "static").is_dir():
         pytest.skip(f"criu {criu.path} was not built in a criu source tree "
                     "(ci/provision-criu.sh --from-source)")

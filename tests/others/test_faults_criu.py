@@ -23,25 +23,14 @@ pytestmark = pytest.mark.criu
 BUILD_CACHE = cache_root()
 
 
-def _criu() -> Path:
-    from zdtmpy.criu import find_criu
-    from zdtmpy.errors import CriuNotFound
-
-    try:
-        return find_criu().path
-    except CriuNotFound as exc:
-        pytest.skip(f"criu unavailable: {exc}")
-
-
 @pytest.fixture
-def fault(pytester, monkeypatch) -> Fault:
-    criu = _criu()
+def fault(criu, pytester, monkeypatch) -> Fault:
     # pytester gives the run its own HOME: share the workload build cache, not rebuild it
     monkeypatch.setenv("ZDTMPY_CACHE", str(BUILD_CACHE))
     pytester.makeini("[pytest]\nzdtm_descs = descs\n")
     (pytester.path / "descs").mkdir()
     (pytester.path / "descs" / "pages01.desc").write_text("{}")
-    f = make_fault(pytester, criu)
+    f = make_fault(pytester, criu.path)   # the session's criu (tests/conftest.py)
     yield f
     if f.proc is not None and f.proc.poll() is None:
         f.proc.kill()

@@ -49,14 +49,9 @@ BUILD_CACHE = cache_root()
 
 
 @pytest.fixture
-def project(pytester, monkeypatch):
-    from zdtmpy.criu import find_criu
-    from zdtmpy.errors import CriuNotFound
-
-    try:
-        find_criu()
-    except CriuNotFound as exc:
-        pytest.skip(f"criu unavailable: {exc}")
+def project(criu, pytester, monkeypatch):
+    # the session's criu (tests/conftest.py, found before pytester moved HOME) for the runs
+    monkeypatch.setenv("ZDTM_CRIU", str(criu.path))
     monkeypatch.setenv("ZDTMPY_CACHE", str(BUILD_CACHE))
     pytester.makeini("[pytest]\nzdtm_descs = descs\nzdtm_static = static\n")
     (pytester.path / "descs").mkdir()

@@ -13,16 +13,6 @@ REPO = Path(__file__).resolve().parents[2]
 LIB = REPO / "zdtmpy" / "workloads" / "lib"
 
 
-def criu_or_skip():
-    from zdtmpy.criu import find_criu
-    from zdtmpy.errors import CriuNotFound
-
-    try:
-        return find_criu()
-    except CriuNotFound as exc:
-        pytest.skip(f"criu unavailable: {exc}")
-
-
 @pytest.fixture
 def project(pytester):
     pytester.makeini("[pytest]\nzdtm_descs = descs\nzdtm_static = static\n")
@@ -37,12 +27,19 @@ def run(pytester, *args):
                                          *args)
 
 
+@pytest.fixture
+def criu_run(criu, project):
+    """run() in the project with the session's criu (tests/conftest.py) as --criu-bin."""
+    def go(*args):
+        return run(project, "--criu-bin", str(criu.path), *args)
+    return go
+
+
 @pytest.mark.criu
-def test_unknown_key_fails_that_file_only(project):
-    criu_or_skip()
+def test_unknown_key_fails_that_file_only(project, criu_run):
     (project.path / "descs" / "bad.desc").write_text("{'flavor': 'h', 'optz': '--x'}")
     (project.path / "descs" / "pages01.desc").write_text("{}")
-    res = run(project, "descs", "--zdtm-compress", "off")
+    res = criu_run("descs", "--zdtm-compress", "off")
     res.assert_outcomes(passed=1, failed=1)
     text = res.stdout.str()
     assert "bad.desc: unknown key 'optz'" in text
@@ -82,12 +79,11 @@ def test_no_criu_skips_once_with_reason(project, tmp_path):
 
 
 @pytest.mark.criu
-def test_workload_that_does_not_compile(project):
-    criu_or_skip()
+def test_workload_that_does_not_compile(project, criu_run):
     (project.path / "static" / "broken.c").write_text(
         '#include "lib/zdtmtst.h"\nint main(void) { return undeclared_thing; }\n')
     (project.path / "descs" / "broken.desc").write_text("{}")
-    res = run(project, "descs", "--zdtm-compress", "off")
+    res = criu_run("descs", "--zdtm-compress", "off")
     res.assert_outcomes(failed=1)
     text = res.stdout.str()
     assert "stage 'build'" in text
@@ -95,10 +91,9 @@ def test_workload_that_does_not_compile(project):
 
 
 @pytest.mark.criu
-def test_corrupt_page_between_dump_and_restore_is_caught(project):
+def test_corrupt_page_between_dump_and_restore_is_caught(project, criu_run):
     """One page of the pages image changed after the dump: the oracle names it, and with the
     oracle off the restored workload's own check fails the test."""
-    criu_or_skip()
     (project.path / "descs" / "pages00.desc").write_text("{}")
     project.makeconftest('''
 def pytest_zdtm_after_dump(item, images):
@@ -109,13 +104,13 @@ def pytest_zdtm_after_dump(item, images):
         f.seek((size // 2) & ~4095)
         f.write(b"\\xa5" * 4096)
 ''')
-    res = run(project, "descs", "--zdtm-compress", "off")
+    res = criu_run("descs", "--zdtm-compress", "off")
     res.assert_outcomes(failed=1)
     text = res.stdout.str()
     assert "stage 'oracle'" in text
     assert "content differs from the manifest" in text
 
-    res = run(project, "descs", "--zdtm-compress", "off", "--zdtm-no-oracle")
+    res = criu_run("descs", "--zdtm-compress", "off", "--zdtm-no-oracle")
     res.assert_outcomes(failed=1)
     text = res.stdout.str()
     assert "stage 'verdict'" in text
@@ -124,10 +119,9 @@ def pytest_zdtm_after_dump(item, images):
 
 
 @pytest.mark.criu
-def test_workload_that_writes_fail(project):
+def test_workload_that_writes_fail(project, criu_run):
     """The workload survives dump and restore but reports FAIL: the test fails at 'verdict'
     and shows the workload's own words."""
-    criu_or_skip()
     (project.path / "static" / "failing.c").write_text(
         '#include "lib/zdtmtst.h"\n'
         "int main(int argc, char **argv)\n{\n"
@@ -135,7 +129,7 @@ def test_workload_that_writes_fail(project):
         '\tzt_fail("deliberate failure at %s", "the checkpoint");\n'
         "\tzt_ready();\n\tzt_run(NULL, NULL);\n}\n")
     (project.path / "descs" / "failing.desc").write_text("{}")
-    res = run(project, "descs", "--zdtm-compress", "off")
+    res = criu_run("descs", "--zdtm-compress", "off")
     res.assert_outcomes(failed=1)
     text = res.stdout.str()
     assert "stage 'verdict'" in text
@@ -159,17 +153,16 @@ def _processes_in(project) -> list[int]:
 
 
 @pytest.mark.criu
-def test_nothing_left_behind_after_pass_and_after_a_timeout(project):
+def test_nothing_left_behind_after_pass_and_after_a_timeout(project, criu_run):
     """A passing test removes its directory; a workload that hangs before it is ready makes
     the 'start' stage time out, and its whole PID namespace is killed."""
-    criu_or_skip()
     (project.path / "static" / "hang.c").write_text(
         '#include <unistd.h>\n#include "lib/zdtmtst.h"\n'
         "int main(int argc, char **argv)\n{\n"
         "\tzt_init(argc, argv);\n\tfor (;;) pause();\n}\n")
     (project.path / "descs" / "hang.desc").write_text("{}")
     (project.path / "descs" / "pages01.desc").write_text("{}")
-    res = run(project, "descs", "--zdtm-compress", "off", "--zdtm-timeout", "2")
+    res = criu_run("descs", "--zdtm-compress", "off", "--zdtm-timeout", "2")
     res.assert_outcomes(passed=1, failed=1)
     text = res.stdout.str()
     assert "hang[plain-off]" in text and "stage 'start'" in text
@@ -180,27 +173,25 @@ def test_nothing_left_behind_after_pass_and_after_a_timeout(project):
 
 
 @pytest.mark.criu
-def test_noauto_runs_only_when_named(project):
-    criu_or_skip()
+def test_noauto_runs_only_when_named(project, criu_run):
     (project.path / "descs" / "pages01.desc").write_text("{}")
     (project.path / "descs" / "pages02.desc").write_text("{'flags': 'noauto'}")
-    res = run(project, "descs", "--zdtm-compress", "off")
+    res = criu_run("descs", "--zdtm-compress", "off")
     res.assert_outcomes(passed=1, deselected=1)
-    res = run(project, "descs/pages02.desc", "--zdtm-compress", "off")
+    res = criu_run("descs/pages02.desc", "--zdtm-compress", "off")
     res.assert_outcomes(passed=1)
-    res = run(project, "descs", "--zdtm-compress", "off", "-k", "pages02")
+    res = criu_run("descs", "--zdtm-compress", "off", "-k", "pages02")
     res.assert_outcomes(passed=1, deselected=1)
 
 
 @pytest.mark.criu
-def test_crfail_passes_only_when_criu_fails_cleanly(project):
+def test_crfail_passes_only_when_criu_fails_cleanly(project, criu_run):
     """crfail: a clean criu refusal passes (and the untouched workload must still PASS);
     a dump that succeeds fails the test."""
-    criu_or_skip()
     (project.path / "descs" / "refused.yaml").write_text(
         "workload: pages01\nflags: [crfail]\ndopts: --no-such-criu-option\n")
     (project.path / "descs" / "dumped.yaml").write_text("workload: pages01\nflags: [crfail]\n")
-    res = run(project, "descs", "--zdtm-compress", "off")
+    res = criu_run("descs", "--zdtm-compress", "off")
     res.assert_outcomes(passed=1, failed=1)
     text = res.stdout.str()
     assert "dumped[plain-off]" in text

@@ -27,19 +27,6 @@ def pytest_zdtm_after_dump(item, images):
 
 
 @pytest.fixture
-def criu():
-    """Found before pytester moves HOME (and with it the build cache); passed on with
-    --criu-bin."""
-    from zdtmpy.criu import find_criu
-    from zdtmpy.errors import CriuNotFound
-
-    try:
-        return find_criu()
-    except CriuNotFound as exc:
-        pytest.skip(f"criu unavailable: {exc}")
-
-
-@pytest.fixture
 def project(criu, pytester):
     pytester.makeini("[pytest]\nzdtm_descs = descs\nzdtm_static = static\n")
     (pytester.path / "descs").mkdir()

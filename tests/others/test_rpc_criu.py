@@ -18,20 +18,10 @@ pytestmark = [
 ]
 
 
-def criu_or_skip():
-    from zdtmpy.criu import find_criu
-    from zdtmpy.errors import CriuNotFound
-
-    try:
-        return find_criu()
-    except CriuNotFound as exc:
-        pytest.skip(f"criu unavailable: {exc}")
-
-
 @pytest.fixture(scope="session")
-def criu_path():
-    """Found before pytester moves HOME (and with it the build cache)."""
-    return str(criu_or_skip().path)
+def criu_path(criu):
+    """The session's criu (tests/conftest.py), found before pytester moves HOME."""
+    return str(criu.path)
 
 
 @pytest.fixture
