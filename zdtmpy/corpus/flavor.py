@@ -83,7 +83,8 @@ class NsRoot:
 
     directory: Path  # <results>/corpus-ns-root: the store; items/<name>/ are tests' roots
     mount_base: Path  # /tmp/zdtmpy-ns-<pid>: root/ and dev/, mount points in a test's ns only
-    _needs: dict = field(default_factory=dict)  # file -> it and the libraries it loads
+    # file -> it and the libraries it loads
+    _needs: dict[str, list[str]] = field(default_factory=dict)
 
     @classmethod
     def for_worker(cls, results: Path) -> NsRoot:

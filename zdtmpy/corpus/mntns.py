@@ -46,7 +46,8 @@ def hold_binfmt_misc() -> bool:
     host's. False where the kernel has no binfmt_misc (tests that need it then fail)."""
     if os.path.ismount(BINFMT_MISC):
         return True
-    return _libc().mount(b"zdtm_binfmt", BINFMT_MISC.encode(), b"binfmt_misc", 0, None) == 0
+    return bool(_libc().mount(b"zdtm_binfmt", BINFMT_MISC.encode(), b"binfmt_misc", 0,
+                              None) == 0)
 
 
 @contextmanager

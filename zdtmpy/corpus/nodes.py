@@ -12,7 +12,9 @@ import dataclasses
 import os
 import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -26,20 +28,25 @@ from .report import MARKER
 from .suite import Suite, UpstreamTest
 from .updesc import load as load_desc
 
+if TYPE_CHECKING:
+    from ..cycle import Run
+    from ..descriptor import Descriptor
+    from ..items import Selection
+
 NS_ROOT_KEY = pytest.StashKey[NsRoot]()
-BUILT_KEY = pytest.StashKey[set]()
+BUILT_KEY = pytest.StashKey[set[Suite]]()   # suites built in this process
 NS_FLAVORS = ("ns", "uns")  # the test library makes the namespaces, criu gets --root
 
 
 class SuiteFlavor(pytest.Collector):
     """One upstream suite in one flavor."""
 
-    def __init__(self, *, suite: Suite, flavor: str, **kw):
+    def __init__(self, *, suite: Suite, flavor: str, **kw: Any) -> None:
         super().__init__(**kw)
         self.suite = suite
         self.flavor = flavor
 
-    def collect(self):
+    def collect(self) -> Iterator[CorpusItem]:
         sel = self.config.stash[SELECTION_KEY]
         named = (" ".join(self.config.args) + " " + (self.config.getoption("keyword") or "")
                  + " " + " ".join(self.config.getoption("zdtm_corpus_tests") or []))
@@ -71,7 +78,7 @@ class SuiteFlavor(pytest.Collector):
                     gate_reason=why, as_root=as_root)
 
 
-def wanted_tests(config) -> set[str] | None:
+def wanted_tests(config: pytest.Config) -> set[str] | None:
     """--zdtm-corpus-tests: the short names to collect, or None for all."""
     from .slice import SLICE
 
@@ -85,7 +92,7 @@ def wanted_tests(config) -> set[str] | None:
     return names
 
 
-def _cells(desc, sel):
+def _cells(desc: Descriptor | None, sel: Selection) -> list[matrix.Variant]:
     if desc is None:
         return [matrix.Variant(matrix.mode("plain"), matrix.compression("off"))]
     try:
@@ -94,7 +101,7 @@ def _cells(desc, sel):
         return [matrix.Variant(matrix.mode("plain"), matrix.compression("off"))]
 
 
-def _stub(test: UpstreamTest):
+def _stub(test: UpstreamTest) -> Descriptor:
     from ..descriptor import Descriptor
 
     return Descriptor(name=test.name, path=Path(test.name), workload=test.name)
@@ -110,7 +117,7 @@ def _categorized(reason: str) -> str:
     return reason
 
 
-def ns_root_of(config) -> NsRoot:
+def ns_root_of(config: pytest.Config) -> NsRoot:
     if NS_ROOT_KEY not in config.stash:
         from ..runner import results_root
 
@@ -124,7 +131,7 @@ class CorpusItem(ZdtmItem):
     corpus = True
 
     def __init__(self, *, test: UpstreamTest, suite: Suite, flavor: str,
-                 gate_reason: str | None, as_root: bool, **kw):
+                 gate_reason: str | None, as_root: bool, **kw: Any) -> None:
         super().__init__(**kw)
         self.test = test
         self.suite = suite
@@ -145,7 +152,7 @@ class CorpusItem(ZdtmItem):
             self.workdir_parent = self._ns_root / "zdtm"
             self.workdir_name = test.subdir
 
-    def setup(self):
+    def setup(self) -> None:
         if self.gate_reason:
             raise pytest.skip.Exception(self.gate_reason, _use_item_location=True)
         from ..runner import skip_reason
@@ -164,7 +171,7 @@ class CorpusItem(ZdtmItem):
             build.ensure_built(self.suite, selected)
             built.add(self.suite)
 
-    def runtest(self):
+    def runtest(self) -> None:
         # As upstream's zdtm_ct, for every flavor: the test, its hooks and criu in a network
         # namespace of their own, so fixed ports, host links (macvlan's zdtmbr0) and firewall
         # rules never meet another test's; ns and uns also in a mount namespace of their own,
@@ -179,18 +186,18 @@ class CorpusItem(ZdtmItem):
                 hold_binfmt_misc()
             return super().runtest()
 
-    def teardown(self):
+    def teardown(self) -> None:
         super().teardown()
         # The test's root goes with its directory (kept after a failure, or on --zdtm-keep).
         if self._ns_root is not None and self.run_state is not None \
                 and not self.run_state.workdir.exists():
             shutil.rmtree(self._ns_root, ignore_errors=True)
 
-    def reportinfo(self):
+    def reportinfo(self) -> tuple[Path, int, str]:
         return self.suite.zdtm / self.test.subdir, 0, f"{self.name} ({self.flavor})"
 
     # -- what the cycle calls ------------------------------------------------------------
-    def launch(self, run) -> UpstreamWorkload:
+    def launch(self, run: Run) -> UpstreamWorkload:
         with run.stage("build"):
             exe = build.require(self.suite, self.test)
         env = base_env("/tmp")
@@ -224,10 +231,11 @@ class CorpusItem(ZdtmItem):
         if relative or hooks.has_hook(self.suite, self.test):
             self._hook_cwd = hooks.hook_view(self.suite, self.test, run.workdir)
         if relative and self._hook_cwd is not None:
+            view, d = self._hook_cwd, run.desc
             run.desc = dataclasses.replace(
-                run.desc, **{o: hooks.upstream_relative(getattr(run.desc, o), self.test,
-                                                        self._hook_cwd)
-                             for o in ("opts", "dopts", "ropts")})
+                d, opts=hooks.upstream_relative(d.opts, self.test, view),
+                dopts=hooks.upstream_relative(d.dopts, self.test, view),
+                ropts=hooks.upstream_relative(d.ropts, self.test, view))
         if hooks.has_hook(self.suite, self.test):
 
             def spawned(pid: int) -> None:

@@ -77,7 +77,7 @@ class UpstreamWorkload:
         self.launcher_log = self.workdir / "launcher.out"
         self.pid: int | None = None
         self._pids: set[int] = set()
-        self._proc: subprocess.Popen | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
         self._step = 0
         self.state_comparable = state.comparable(test.subdir, flavor)
         self.state_differences = state.differences

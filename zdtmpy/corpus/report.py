@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from collections import Counter, defaultdict
 
+import pytest
+
 # '<suite>[<flavor>]::zdtm/<dir>/<test>[<mode>-<compression>]'
 _NODEID = re.compile(r"^(?P<suite>[^:\[]+)\[(?P<flavor>\w+)\]::zdtm/[^\[]+\[(?P<variant>[^\]]+)\]$")
 MARKER = "zdtm_corpus"
@@ -12,10 +14,10 @@ MARKER = "zdtm_corpus"
 
 class Summary:
     def __init__(self) -> None:
-        self.counts: dict[tuple[str, str, str], Counter] = defaultdict(Counter)
-        self.skips: dict[tuple[str, str, str], Counter] = defaultdict(Counter)
+        self.counts: dict[tuple[str, str, str], Counter[str]] = defaultdict(Counter)
+        self.skips: dict[tuple[str, str, str], Counter[str]] = defaultdict(Counter)
 
-    def add(self, report) -> None:
+    def add(self, report: pytest.TestReport) -> None:
         if MARKER not in report.keywords:
             return
         m = _NODEID.match(report.nodeid)
@@ -53,7 +55,7 @@ def _mode(variant: str) -> str:
     return variant
 
 
-def _category(report) -> str:
+def _category(report: pytest.TestReport) -> str:
     longrepr = report.longrepr
     text = longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr)
     text = text.removeprefix("Skipped: ")

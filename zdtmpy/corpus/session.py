@@ -4,6 +4,7 @@ the ns roots torn down, system state restored and the summary printed at the end
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -12,11 +13,16 @@ from ..errors import ZdtmError
 from .report import Summary
 from .suite import Suite, resolve
 
-SUITES_KEY = pytest.StashKey[list]()
+if TYPE_CHECKING:
+    from _pytest.terminal import TerminalReporter
+
+    from .sysprep import Prepared
+
+SUITES_KEY = pytest.StashKey[list[tuple[Suite, str]]]()   # (suite, flavor) to collect
 DEFAULT_FLAVORS = ("h", "ns")
 
 
-def configure(config) -> None:
+def configure(config: pytest.Config) -> None:
     specs = list(config.getoption("zdtm_suite") or []) + list(config.getini("zdtm_suites"))
     flavors = tuple(config.getoption("zdtm_flavor") or DEFAULT_FLAVORS)
     for f in flavors:
@@ -39,14 +45,14 @@ def configure(config) -> None:
 
 
 class CorpusSession:
-    def __init__(self, config) -> None:
+    def __init__(self, config: pytest.Config) -> None:
         self.config = config
         self.summary = Summary()
         self.controller = not hasattr(config, "workerinput")
         self.snapshot = sysstate.Snapshot.take() if self.controller else None
         self.corpus = bool(config.stash[SUITES_KEY])
         self.ran_criu = False  # only a session that ran real criu puts system state back
-        self.prepared = None
+        self.prepared: Prepared | None = None
         if self.controller and self.corpus and os.geteuid() == 0:
             from .sysprep import Prepared
 
@@ -54,7 +60,8 @@ class CorpusSession:
             self.prepared.setup()
 
     @pytest.hookimpl(tryfirst=True)
-    def pytest_collection_modifyitems(self, session, config, items):
+    def pytest_collection_modifyitems(self, session: pytest.Session, config: pytest.Config,
+                                      items: list[pytest.Item]) -> None:
         if not config.stash[SUITES_KEY]:
             return  # no corpus: its nodes are not even imported (every xdist worker starts)
         from .nodes import SuiteFlavor
@@ -68,12 +75,13 @@ class CorpusSession:
             except ZdtmError as exc:
                 raise pytest.UsageError(f"zdtmpy: {exc}") from None
 
-    def pytest_runtest_logreport(self, report):
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         self.summary.add(report)
         if report.when == "call" and "criu" in report.keywords:
             self.ran_criu = True
 
-    def pytest_sessionfinish(self, session, exitstatus):
+    def pytest_sessionfinish(self, session: pytest.Session,
+                             exitstatus: int | pytest.ExitCode) -> None:
         """With --zdtm-require-criu, a corpus whose items all skipped fails the run."""
         if not self.controller or not session.config.getoption("zdtm_require_criu"):
             return
@@ -85,14 +93,14 @@ class CorpusSession:
                 tr.write_line(f"zdtmpy: all {total} upstream corpus tests were skipped "
                               "(--zdtm-require-criu): failing the run", red=True)
 
-    def pytest_terminal_summary(self, terminalreporter):
+    def pytest_terminal_summary(self, terminalreporter: TerminalReporter) -> None:
         lines = self.summary.lines()
         if lines:
             terminalreporter.section("zdtmpy corpus")
             for line in lines:
                 terminalreporter.write_line(line)
 
-    def pytest_unconfigure(self, config):
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
         ns = None
         if self.corpus:  # only corpus items make ns roots
             from .nodes import NS_ROOT_KEY

@@ -33,7 +33,8 @@ def _maps(state: ProcState) -> list[tuple[int, int, str, bool]]:
     return out
 
 
-def differences(before: dict, after: dict, limit: int = 10) -> list[str]:
+def differences(before: dict[int, ProcState], after: dict[int, ProcState],
+                limit: int = 10) -> list[str]:
     diffs = []
     for pid in sorted(set(before) | set(after)):
         if pid not in after:

@@ -21,7 +21,9 @@ import json
 import os
 import subprocess
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from .. import marker
 from . import firewall, leftmounts
@@ -49,7 +51,7 @@ def _hierarchy_exists(name: str) -> bool:
     return f"name={name}:" in text
 
 
-def _with_mount(name: str, action) -> bool:
+def _with_mount(name: str, action: Callable[[Path], object]) -> bool:
     tmp = tempfile.mkdtemp(prefix="zdtmpy-cg-")
     try:
         if not _cmd(["mount", "-t", "cgroup", "-o", f"none,name={name}", "zdtmpy", tmp]):
@@ -77,7 +79,7 @@ class Prepared:
         self.mounts_before = {m.mount_id for m in leftmounts.table()}
 
     @contextlib.contextmanager
-    def _locked(self):
+    def _locked(self) -> Iterator[None]:
         self.registry.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = os.open(self.registry / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
@@ -111,7 +113,7 @@ class Prepared:
             self.entry.write_text("")
 
     def _first(self, state_file: Path) -> None:
-        state: dict = {}
+        state: dict[str, Any] = {}
         with contextlib.suppress(OSError, ValueError):
             state = json.loads(state_file.read_text())  # a crashed last session's record
         try:
@@ -169,7 +171,7 @@ class Prepared:
         return out
 
 
-def _firewall_of(state: dict) -> dict[str, list[str]]:
+def _firewall_of(state: dict[str, Any]) -> dict[str, list[str]]:
     """The recorded rules, only where the record has the right shape."""
     saved = state.get("firewall")
     if not isinstance(saved, dict):

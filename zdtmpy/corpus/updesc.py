@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
+from typing import Any
 
 from .. import descriptor
 from ..errors import DescriptorError
@@ -25,7 +26,7 @@ class DescriptorIsCode(DescriptorError):
 
 def load(path: Path | None, name: str) -> descriptor.Descriptor:
     """Descriptor for upstream test `name` (e.g. 'zdtm/static/maps00'); path may be None."""
-    raw: dict = {}
+    raw: dict[str, Any] = {}
     if path is not None and path.exists():
         try:
             size = path.stat().st_size
