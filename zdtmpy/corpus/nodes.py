@@ -80,7 +80,7 @@ class SuiteFlavor(pytest.Collector):
 
 def wanted_tests(config: pytest.Config) -> set[str] | None:
     """--zdtm-corpus-tests: the short names to collect, or None for all."""
-    from .slice import SLICE
+    from .slice import ISOLATION, SLICE
 
     values = config.getoption("zdtm_corpus_tests")
     if not values:
@@ -88,7 +88,7 @@ def wanted_tests(config: pytest.Config) -> set[str] | None:
     names: set[str] = set()
     for value in values:
         for word in value.split():
-            names.update(SLICE if word == "slice" else (word,))
+            names.update(SLICE + ISOLATION if word == "slice" else (word,))
     return names
 
 
