@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 from ..corpus.slice import SLICE
 from ..errors import DescriptorError
 from . import BenchError, parse_junit
+from .upstream_leftovers import Before
 
 if TYPE_CHECKING:
     from ..corpus.suite import Suite, UpstreamTest
@@ -152,7 +153,12 @@ def run(args: argparse.Namespace) -> int:
     for t in chosen:
         up_cmd += ["-t", t.name]
     load0 = os.getloadavg()
-    up_wall, up_cpu, up_rc = _timed(up_cmd, suite.test_dir, env, work / "upstream.out")
+    before = Before.take()
+    try:
+        up_wall, up_cpu, up_rc = _timed(up_cmd, suite.test_dir, env, work / "upstream.out")
+    finally:
+        for line in before.put_back():
+            print(f"zdtm.py left: {line}", file=sys.stderr, flush=True)
     up = _tap_counts(report)
 
     junit = work / "zdtmpy.xml"
