@@ -8,11 +8,15 @@ Rooms, in the order data flows through them:
 * `updesc`   -- an upstream `.desc` -> zdtmpy's `Descriptor` (+ upstream-only facts)
 * `gate`     -- why a test cannot run here (exclusion lists, .checkskip, uid, flavor)
 * `build`    -- upstream's own Makefile, once per tree and selection, under a lock
-* `flavor`   -- the h / ns environments and the ns root (set up once per worker)
+* `flavor`   -- the h / ns / uns environments and each ns test's root laid out as upstream's
+* `netns`, `mntns` -- the per-test network and mount namespaces upstream's `zdtm_ct` gives
 * `protocol` -- the upstream start/stop protocol, as the workload interface cycles use
-* `hooks`    -- the `.hook` call points
-* `sysstate` -- system-wide settings saved at session start and restored at its end
-* `nodes`    -- the pytest nodes; `report` -- the per flavor and mode summary lines
+* `hooks`    -- the `.hook` call points; `state` -- upstream's visible-state rules
+* `sysprep`  -- hugepages and the `zdtmtst` hierarchies, shared by the machine's sessions
+* `firewall`, `leftmounts` -- rules and mounts tests left on the host, removed at the end
+* `slice`    -- the representative slice CI runs
+* `session`, `nodes`, `report` -- session set-up and teardown, the pytest nodes, the
+  per flavor and mode summary lines
 
-Nothing here but `nodes` and `report` imports pytest.
+Nothing here but `session`, `nodes` and `report` imports pytest.
 """
