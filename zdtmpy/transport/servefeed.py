@@ -33,6 +33,10 @@ from .streamformat import (
 View = Union[bytes, bytearray, memoryview]
 ZERO = bytes(1 << 20)   # zero runs are written from slices of this
 IOV_MAX = min(os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024, 1024)
+# A pipe wakes its reader only when a write call ends (and its writer only when a read call
+# ends): one 1 MiB writev into criu's 1 MiB pipe makes criu wait for all of it, then serve
+# for criu's whole read. Smaller calls let criu copy one part out while the next goes in.
+WRITE_STEP = 256 << 10
 
 
 class Buffers:
@@ -154,16 +158,20 @@ def records(fd: int, positions: Sequence[int], where: str) -> Iterator[Loaded]:
 
 def write_all(fd: int, pieces: Sequence[View], idle: float, name: str,
               stop: threading.Event | None = None) -> int:
-    """Every piece into a non-blocking pipe with writev, in order. StageTimeout when the
-    reader takes nothing for `idle` seconds; returns the bytes written."""
-    views = [memoryview(p).cast("B") if not isinstance(p, bytes) else memoryview(p)
-             for p in pieces if len(p)]
+    """Every piece into a non-blocking pipe with writev, in order, at most WRITE_STEP bytes
+    a call. StageTimeout when the reader takes nothing for `idle` seconds; returns the bytes
+    written."""
+    views = _step_views(pieces)
     total = 0
     i = 0
     deadline = time.monotonic() + idle
     while i < len(views):
+        j, want = i, 0
+        while j < len(views) and j - i < IOV_MAX and want < WRITE_STEP:
+            want += len(views[j])
+            j += 1
         try:
-            n = os.writev(fd, views[i:i + IOV_MAX])
+            n = os.writev(fd, views[i:j])
         except BlockingIOError:
             left = deadline - time.monotonic()
             if stop is not None and stop.is_set():
@@ -183,3 +191,16 @@ def write_all(fd: int, pieces: Sequence[View], idle: float, name: str,
                 views[i] = views[i][n:]
                 n = 0
     return total
+
+
+def _step_views(pieces: Sequence[View]) -> list[memoryview]:
+    """The pieces as byte views of at most WRITE_STEP bytes each (empty ones dropped)."""
+    views = []
+    for p in pieces:
+        mv = memoryview(p).cast("B") if not isinstance(p, bytes) else memoryview(p)
+        if len(mv) <= WRITE_STEP:
+            if len(mv):
+                views.append(mv)
+            continue
+        views.extend(mv[o:o + WRITE_STEP] for o in range(0, len(mv), WRITE_STEP))
+    return views

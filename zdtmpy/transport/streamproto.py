@@ -42,7 +42,8 @@ class StreamerError(ZdtmError):
 
 
 @functools.cache
-def _messages() -> dict[str, Any]:
+def messages() -> dict[str, Any]:
+    """The protocol's message classes (built once: the protobuf import takes a while)."""
     from ..images.protoparse import load_messages
 
     return load_messages({"img-streamer.proto": _PROTO})
@@ -146,7 +147,7 @@ class Control:
         if n > 4096:
             raise StreamerError(f"{self.where}: request of {n} bytes (expected a small "
                                 "img_streamer_request_entry)")
-        msg = _messages()["img_streamer_request_entry"]()
+        msg = messages()["img_streamer_request_entry"]()
         try:
             msg.ParseFromString(self._recv_exact(n, "request"))
         except Exception as exc:  # protobuf raises its own DecodeError
@@ -156,7 +157,7 @@ class Control:
         return str(msg.filename)
 
     def reply(self, exists: bool) -> None:
-        msg = _messages()["img_streamer_reply_entry"](exists=exists)
+        msg = messages()["img_streamer_reply_entry"](exists=exists)
         data = msg.SerializeToString()
         self.conn.settimeout(self.timeout)
         try:

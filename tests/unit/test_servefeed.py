@@ -1,0 +1,67 @@
+"""serve's writer into criu's pipe, and the streamer process's exit, with real pipes and a
+real `python -m zdtmpy` process."""
+
+import os
+import subprocess
+import sys
+import threading
+
+from zdtmpy.transport import servefeed
+from zdtmpy.transport.streamformat import StreamWriter
+
+
+def drain(fd, into):
+    while chunk := os.read(fd, 1 << 20):
+        into.append(chunk)
+    os.close(fd)
+
+
+def test_write_all_hands_the_pipe_parts_no_larger_than_a_step(monkeypatch):
+    """Every byte arrives in order, and no writev carries more than WRITE_STEP plus one
+    piece (criu copies one part out while the next goes in)."""
+    step = servefeed.WRITE_STEP
+    big = os.urandom(3 * step + 123)
+    pieces = [b"head", memoryview(big), memoryview(servefeed.ZERO)[:step + 7], bytearray(b"x"),
+              b"", memoryview(bytearray(os.urandom(step // 3)))]
+    expect = b"".join(bytes(p) for p in pieces)
+    calls = []
+    real = os.writev
+
+    def writev(fd, bufs):
+        calls.append(sum(len(b) for b in bufs))
+        return real(fd, bufs)
+
+    monkeypatch.setattr(servefeed.os, "writev", writev)
+    r, w = os.pipe()
+    os.set_blocking(w, False)
+    got = []
+    t = threading.Thread(target=drain, args=(r, got))
+    t.start()
+    try:
+        assert servefeed.write_all(w, pieces, 10, "pages-1.img") == len(expect)
+    finally:
+        os.close(w)
+        t.join(10)
+    assert b"".join(got) == expect
+    assert calls and max(calls) <= 2 * step
+    assert len([c for c in calls if c]) >= len(expect) // (2 * step)
+
+
+def test_the_stream_command_exits_with_all_its_output(tmp_path):
+    """`zdtmpy stream` ends without the interpreter's teardown: what it printed and wrote
+    must still all be there."""
+    stream = tmp_path / "s.zstream"
+    with open(stream, "wb") as f:
+        w = StreamWriter(f)
+        fid = w.open("pstree.img")
+        w.write(fid, b"p" * 5000)
+        w.close(fid)
+        w.end()
+    out = tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # as a pipe is
+    r = subprocess.run([sys.executable, "-m", "zdtmpy", "stream", "extract", "--stream-file",
+                        "-", "--images-dir", str(out)], stdin=open(stream, "rb"),
+                       capture_output=True, text=True, timeout=60, env=env)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == f"{out}: 1 files extracted (plain)"
+    assert (out / "pstree.img").read_bytes() == b"p" * 5000
