@@ -178,3 +178,46 @@ def test_batch_encoder_is_built_where_a_compiler_exists():
     if lz4native.helper() is None or not shutil.which(compiler_command()[0]):
         pytest.skip("no native LZ4 path or no C compiler")
     assert lz4native.helper().batch is not None, lz4native.batch_problem()
+
+
+def test_native_encoders_keep_the_seven_eighths_edge():
+    """The native paths give LZ4 room for just under 7/8 of a block (it gives up early on
+    incompressible data): output of limit - 1 bytes is still LZ4, of limit bytes raw, as
+    with lz4.block and the full bound."""
+    from zdtmpy.codec import coding, lz4batch, lz4native
+
+    nat = lz4native.helper()
+    if nat is None:
+        pytest.skip("python-lz4's LZ4 library is not usable through ctypes here")
+    below, at = page_with_lz4_size(3583), page_with_lz4_size(3584)
+    # a region whose LZ4 output sits just below and at its limit: random head, zero tail
+    region = 16 * PS
+    limit = raw_limit(region)
+    base = rand(region, seed=9)
+    edge = {}
+    lo, hi = 0, region
+    while lo < hi:   # the shortest random head whose output reaches the limit
+        mid = (lo + hi) // 2
+        if lz4_len(base[:mid] + bytes(region - mid)) >= limit:
+            hi = mid
+        else:
+            lo = mid + 1
+    for k in range(max(0, lo - 40), min(region, lo + 40)):
+        n = lz4_len(base[:k] + bytes(region - k))
+        if n in (limit - 1, limit):
+            edge.setdefault(n, base[:k] + bytes(region - k))
+    cases = [(below + at, PS, [3583, PS])]
+    for n, data in edge.items():
+        cases.append((data, region, [n if n < limit else region]))
+    assert len(cases) >= 2
+    for data, block, want in cases:
+        want_sizes, want_parts = coding.encode_parts(data, block)
+        assert want_sizes == want
+        paths = [lz4native.encode_loop]
+        if nat.batch is not None:
+            paths.append(lz4batch.encode)
+        for encode in paths:
+            sizes, parts = encode(nat, bytearray(data), len(data), bytearray(2 * len(data)),
+                                  block, 1)
+            assert sizes == want_sizes, encode
+            assert b"".join(parts) == b"".join(want_parts)

@@ -256,3 +256,44 @@ def test_an_all_zero_chunk_decodes_without_the_native_helper(monkeypatch):
     assert coding.decode_into(b"", 0, [0] * 8, PS, 8 * PS - 100, out) == [8 * PS - 100]
     assert coding.decode_into(bytearray(), 0, [0] * 2, 64 << 10, 4 * PS, out) == [4 * PS]
     assert lz4native.HELPER.native is None
+
+
+def test_pieces_of_raw_blocks_are_views_into_the_stored_bytes():
+    """decode_into leaves raw blocks where they are: their pieces point into the stored
+    bytes (no copy through `out`), the bytes are the same, and their zero pages are still
+    zero runs; a filling decode copies them into `out`."""
+    nat = batch()
+    raw = rand(16, 4)
+    raw = raw[:3 * PS] + bytes(PS) + raw[4 * PS:]   # a zero page inside a raw block
+    data = text(8) + raw + bytes(8 * PS) + rand(8, 5)
+    block = 8 * PS
+    sizes, payload = coding.encode_chunk(data, block)
+    assert sizes[1] == sizes[2] == sizes[4] == block and sizes[3] == 0 and sizes[0] < block
+    src = bytearray(payload)
+    out = bytearray(len(data))
+    pieces = coding.decode_into(src, len(src), sizes, block, len(data), out)
+    assert merged(pieces) == data
+    views = [p for p in pieces if isinstance(p, memoryview)]
+    assert views[0].obj is out   # text: decoded
+    assert len(views) == 4 and all(p.obj is src for p in views[1:])   # raw: in place
+    assert [p for p in pieces if isinstance(p, int)] == [PS, 8 * PS]
+    assert bytes(out[block:3 * block]) == bytes(2 * block)   # nothing copied there
+    filled = bytearray(len(data))
+    got = lz4batch.decode(nat, src, len(src), sizes, block, len(data), filled)
+    assert merged(got) == data and all(p.obj is filled for p in got
+                                       if isinstance(p, memoryview))
+
+
+@pytest.mark.parametrize("at", [0, 7, 8, 9, 2047, PS - 9, PS - 8, PS - 1])
+def test_one_nonzero_byte_is_data_to_the_batch_coder(at):
+    """The C zero test (head, then each byte against the one 8 before) misses no byte."""
+    nat = batch()
+    page = bytearray(PS)
+    page[at] = 1
+    data = bytes(PS) + bytes(page) + bytes(PS)
+    sizes, parts = lz4batch.encode(nat, bytearray(data), len(data), bytearray(4 * PS), PS, 1)
+    assert sizes[0] == sizes[2] == 0 and sizes[1] > 0
+    stored = b"".join(parts)
+    pieces = lz4batch.decode(nat, stored, len(stored), sizes, PS, len(data),
+                             bytearray(len(data)), fill=False)
+    assert merged(pieces) == data and [p for p in pieces if isinstance(p, int)] == [PS, PS]

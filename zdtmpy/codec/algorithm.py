@@ -27,13 +27,16 @@ class BlockAlgorithm(Protocol):
 
     def encode_into(self, src: bytearray, n: int, out: bytearray, block_bytes: int,
                     acceleration: int) -> EncodedParts | None:
-        """Whole-chunk fast path of BlockCodec.encode_parts for src[:n] (not all zero),
-        encodings written into `out`; None when the algorithm has none here."""
+        """Whole-chunk fast path of BlockCodec.encode_parts for src[:n] (all-zero blocks
+        included: size 0), encodings written into `out`; None when the algorithm has none
+        here."""
 
     def decode_into(self, src: Buffer, stored_len: int, sizes: Sequence[int],
                     block_bytes: int, total_bytes: int, out: bytearray,
-                    out_offset: int) -> list[Piece] | None:
+                    out_offset: int, fill: bool = True) -> list[Piece] | None:
         """Whole-chunk fast path: every non-zero block decoded (or copied) to its place in
-        `out` from out_offset on, zero blocks skipped. Returns the pieces (ints for zero
-        runs, memoryviews into out, adjacent data merged), or None when there is no fast
-        path here or a block is bad (the caller decodes again block by block to say why)."""
+        `out` from out_offset on, zero blocks skipped; with fill=False raw blocks may stay
+        in src instead (the caller wants the pieces only). Returns the pieces (ints for
+        zero runs, memoryviews into out or src, adjacent data merged), or None when there
+        is no fast path here or a block is bad (the caller decodes again block by block to
+        say why)."""

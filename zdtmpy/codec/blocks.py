@@ -113,8 +113,8 @@ class BlockCodec:
         smv = memoryview(src)[:n]
         if len(smv) != n:
             raise ValueError(f"encode_into: {n} bytes asked, the buffer holds {len(src)}")
-        if zeros(n).startswith(smv):
-            return [0] * -(-n // block_bytes), []
+        # zero blocks are the algorithm's fast path's to find: in C, without the GIL (a
+        # whole-chunk memcmp here would hold it, and the workers would take turns)
         got = self.algorithm.encode_into(src, n, out, block_bytes, acceleration)
         if got is not None:
             return got
@@ -203,7 +203,7 @@ class BlockCodec:
             end = min(total_bytes, len(sizes) * block_bytes)
             return [end] if end > 0 else []
         got = self.algorithm.decode_into(src, stored_len, sizes, block_bytes, total_bytes,
-                                         out, 0)
+                                         out, 0, fill=False)   # raw blocks: views into src
         if got is not None:
             return got
         return self.decode_parts(smv, sizes, block_bytes, total_bytes, first_block)  # says why

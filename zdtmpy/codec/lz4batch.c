@@ -8,6 +8,12 @@
  * store_size=False): a reset stream, then LZ4_compress_fast_continue into a buffer of
  * LZ4_compressBound bytes. The rules are codec.encode_block's: an all-zero block is size 0;
  * LZ4 output of at least 7/8 of the block (or a failure) stores the block raw.
+ *
+ * LZ4 is given room for just under 7/8 of the block: it gives up as soon as its output
+ * cannot fit (on incompressible data, once about 7/8 of the block is done) instead of
+ * finishing a result that would be stored raw anyway. Its checks against that room only
+ * ever refuse output that would not fit, and output that fits is the same bytes as with
+ * the full bound (LZ4_compress_fast_continue always runs its limited-output variant).
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -22,19 +28,23 @@ enum { RUN_RAW = 0, RUN_LZ4 = 1 };
 
 static int all_zero(const unsigned char *p, size_t n)
 {
-	uint64_t acc = 0;
-	size_t i = 0;
+	uint64_t head = 0;
 
-	for (; i + 32 <= n; i += 32) {
-		uint64_t w[4];
-
-		memcpy(w, p + i, sizeof(w));
-		if (w[0] | w[1] | w[2] | w[3])
-			return 0;
+	if (n < 16) {
+		for (size_t i = 0; i < n; i++)
+			head |= p[i];
+		return head == 0;
 	}
-	for (; i < n; i++)
-		acc |= p[i];
-	return acc == 0;
+	/* zero head and every byte equal to the one 8 before it: all zero. memcmp is the
+	 * library's vectorised loop (the second read hits the cache line just read) */
+	memcpy(&head, p, sizeof(head));
+	return head == 0 && memcmp(p, p + 8, n - 8) == 0;
+}
+
+/* All n bytes at p are zero (exported: a whole chunk is tested without the GIL). */
+int zdtm_all_zero(const unsigned char *p, long n)
+{
+	return n <= 0 || all_zero(p, (size_t)n);
 }
 
 /*
@@ -55,19 +65,21 @@ long zdtm_encode_blocks(const unsigned char *src, long n, unsigned char *out, lo
 	for (long off = 0; off < n; off += block, b++) {
 		long size = n - off < block ? n - off : block;
 		long limit = (size * 7 + 7) / 8;
-		long cap = bound((int)size);
+		long cap = limit - 1;   /* output of limit bytes or more is stored raw */
 		int r;
 
 		if (all_zero(src + off, (size_t)size)) {
 			sizes[b] = 0;
 			continue;
 		}
+		if (cap > bound((int)size))
+			cap = bound((int)size);
 		if (opos + cap > out_cap)
 			return -1;
 		reset(state);
 		r = compress(state, (const char *)src + off, (char *)out + opos, (int)size,
 			     (int)cap, acceleration);
-		if (r <= 0 || r >= limit) {
+		if (r <= 0 || r >= limit) {   /* no room was enough: raw */
 			sizes[b] = (uint32_t)size;
 			if (last == RUN_RAW && raw_end == off) {
 				runs[3 * (nruns - 1) + 2] += size;
@@ -103,50 +115,63 @@ typedef int (*decompress_fn)(const char *src, char *dst, int src_size, int dst_c
  * each, back to back in src, src_len bytes in all) of `block` decoded bytes each (the
  * last may be shorter; total decoded bytes in all) into out, block i at i * block.
  * A size of 0 is a zero block: memset when zero_fill, else left alone (out already holds
- * zeros there, or the caller skips it); the block's size stores it raw (memcpy); anything
- * else is an LZ4 block, which must decode to exactly the block's size.
+ * zeros there, or the caller skips it); the block's size stores it raw: copied to out
+ * when copy_raw, else left where it is (its run points into src: a writer writes it from
+ * there, one pass over memory less); anything else is an LZ4 block, which must decode to
+ * exactly the block's size.
  *
- * runs gets (offset, length) pairs of the runs of out that hold data, in order, with
- * adjacent data merged. The gaps between runs are zeros: zero blocks, and every `unit`
- * bytes (a page) of a decoded or raw block that came out all zero, so that a writer
- * leaves them as holes instead of writing zeros (unit 0: whole blocks only). Returns the
- * number of runs (at most one per unit or block), or -1 - i when block i is bad (short,
- * too large or corrupt; the caller decodes again in Python to say which).
+ * runs gets (offset in out, length, offset in src or -1: the bytes are in out) triples of
+ * the data the decoded range holds, in order, adjacent data merged. The gaps between runs
+ * are zeros: zero blocks, and every `unit` bytes (a page) of a decoded or raw block that
+ * is all zero, so that a writer leaves them as holes instead of writing zeros (unit 0:
+ * whole blocks only). Returns the number of runs (at most one per unit or block), or
+ * -1 - i when block i is bad (short, too large or corrupt; the caller decodes again in
+ * Python to say which).
  */
-static void add_run(int64_t *runs, long *nruns, long off, long len)
-{
-	long k = *nruns;
+struct runs {
+	int64_t *r;
+	long n;
+};
 
-	if (k && runs[2 * k - 2] + runs[2 * k - 1] == off) {
-		runs[2 * k - 1] += len;
-	} else {
-		runs[2 * k] = off;
-		runs[2 * k + 1] = len;
-		*nruns = k + 1;
+static void add_run(struct runs *rs, long off, long len, long from)
+{
+	int64_t *last = rs->n ? rs->r + 3 * (rs->n - 1) : NULL;
+
+	if (last && last[0] + last[1] == off &&
+	    (from < 0 ? last[2] < 0 : last[2] >= 0 && last[2] + last[1] == from)) {
+		last[1] += len;
+		return;
 	}
+	rs->r[3 * rs->n] = off;
+	rs->r[3 * rs->n + 1] = len;
+	rs->r[3 * rs->n + 2] = from;
+	rs->n++;
 }
 
-/* out[off, off + n) holds data: record its units that are not all zero. */
-static void add_data(int64_t *runs, long *nruns, const unsigned char *out, long off,
-		     long n, long unit)
+/* data[0, n) stands for out[off, off + n) (from: where data is in src, -1 for out):
+ * record its units that are not all zero. */
+static void add_data(struct runs *rs, const unsigned char *data, long off, long n,
+		     long unit, long from)
 {
 	if (unit <= 0) {
-		add_run(runs, nruns, off, n);
+		add_run(rs, off, n, from);
 		return;
 	}
 	for (long u = 0; u < n; u += unit) {
 		long len = n - u < unit ? n - u : unit;
 
-		if (!all_zero(out + off + u, (size_t)len))
-			add_run(runs, nruns, off + u, len);
+		if (!all_zero(data + u, (size_t)len))
+			add_run(rs, off + u, len, from < 0 ? -1 : from + u);
 	}
 }
 
 long zdtm_decode_blocks(const unsigned char *src, long src_len, const uint32_t *sizes,
 			long nblocks, long block, long total, unsigned char *out,
-			int zero_fill, decompress_fn decompress, int64_t *runs, long unit)
+			int zero_fill, int copy_raw, decompress_fn decompress, int64_t *runs,
+			long unit)
 {
-	long nruns = 0, pos = 0, off = 0;
+	struct runs rs = { runs, 0 };
+	long pos = 0, off = 0;
 
 	for (long b = 0; b < nblocks; b++, off += block) {
 		long nbytes = total - off < block ? total - off : block;
@@ -161,6 +186,11 @@ long zdtm_decode_blocks(const unsigned char *src, long src_len, const uint32_t *
 		}
 		if (size > nbytes || size > src_len - pos)
 			return -1 - b;
+		if (size == nbytes && !copy_raw) {
+			add_data(&rs, src + pos, off, nbytes, unit, pos);
+			pos += size;
+			continue;
+		}
 		if (size == nbytes) {
 			memcpy(out + off, src + pos, (size_t)nbytes);
 		} else if (decompress((const char *)src + pos, (char *)out + off, (int)size,
@@ -168,7 +198,7 @@ long zdtm_decode_blocks(const unsigned char *src, long src_len, const uint32_t *
 			return -1 - b;
 		}
 		pos += size;
-		add_data(runs, &nruns, out, off, nbytes, unit);
+		add_data(&rs, out + off, off, nbytes, unit, -1);
 	}
-	return nruns;
+	return rs.n;
 }

@@ -28,16 +28,16 @@ LIBRARY = "liblz4batch.so"
 def attach(nat: Native) -> None:
     """Give `nat` the batch entry points, or a reason why not."""
     try:
-        nat.batch, nat.batch_decode = _load()
+        nat.batch, nat.batch_decode, nat.batch_all_zero = _load()
         if not self_test(nat):
-            nat.batch = nat.batch_decode = None
+            nat.batch = nat.batch_decode = nat.batch_all_zero = None
             nat.batch_problem = "its output differs from lz4.block's"
     except Exception as exc:  # noqa: BLE001 - only a speedup: any failure means the slow path
-        nat.batch = nat.batch_decode = None
+        nat.batch = nat.batch_decode = nat.batch_all_zero = None
         nat.batch_problem = f"{type(exc).__name__}: {exc}"
 
 
-def _load() -> tuple[Callable[..., int], Callable[..., int]]:
+def _load() -> tuple[Callable[..., int], Callable[..., int], Callable[..., int]]:
     import sys
     import sysconfig
 
@@ -62,23 +62,28 @@ def _load() -> tuple[Callable[..., int], Callable[..., int]]:
         return out
 
     lib = ctypes.CDLL(str(build_cached("lz4batch", h.hexdigest()[:20], LIBRARY, build)))
-    enc, dec = lib.zdtm_encode_blocks, lib.zdtm_decode_blocks
+    enc, dec, zero = lib.zdtm_encode_blocks, lib.zdtm_decode_blocks, lib.zdtm_all_zero
     vp, lg = ctypes.c_void_p, ctypes.c_long
     enc.argtypes = [vp, lg, vp, lg, lg, ctypes.c_int, vp, vp, vp, vp, vp, vp]
     enc.restype = lg
-    dec.argtypes = [vp, lg, vp, lg, lg, lg, vp, ctypes.c_int, vp, vp, lg]
+    dec.argtypes = [vp, lg, vp, lg, lg, lg, vp, ctypes.c_int, ctypes.c_int, vp, vp, lg]
     dec.restype = lg
-    return enc, dec
+    zero.argtypes, zero.restype = [vp, lg], ctypes.c_int
+    return enc, dec, zero
 
 
 def encode(nat: Native, src: bytearray, n: int, out: bytearray, block_bytes: int,
            acceleration: int) -> EncodedParts:
     """encode_into through lz4batch.c: one C call for the whole of src[:n]."""
-    assert nat.batch is not None
+    assert nat.batch is not None and nat.batch_all_zero is not None
     nblocks = -(-n // block_bytes)
+    src_c = ctypes.c_char.from_buffer(src)   # keeps the buffers pinned while in use
+    # an all-zero chunk (common in memory images) costs one scan without the GIL, so the
+    # workers scan in parallel, and none of the per-call set-up below
+    if n and nat.batch_all_zero(ctypes.addressof(src_c), n):
+        return [0] * nblocks, []
     sizes = array("I", bytes(4 * nblocks))
     runs = array("q", bytes(24 * nblocks))
-    src_c = ctypes.c_char.from_buffer(src)   # keeps the buffers pinned while in use
     out_c = ctypes.c_char.from_buffer(out)
     reset, compress, bound = nat.fn_ptrs
     k = nat.batch(ctypes.addressof(src_c), n, ctypes.addressof(out_c), len(out), block_bytes,
@@ -98,13 +103,15 @@ def encode(nat: Native, src: bytearray, n: int, out: bytearray, block_bytes: int
 
 def decode(nat: Native, src: Buffer, stored_len: int, sizes: Sequence[int], block_bytes: int,
            total_bytes: int, out: bytearray, out_offset: int = 0,
-           zero_fill: bool = False) -> list[Piece] | None:
+           zero_fill: bool = False, fill: bool = True) -> list[Piece] | None:
     """Decode blocks with one C call, every block going to its own place in `out` from
     out_offset on. src: bytes, a bytearray or a writable memoryview (stored_len bytes).
-    Zero blocks are zero-filled when zero_fill, else skipped. Returns the pieces (ints for
-    zero runs, memoryviews into `out`, adjacent data merged), or None when a block is bad.
-    Pages of data blocks that decode to all zeros are zero runs too (`out` holds their
-    zeros): a writer leaves them as holes instead of writing them."""
+    Zero blocks are zero-filled when zero_fill, else skipped. Raw blocks are copied to
+    `out` when fill, else left in src (their pieces are views into src: no copy).
+    Returns the pieces (ints for zero runs, memoryviews into `out` or src, adjacent data
+    merged), or None when a block is bad. Pages of data blocks that are all zeros are zero
+    runs too (`out` holds their zeros when fill): a writer leaves them as holes instead of
+    writing them."""
     assert nat.batch_decode is not None
     nblocks = len(sizes)
     end = min(total_bytes, nblocks * block_bytes)
@@ -116,25 +123,32 @@ def decode(nat: Native, src: Buffer, stored_len: int, sizes: Sequence[int], bloc
         sz = sizes if type(sizes) is array and sizes.typecode == "I" else array("I", sizes)
     except OverflowError:
         return None
-    runs = array("q", bytes(16 * (nblocks + -(-end // PAGE_SIZE))))  # a run per page at most
+    runs = array("q", bytes(24 * (nblocks + -(-end // PAGE_SIZE))))  # a run per page at most
     src_pin, sa = address(src if stored_len else b"")
     out_pin, oa = address(out)
+    copy_raw = fill or zero_fill
     k = nat.batch_decode(sa, stored_len, sz.buffer_info()[0], nblocks, block_bytes, end,
-                         oa + out_offset, 1 if zero_fill else 0, nat.decompress_ptr,
-                         runs.buffer_info()[0], PAGE_SIZE)
+                         oa + out_offset, 1 if zero_fill else 0, 1 if copy_raw else 0,
+                         nat.decompress_ptr, runs.buffer_info()[0], PAGE_SIZE)
     del src_pin, out_pin
     if k < 0:
         return None
     omv = memoryview(out)
+    smv = omv if copy_raw else memoryview(src)
+    if smv.format != "B":
+        smv = smv.cast("B")
     pieces: list[Piece] = []
     add = pieces.append
     prev = 0
-    for i in range(0, 2 * k, 2):
-        off = runs[i]
+    for i in range(0, 3 * k, 3):
+        off, n, at = runs[i], runs[i + 1], runs[i + 2]
         if off > prev:
             add(off - prev)
-        prev = off + runs[i + 1]
-        add(omv[out_offset + off:out_offset + prev])
+        prev = off + n
+        if at < 0:
+            add(omv[out_offset + off:out_offset + prev])
+        else:
+            add(smv[at:at + n])
     if end > prev:
         add(end - prev)
     return pieces
@@ -186,11 +200,12 @@ def _decode_matches(nat: Native, ref: BlockCodec, stored: bytes, sizes: list[int
             want_pieces = merge_pieces(ref.decode_parts(v, sizes, block, total))
         except ImageError:
             want_pieces = None
-        back = bytearray(total + 1)
-        got = decode(nat, bytearray(v), len(v), sizes, block, total, back)
-        if want_pieces is None:
-            if got is not None:
+        for copy in (True, False) if v is stored else (True,):
+            back = bytearray(total + 1)
+            got = decode(nat, bytearray(v), len(v), sizes, block, total, back, fill=copy)
+            if want_pieces is None:
+                if got is not None:
+                    return False
+            elif got is None or merge_pieces(got) != want_pieces:
                 return False
-        elif got is None or merge_pieces(got) != want_pieces:
-            return False
     return True

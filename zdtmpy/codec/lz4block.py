@@ -59,5 +59,5 @@ class PythonLZ4:
 
     def decode_into(self, src: Buffer, stored_len: int, sizes: Sequence[int],
                     block_bytes: int, total_bytes: int, out: bytearray,
-                    out_offset: int) -> list[Piece] | None:
+                    out_offset: int, fill: bool = True) -> list[Piece] | None:
         return None

@@ -32,12 +32,12 @@ class LZ4:
 
     def decode_into(self, src: Buffer, stored_len: int, sizes: Sequence[int],
                     block_bytes: int, total_bytes: int, out: bytearray,
-                    out_offset: int) -> list[Piece] | None:
+                    out_offset: int, fill: bool = True) -> list[Piece] | None:
         nat = lz4native.helper()
         if nat is None:
             return None
         if nat.batch_decode is not None:
             return lz4batch.decode(nat, src, stored_len, sizes, block_bytes, total_bytes,
-                                   out, out_offset)
+                                   out, out_offset, fill=fill)
         return lz4native.decode_loop(nat, src, stored_len, sizes, block_bytes, total_bytes,
                                      out, out_offset)

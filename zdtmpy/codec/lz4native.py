@@ -51,6 +51,7 @@ class Native:
         # lz4batch.c's encoder and decoder, when they could be built (see lz4batch.py)
         self.batch: Callable[..., int] | None = None
         self.batch_decode: Callable[..., int] | None = None
+        self.batch_all_zero: Callable[..., int] | None = None
         self.batch_problem: str | None = None  # why lz4batch.c is not in use
 
     def state(self) -> int:
@@ -154,7 +155,10 @@ def encode_loop(nat: Native, src: bytearray, n: int, out: bytearray, block_bytes
     parts: list[bytes | memoryview] = []
     add_size, add_part = sizes.append, parts.append
     zero_full = zeros(block_bytes).startswith
-    limit_full, bound_full = raw_limit(block_bytes), bound(block_bytes)
+    # LZ4 gets room for less than the 7/8 limit: it gives up on a block that would be
+    # stored raw anyway as soon as its output cannot fit (see lz4batch.c)
+    limit_full = raw_limit(block_bytes)
+    cap_full = min(limit_full - 1, bound(block_bytes))
     opos = 0
     for off in range(0, n, block_bytes):
         block = smv[off:off + block_bytes]
@@ -163,12 +167,13 @@ def encode_loop(nat: Native, src: bytearray, n: int, out: bytearray, block_bytes
             if zero_full(block):
                 add_size(0)
                 continue
-            limit, cap = limit_full, bound_full
+            limit, cap = limit_full, cap_full
         else:
             if zeros(size).startswith(block):
                 add_size(0)
                 continue
-            limit, cap = raw_limit(size), bound(size)
+            limit = raw_limit(size)
+            cap = min(limit - 1, bound(size))
         if opos + cap > olen:   # never let C write past the buffer
             raise ValueError(f"encode_into: output buffer of {olen} bytes is too small")
         reset(state)
