@@ -115,6 +115,34 @@ def test_enospc_in_a_page_server_session(small_fs):
         srv.stop()
 
 
+def test_enospc_in_a_page_server_session_is_told_while_the_peer_waits(small_fs):
+    """The pages are written by the session's writer thread: when that fails while the peer
+    sends nothing more (no CLOSE), the session ends at once naming ENOSPC, not after the
+    receive timeout with a timeout message."""
+    fs = small_fs(4 << 20)
+    images = fs / "img"
+    make_layer(images, {}, pids=[42])
+    fill(fs, 64 << 10)
+    srv = ps.PageServer(images, header_size=32, timeout=60, spec=Compression("off"))
+    srv.start()
+    try:
+        layout = ps.HeaderLayout(32)
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as s:
+            s.sendall(layout.pack(ps.OPEN2, 0, 0, 0, ps.encode_dst(42)))
+            assert s.recv(1) == b"\0"
+            try:
+                s.sendall(layout.pack(ps.ADD_F, PE_PRESENT, 256, 0x7F0000000000,
+                                      ps.encode_dst(42)) + os.urandom(256 * 4096))
+            except OSError:
+                pass  # the server may hang up first
+            with pytest.raises(ZdtmError, match=ENOSPC):
+                srv.wait(20)   # well before the 60 s receive timeout
+        assert not [n for n in os.listdir(images) if n.startswith(".")]
+        assert not [n for n in os.listdir(images) if n.startswith(("pages-", "pagemap-"))]
+    finally:
+        srv.stop()
+
+
 def fake_criu_dump(sock_path, name, data):
     """Send one file the way criu dump --stream does: request it, pass a pipe, write."""
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -90,6 +90,7 @@ class Session(Protocol):
     def closed(self) -> None: ...
     def commit(self) -> list[tuple[str, str]]: ...
     def release(self, ok: bool) -> None: ...
+    def failure(self) -> BaseException | None: ...
 
 
 class PageServer:
@@ -283,7 +284,9 @@ class PageServer:
                 self._stamp()
             result.ok = True
         except (ZdtmError, OSError) as exc:
-            result.error = str(exc)
+            # work the session runs in the background failed first: that is the cause
+            cause = session.failure() if session is not None else None
+            result.error = str(cause or exc)
         except Exception as exc:  # noqa: BLE001 - a bug must end the session, not the server
             result.error = f"internal error: {exc!r}"
             self.log(traceback.format_exc())

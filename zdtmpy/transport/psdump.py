@@ -2,15 +2,17 @@
 --page-server`, written through PagemapWriter (compressed as the spec asks) into a private
 staging directory and installed into the images directory only after a clean CLOSE.
 
-Payload is received straight into pooled buffers and fed to the writer, whose workers
-compress while the next bytes arrive; entries are pipelined (the writer writes them in
-order), so the workers do not idle at the end of every entry.
+Payload is received straight into pooled buffers; the receiving thread does nothing else:
+every writer call runs in order in a writer thread (pswriter), which feeds the chunks to the
+coding pool and writes the finished ones while the next bytes arrive. Entries are pipelined
+(the writer writes them in order), so the workers do not idle at the end of every entry.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import socket
 import struct
 import tempfile
 from collections.abc import Callable
@@ -51,6 +53,10 @@ from .pswire import (
     entry_flags,
     pagemap_for,
 )
+from .pswriter import WriterThread
+
+# writer calls that may wait for the writer thread (each holds at most one receive buffer)
+QUEUED_CALLS = 8
 
 
 def _buffers(size: int) -> BufferPool:
@@ -97,8 +103,10 @@ class DumpSession:
         self.log = log
         self._template = header_template
         self.stage = Path(tempfile.mkdtemp(prefix=".zdtmpy-ps-", dir=self.dir))
+        # used by the writer thread only (until wait() has returned)
         self.writer: PagemapWriter | None = None
         self.dst_id: int | None = None
+        self._prev_end: int | None = None   # end of the last entry: entries come sorted
         self.opened: set[int] = set()
         self.next_pages_id = PAGES_ID_BASE + 1
         self.written: list[tuple[str, str]] = []   # (pagemap, pages) installed by install()
@@ -107,6 +115,19 @@ class DumpSession:
         self._closer = _Closer()
         self._step = chunk_size(spec.block_pages * PAGE_SIZE)   # what the writer works on
         self._bufs = _buffers(self._step)
+        self._write = WriterThread(QUEUED_CALLS, max(conn.timeout, 60.0), self._wake_receiver)
+
+    def _wake_receiver(self) -> None:
+        """The writer thread failed: end the receiving thread's wait for the peer (its
+        error then comes from failure())."""
+        try:
+            self.conn.sock.shutdown(socket.SHUT_RD)
+        except OSError:
+            pass
+
+    def failure(self) -> BaseException | None:
+        """The first failure of the writer thread: the cause of a later receive error."""
+        return self._write.error
 
     # lifecycle (see PageServer._session)
     @property
@@ -116,6 +137,11 @@ class DumpSession:
     def closing(self) -> None:
         """Before CLOSE is answered: every payload byte is in the files (not yet synced), as
         criu's server answers once all data arrived."""
+        self._write.call(self._drain)
+        self._write.wait()
+        self._write.stop()
+
+    def _drain(self) -> None:
         if self.writer is not None:
             self.writer.drain()
 
@@ -132,6 +158,7 @@ class DumpSession:
         return self.written
 
     def release(self, ok: bool) -> None:
+        self._write.stop()
         if not ok:
             self.abort()
 
@@ -146,6 +173,7 @@ class DumpSession:
 
     def abort(self) -> None:
         try:
+            self._write.stop()   # the writer is this thread's from here on
             if self.writer is not None:
                 writer, self.writer = self.writer, None
                 writer.abort()
@@ -191,30 +219,36 @@ class DumpSession:
             raise PageServerError(f"{h}: more than {MAX_PAGEMAPS} pagemaps in one session")
         pages_id = self.next_pages_id
         self.next_pages_id += 1
+        self._write.call(self._open_writer, name, pages_id)
+        self.dst_id = h.dst_id
+        self._prev_end = None
+        self.opened.add(h.dst_id)
+        self.log(f"open {name} -> pages-{pages_id}.img")
+
+    def _open_writer(self, name: str, pages_id: int) -> None:
         if self.writer is not None:
             self.writer.drain()
             self._closer.close(self.writer)
             self.writer = None
         self.writer = PagemapWriter(self.stage, name, pages_id, self.spec)
-        self.dst_id = h.dst_id
-        self.opened.add(h.dst_id)
-        self.log(f"open {name} -> pages-{pages_id}.img")
 
     def _has_parent(self, dst_id: int) -> int:
         name = pagemap_for(dst_id)
         return int(os.path.exists(self.dir / PARENT_LINK / name))
 
-    def _check_entry(self, h: Header, flags: int) -> PagemapWriter:
-        """The open pagemap's writer, when `h` is a valid entry for it."""
+    def _check_entry(self, h: Header, flags: int) -> None:
+        """Raise unless `h` is a valid next entry for the open pagemap (the writer checks
+        again, later: these checks name the command while it is the current one)."""
         if h.dst_id != self.dst_id:
             raise PageServerError(f"{h}: dst_id {h.dst_id:#x} is not the open pagemap "
                                   f"(open: {self.dst_id:#x})" if self.dst_id is not None else
                                   f"{h}: dst_id {h.dst_id:#x} was not opened (OPEN2 first)")
         check_page_flags(h, flags)
         check_range(h)
-        if self.writer is None:
-            raise PageServerError(f"{h}: no pagemap is open")
-        return self.writer
+        if self._prev_end is not None and h.vaddr < self._prev_end:
+            raise PageServerError(f"{h}: vaddr overlaps or precedes the previous entry "
+                                  f"(ends at {self._prev_end:#x})")
+        self._prev_end = h.vaddr + h.nr_pages * PAGE_SIZE
 
     def _template_for(self, flags: int) -> Message | None:
         if self._template is None:
@@ -225,29 +259,39 @@ class DumpSession:
         return t
 
     def _add(self, h: Header, flags: int) -> None:
-        writer = self._check_entry(h, flags)
         if flags & PE_PRESENT and h.nr_pages > MAX_PAYLOAD_PAGES:
             raise PageServerError(f"{h}: {h.nr_pages} pages in one entry is over this "
                                   f"server's limit of {MAX_PAYLOAD_PAGES}")
-        writer.begin(h.vaddr, h.nr_pages, flags, self._template_for(flags))
+        self._check_entry(h, flags)
+        call = self._write.call
+        call(self._begin, h.vaddr, h.nr_pages, flags)
         self.entries += 1
         if not flags & PE_PRESENT:
             return
         total = h.nr_pages * PAGE_SIZE
-        step, bufs, feed = self._step, self._bufs, writer.feed
+        step, bufs, feed = self._step, self._bufs, self._feed
         recv_into = self.conn.recv_into
         done = 0
         while done < total:
             n = min(step, total - done)
             buf = bufs.get()
             recv_into(buf, n, f"payload of {h} ({done} of {total} bytes in)")
-            feed(buf, n, bufs.put)   # compressed by the workers, written in order
+            call(feed, buf, n)   # compressed by the workers, written in order
             done += n
         self.payload += total
 
+    # run by the writer thread
+    def _begin(self, vaddr: int, nr_pages: int, flags: int) -> None:
+        assert self.writer is not None   # _open_writer ran before: OPEN2 came first
+        self.writer.begin(vaddr, nr_pages, flags, self._template_for(flags))
+
+    def _feed(self, buf: bytearray, n: int) -> None:
+        assert self.writer is not None
+        self.writer.feed(buf, n, self._bufs.put)
+
     def _add_compressed(self, h: Header) -> None:
         flags = h.flags
-        writer = self._check_entry(h, flags)
+        self._check_entry(h, flags)
         if not flags & PE_PRESENT:
             raise PageServerError(f"{h}: ADD_F_COMPRESSED without PE_PRESENT")
         if h.nr_pages > MAX_COMPRESSED_PAGES:
@@ -263,8 +307,11 @@ class DumpSession:
             sizes.append(size)
             if size:
                 blob += self.conn.recv_exact(size, f"{h}: block of page {i}")
-        # add_compressed checks every block (and writes after the pipelined entries)
-        writer.add_compressed(h.vaddr, h.nr_pages, flags, sizes, blob)
+        # add_compressed checks every block (and writes after the pipelined entries); here,
+        # as the writer thread is idle, so that a bad block is told while it is current
+        self._write.wait()
+        assert self.writer is not None
+        self.writer.add_compressed(h.vaddr, h.nr_pages, flags, sizes, blob)
         self.entries += 1
         self.payload += len(blob)
 
