@@ -142,6 +142,11 @@ class BufferPool:
         if len(self._free) < self.keep:
             self._free.append(buf)
 
+    def prefill(self, n: int) -> None:
+        """Have up to n buffers (at most `keep`) ready, their memory touched now."""
+        while len(self._free) < min(n, self.keep):
+            self._free.append(bytearray(self.size))
+
 
 def pwrite_all(fd: int, parts: Iterable[Buf], offset: int, what: str) -> int:
     """Write the bytes-like `parts` back to back at `offset` (pwritev, any number of parts,

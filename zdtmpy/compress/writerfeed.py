@@ -31,6 +31,20 @@ Held = tuple[bytearray, Union[Release, None]]
 Queued = tuple[Union[Task, None], "PendingEntry", Union[Held, None]]
 
 
+def _slack(block_bytes: int) -> int:
+    return block_bytes + (block_bytes >> 7) + 64   # the LZ4 bound of the last block
+
+
+def output_pool(block_bytes: int) -> BufferPool:
+    """The reusable output buffers of fed chunks of `block_bytes` blocks."""
+    return writer_pool(chunk_size(block_bytes) + _slack(block_bytes))
+
+
+def window() -> int:
+    """Fed chunks in flight at most: bounded memory, busy workers."""
+    return 2 * workers() + 2
+
+
 class PendingEntry:
     """An entry on its way to the files: its message and what its stored blocks decided."""
 
@@ -105,7 +119,7 @@ class PipelinedEntries:
             self._cur = ent
         else:
             self._queue.append((None, ent, None))
-            self._retire(self._window())
+            self._retire(window())
 
     def feed(self, buf: bytearray, n: int, release: Release | None = None) -> None:
         """The next n payload bytes of the begun entry: the first n bytes of the bytearray
@@ -134,21 +148,17 @@ class PipelinedEntries:
         if ent.fed == total:
             self._cur = None
             self._queue.append((None, ent, None))
-        self._retire(self._window())
+        self._retire(window())
 
     def drain(self) -> None:
         """Wait until everything begun so far is written (files stay open)."""
         self._retire(-1)
 
-    @staticmethod
-    def _window() -> int:
-        return 2 * workers() + 2   # chunks in flight: bounded memory, busy workers
-
     def _encode_fed(self, buf: bytearray, n: int) -> ChunkResult:
         block_bytes = self.spec.block_pages * PAGE_SIZE
-        slack = block_bytes + (block_bytes >> 7) + 64   # the LZ4 bound of the last block
-        outpool = writer_pool(chunk_size(block_bytes) + slack)
-        out = outpool.get() if n <= chunk_size(block_bytes) else bytearray(n + slack)
+        outpool = output_pool(block_bytes)
+        out = outpool.get() if n <= chunk_size(block_bytes) else \
+            bytearray(n + _slack(block_bytes))
         sizes, parts = self.codec.encode_into(buf, n, out, block_bytes, self.spec.acceleration)
         return sizes, parts, (outpool, out)
 

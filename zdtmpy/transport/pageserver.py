@@ -29,7 +29,7 @@ from ..errors import PageServerError, ZdtmError
 from ..images import messages
 from ..images.imageset import INVENTORY
 from .psconn import Conn
-from .psdump import DumpSession, stamp_inventory
+from .psdump import DumpSession, stamp_inventory, warm_up
 from .pslazy import LazySession
 from .pswire import (  # noqa: F401 - the public names of the page server
     ADD,
@@ -155,6 +155,8 @@ class PageServer:
         if not self.images_dir.is_dir():
             raise PageServerError(f"page server: images directory {self.images_dir} does not "
                                   "exist")
+        if not self.lazy:
+            warm_up(self.spec)   # now, not while criu's dump waits for its first pages
         if self.log_path is not None:
             self._logf = open(self.log_path, "a")  # noqa: SIM115 - closed by stop()
         try:

@@ -21,8 +21,9 @@ from pathlib import Path
 
 from ..codec import Compression
 from ..compress.install import fsync_dir
-from ..compress.pipeline import BufferPool, chunk_size, shared_pool
+from ..compress.pipeline import BufferPool, chunk_size, pool, shared_pool, workers
 from ..compress.writer import PagemapWriter
+from ..compress.writerfeed import output_pool, window
 from ..errors import ImageError, PageServerError, ZdtmError
 from ..images import messages
 from ..images.framing import INVENTORY_MAGIC, read_image, write_image
@@ -61,6 +62,24 @@ QUEUED_CALLS = 8
 
 def _buffers(size: int) -> BufferPool:
     return shared_pool("page-server receive", size, keep=16)  # reused across sessions
+
+
+def warm_up(spec: Compression) -> None:
+    """Load and touch what a dump session needs before criu connects, as criu's dump (its
+    task frozen) would otherwise wait for it at its first pages: the pagemap message class,
+    the coding threads, the codec's native helper (and its self-test), the receive and
+    output buffers (their memory faulted in once)."""
+    block_bytes = spec.block_pages * PAGE_SIZE
+    messages.PagemapEntry()
+    in_flight = QUEUED_CALLS + window()
+    _buffers(chunk_size(block_bytes)).prefill(in_flight)
+    if spec.enabled:
+        from ..codec.lz4native import helper
+
+        helper()
+        if workers() > 1:
+            pool()
+        output_pool(block_bytes).prefill(window())
 
 
 class _Closer:
