@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import spawnns
 from .errors import CriuFailure, CriuNotFound, StageTimeout
 
 MIN_VERSION = (4, 0)
@@ -106,10 +107,11 @@ class Criu:
         """
         cmd = [str(self.path), action, *args, "-o", str(log), "-v4"]
         start = time.monotonic()
-        proc = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            close_fds=True, start_new_session=True, env=env,
-        )
+        with spawnns.spawning():  # in the test's mount namespace, if it has one
+            proc = subprocess.Popen(
+                cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT, close_fds=True, start_new_session=True, env=env,
+            )
         try:
             out, _ = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:

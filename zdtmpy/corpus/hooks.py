@@ -14,6 +14,7 @@ import subprocess
 import tempfile
 from pathlib import Path, PurePosixPath
 
+from .. import spawnns
 from ..errors import ZdtmError
 from .flavor import base_env
 from .suite import Suite, UpstreamTest
@@ -28,9 +29,10 @@ def _run(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[int, str]:
     """Run a script; output goes to a file, so a daemon it leaves behind cannot hold us."""
     with tempfile.TemporaryFile() as out:
         try:
-            proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
-                                    stdout=out, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
+            with spawnns.spawning():  # flavor h: in the test's namespaces
+                proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                                        stdout=out, stderr=subprocess.STDOUT,
+                                        start_new_session=True)
         except OSError as exc:
             return -1, f"(cannot run: {exc})"
         try:

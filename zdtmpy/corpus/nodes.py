@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from ..cycle import Run
     from ..descriptor import Descriptor
     from ..items import Selection
+    from .pidns import ItemPidNs
 
 NS_ROOT_KEY = pytest.StashKey[NsRoot]()
 BUILT_KEY = pytest.StashKey[set[Suite]]()   # suites built in this process
@@ -146,6 +147,7 @@ class CorpusItem(ZdtmItem):
         self.workdir_name = re.sub(r"[^A-Za-z0-9_.+-]+", "-",
                                    f"{test.subdir[0]}-{test.short}-{self.variant.id}")
         self._ns_root: Path | None = None
+        self._pidns: ItemPidNs | None = None  # flavor h: the test's PID namespace
         if flavor in NS_FLAVORS:  # a root of its own; it runs in <root>/zdtm/<subdir>, as upstream
             # Named by flavor too: ns and uns items of one test may run at once on two workers.
             self._ns_root = ns_root_of(self.config).items / f"{flavor}-{self.workdir_name}"
@@ -175,16 +177,24 @@ class CorpusItem(ZdtmItem):
         # As upstream's zdtm_ct, for every flavor: the test, its hooks and criu in a network
         # namespace of their own, so fixed ports, host links (macvlan's zdtmbr0) and firewall
         # rules never meet another test's; ns and uns also in a mount namespace of their own,
-        # so what they mount (the root, /dev, mnt_ext_*'s /tmp/zdtm_ext_*) stays there.
+        # so what they mount (the root, /dev, mnt_ext_*'s /tmp/zdtm_ext_*) stays there. The
+        # test library makes ns and uns tests a PID namespace; h gets one here (pidns.py),
+        # with its /proc, except through criu's RPC (swrk opens our fds by our pid).
         from .mntns import hold_binfmt_misc, private_mountns
         from .netns import private_netns
+        from .pidns import private_pidns
 
         with contextlib.ExitStack() as inside:
             inside.enter_context(private_netns())
             if self.flavor != "h":
                 inside.enter_context(private_mountns())
                 hold_binfmt_misc()
-            return super().runtest()
+            elif self.variant.api == "cli":
+                self._pidns = inside.enter_context(private_pidns())
+            try:
+                return super().runtest()
+            finally:
+                self._pidns = None
 
     def teardown(self) -> None:
         super().teardown()
@@ -240,11 +250,13 @@ class CorpusItem(ZdtmItem):
 
             def spawned(pid: int) -> None:
                 with run.stage("hook post-start"):
-                    hooks.run_hook(self.suite, self.test, "--post-start", pid,
+                    hooks.run_hook(self.suite, self.test, "--post-start", self._ns_pid(pid),
                                    cwd=self._hook_cwd, mark=self._mark)
         self._workload = UpstreamWorkload(self.test, exe, run.workdir, env,
                                           start_timeout=run.timeout(), cwd=cwd,
-                                          on_spawned=spawned, flavor=self.flavor)
+                                          on_spawned=spawned, flavor=self.flavor,
+                                          pidns=self._pidns)
+        run.pidns = self._pidns
         run.attach(f"{self.test.short}.out.inprogress (the test's log while it runs)",
                    self._workload.inprogress)
         if hooks.has_hook(self.suite, self.test):
@@ -260,7 +272,16 @@ class CorpusItem(ZdtmItem):
                 and run is not None:
             wl, restored = self._workload, pid
             run.on_cleanup(lambda: wl._kill_tree(restored))
+        if not hooks.has_hook(self.suite, self.test):
+            return
         if pid is None and self._workload is not None:
-            pid = self._workload.pid
-        hooks.run_hook(self.suite, self.test, f"--{point}", pid, images, cwd=self._hook_cwd,
-                       mark=self._mark)
+            hook_pid = self._workload.written_pid  # as the test saw itself (alive or not)
+        else:
+            hook_pid = self._ns_pid(pid)
+        hooks.run_hook(self.suite, self.test, f"--{point}", hook_pid, images,
+                       cwd=self._hook_cwd, mark=self._mark)
+
+    def _ns_pid(self, pid: int | None) -> int | None:
+        """A host pid as the test's hooks see it (from inside its PID namespace, as
+        upstream's, which run inside zdtm_ct)."""
+        return pid if pid is None or self._pidns is None else self._pidns.to_ns(pid)

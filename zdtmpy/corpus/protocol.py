@@ -19,13 +19,17 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-from ..errors import WorkloadError
+from .. import spawnns
+from ..errors import WorkloadError, ZdtmError
 from ..isolation import alive, children, terminate, tree_pids, wait_status
 from ..workload import Manifest, Verdict
 from . import makefile, state
 from .suite import UpstreamTest
+
+if TYPE_CHECKING:
+    from ..cycle import PidNamespace
 
 _POLL = 0.005
 _SHOW = 8000  # bytes of a log shown in a failure
@@ -57,7 +61,8 @@ class UpstreamWorkload:
 
     def __init__(self, test: UpstreamTest, exe: Path, workdir: Path, env: dict[str, str],
                  start_timeout: float = 30, cwd: Path | None = None,
-                 on_spawned: Callable[[int], None] | None = None, flavor: str = "ns"):
+                 on_spawned: Callable[[int], None] | None = None, flavor: str = "ns",
+                 pidns: PidNamespace | None = None):
         self.test = test
         self.exe = exe
         self.workdir = Path(workdir)
@@ -69,6 +74,8 @@ class UpstreamWorkload:
         # Upstream calls the hook's --post-start while the test is still starting (some
         # tests wait for what the hook sets up before they report ready).
         self.on_spawned = on_spawned
+        # Flavor h: the test runs in a PID namespace of its own, its pidfile holds its pid there.
+        self.pidns = pidns
         self.name = test.name
         short = test.short
         self.pidfile = self.workdir / f"{short}.pid"
@@ -76,6 +83,7 @@ class UpstreamWorkload:
         self.inprogress = self.workdir / f"{short}.out.inprogress"
         self.launcher_log = self.workdir / "launcher.out"
         self.pid: int | None = None
+        self.written_pid: int | None = None  # as in the pidfile (h: in the test's PID ns)
         self._pids: set[int] = set()
         self._proc: subprocess.Popen[bytes] | None = None
         self._step = 0
@@ -112,9 +120,10 @@ class UpstreamWorkload:
         cmd[0] = f"./{self.test.short}"
         with open(self.launcher_log, "ab") as log:
             try:
-                self._proc = subprocess.Popen(cmd, cwd=self.cwd, env=self.env,
-                                              stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                              close_fds=True)
+                with spawnns.spawning():  # flavor h: in the test's namespaces
+                    self._proc = subprocess.Popen(cmd, cwd=self.cwd, env=self.env,
+                                                  stdin=subprocess.DEVNULL, stdout=log,
+                                                  stderr=log, close_fds=True)
             except OSError as exc:
                 raise WorkloadError(f"{self.name}: stage 'start': cannot run {local}: "
                                     f"{exc}") from None
@@ -125,13 +134,16 @@ class UpstreamWorkload:
                 self.kill()
                 raise
         rc = self._wait_launcher_exit()
-        pid = self._read_pidfile()
+        written = self.written_pid = self._read_pidfile()
+        pid = self._on_host(written)
         if rc != 0 or pid is None:
             if pid is not None:
                 self._pids.add(pid)
             self.kill()
-            raise self._error("start", f"the launcher exited with status {rc}"
-                              + ("" if pid else " without writing its pidfile"))
+            why = ("" if written is None or pid is not None
+                   else f" (pid {written} of its pidfile is not running)")
+            raise self._error("start", f"the launcher exited with status {rc}" + why
+                              + ("" if written else " without writing its pidfile"))
         self.pid = pid
         self._pids.add(pid)
         if not alive(pid):
@@ -166,6 +178,15 @@ class UpstreamWorkload:
         try:
             return int(self.pidfile.read_text().split()[0])
         except (OSError, ValueError, IndexError):
+            return None
+
+    def _on_host(self, pid: int | None) -> int | None:
+        """The host pid of a pid the test wrote (None if no such process runs)."""
+        if pid is None or self.pidns is None:
+            return pid
+        try:
+            return self.pidns.to_host(pid)
+        except ZdtmError:
             return None
 
     def manifest(self) -> Manifest:

@@ -44,6 +44,14 @@ class WorkloadHandle(Protocol):
     def kill(self) -> None: ...
 
 
+class PidNamespace(Protocol):
+    """A PID namespace criu and the test run in while the runner stays outside (flavor-h
+    upstream tests): pids cross its border translated."""
+
+    def to_ns(self, host_pid: int) -> int: ...
+    def to_host(self, ns_pid: int) -> int: ...
+
+
 @dataclass
 class RunOptions:
     keep: bool = False  # keep the test directory even on success
@@ -109,6 +117,8 @@ class Run:
     # ones only criu knew (a half-restored tree, a task in another session).
     tag: str = field(default_factory=marker.new_tag)
     _backend: CriuBackend | None = None
+    # Set when criu runs in the test's PID namespace (and takes and writes its pids).
+    pidns: PidNamespace | None = None
 
     # -- bookkeeping -------------------------------------------------------------------
     @contextmanager
@@ -169,6 +179,14 @@ class Run:
 
     def path(self, name: str) -> Path:
         return self.workdir / name
+
+    def criu_pid(self, host_pid: int) -> int:
+        """A host pid of the test's as criu takes it (`-t`)."""
+        return host_pid if self.pidns is None else self.pidns.to_ns(host_pid)
+
+    def host_pid(self, criu_pid: int) -> int:
+        """A pid criu wrote (a restore's --pidfile), as the runner's host pid."""
+        return criu_pid if self.pidns is None else self.pidns.to_host(criu_pid)
 
     def timeout(self, factor: float = 1.0) -> float:
         return max(self.options.timeout, float(self.desc.timeout or 0)) * factor
@@ -255,7 +273,8 @@ class Run:
              log_name: str = "dump.log", stage: str = "dump",
              leave_running: bool = False) -> CriuRun:
         images.mkdir(parents=True, exist_ok=True)
-        args = ["-t", str(pid), "-D", str(images), *self.desc.opts, *self.desc.dopts, *extra]
+        args = ["-t", str(self.criu_pid(pid)), "-D", str(images), *self.desc.opts,
+                *self.desc.dopts, *extra]
         if leave_running:
             args.append("--leave-running")
         self.notify("pre-dump", pid, images)
@@ -305,6 +324,7 @@ class Run:
             except (OSError, ValueError) as exc:
                 raise WorkloadError(
                     f"criu restore wrote no usable pidfile {pidfile}: {exc}") from None
+            pid = self.host_pid(pid)
             self.on_cleanup(lambda: isolation.kill_and_reap(pid))
         self.notify("post-restore", pid, images)
         return pid

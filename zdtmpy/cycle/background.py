@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from .. import spawnns
 from ..criu import log_excerpt, returncode_text, signal_name
 from ..errors import CriuFailure, StageTimeout
 from . import Run, followed
@@ -57,7 +58,7 @@ class BackgroundCriu:
     def start(self, timeout: float) -> None:
         rfd, wfd = os.pipe()
         try:
-            with open(self.out, "ab") as out:
+            with open(self.out, "ab") as out, spawnns.spawning():
                 self.proc = subprocess.Popen(
                     [*self.cmd, "--status-fd", str(wfd)], stdin=subprocess.DEVNULL,
                     stdout=out, stderr=subprocess.STDOUT, pass_fds=(wfd,),
@@ -194,7 +195,7 @@ class StreamerProcess:
 
         # the child codes blocks with this process's share of the cores
         env = {**r.env(), "ZDTMPY_THREADS": str(workers())}
-        with open(self.log, "ab") as logf:
+        with open(self.log, "ab") as logf, spawnns.spawning():
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf,
                                          stderr=logf, close_fds=True, start_new_session=True,
                                          env=env)

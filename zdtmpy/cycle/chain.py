@@ -216,7 +216,7 @@ def _tracked_chain(r: Run, snapshots: bool) -> None:
                    leave_running=norst or not last)
             return
         layer.mkdir(parents=True, exist_ok=True)
-        args = ["-t", str(pid), "-D", str(layer), *r.desc.opts, *r.desc.dopts, *extra]
+        args = ["-t", str(r.criu_pid(pid)), "-D", str(layer), *r.desc.opts, *r.desc.dopts, *extra]
         with r.stage(f"pre-dump-{i + 1}"):
             r.criu_run("pre-dump", args, f"pre-dump-{i + 1}.log", f"pre-dump-{i + 1}")
 
