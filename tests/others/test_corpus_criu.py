@@ -146,3 +146,15 @@ def test_fixed_name_host_links_are_private_to_the_test(tree_criu, pytester):
                                check=True).stdout.split()
     res.assert_outcomes(passed=1)
     assert "zdtmbr0" in links and "zdtmmvlan0" not in links  # only the one made here
+
+
+@pytest.mark.criu
+def test_h_tests_run_in_a_pid_namespace_with_its_own_proc(tree_criu, pytester):
+    """cgroupns's restored child opens /proc/1/ns/cgroup: under zdtm_ct pid 1 is a process of
+    the test's own PID namespace; the host's init is off limits where root lacks
+    CAP_SYS_RESOURCE. zombie00 and pstree need the pids criu restores to be free."""
+    res = run(pytester, tree_criu, "--zdtm-flavor", "h", "--zdtm-corpus-tests",
+              "cgroupns zombie00 pstree")
+    res.assert_outcomes(passed=3)
+    assert "flavor h mode plain: 3 passed, 0 failed, 0 skipped" in res.stdout.str()
+    assert not any((pytester.path / "zdtm-results").glob("s-*"))

@@ -14,8 +14,8 @@ SLICE = (
     "zombie00", "pthread00", "session00", "futex", "env00", "umask00", "selfexe00",
 )
 
-# Tests that pass only with what upstream's zdtm_ct gives a test (a private mount and network
-# namespace, binfmt_misc kept mounted, upstream's root layout and relative paths, a short cwd):
-# in `--zdtm-corpus-tests slice` (so CI keeps them passing), not in the bench's default set.
+# Tests that pass only with what upstream's zdtm_ct gives a test (a private mount, network and
+# PID namespace, binfmt_misc kept mounted, upstream's root layout and relative paths, a short
+# cwd): in `--zdtm-corpus-tests slice` (so CI keeps them passing), not in the bench's default set.
 ISOLATION = ("mnt_ext_manual", "mnt_ext_auto", "binfmt_misc", "macvlan", "cgroup_yard",
-             "del_standalone_un_seqpacket")
+             "del_standalone_un_seqpacket", "cgroupns")
