@@ -65,7 +65,8 @@ def active() -> bool:
 
 @contextmanager
 def spawning() -> Iterator[None]:
-    """Wrap a process start (Popen): under born_in(), the child is born in its namespaces."""
+    """Wrap a process start (Popen): under born_in(), the child is born in its namespaces.
+    Inside, this thread's /proc is the test's: prepare what reads it (an env) before."""
     fds = getattr(_local, "fds", None)
     if fds is None:
         yield

@@ -179,7 +179,7 @@ class CorpusItem(ZdtmItem):
         # rules never meet another test's; ns and uns also in a mount namespace of their own,
         # so what they mount (the root, /dev, mnt_ext_*'s /tmp/zdtm_ext_*) stays there. The
         # test library makes ns and uns tests a PID namespace; h gets one here (pidns.py),
-        # with its /proc, except through criu's RPC (swrk opens our fds by our pid).
+        # with its /proc (corpus cells are cli only: criu's RPC would open our fds by our pid).
         from .mntns import hold_binfmt_misc, private_mountns
         from .netns import private_netns
         from .pidns import private_pidns

@@ -57,12 +57,13 @@ class BackgroundCriu:
 
     def start(self, timeout: float) -> None:
         rfd, wfd = os.pipe()
+        env = self.r.env()  # before spawning(): it reads our /proc
         try:
             with open(self.out, "ab") as out, spawnns.spawning():
                 self.proc = subprocess.Popen(
                     [*self.cmd, "--status-fd", str(wfd)], stdin=subprocess.DEVNULL,
                     stdout=out, stderr=subprocess.STDOUT, pass_fds=(wfd,),
-                    start_new_session=True, env=self.r.env())
+                    start_new_session=True, env=env)
             self.r.on_cleanup(self.kill)
             os.close(wfd)
             wfd = -1
