@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from zdtmpy.corpus.state import differences
+import warnings
+
+import pytest
+
+from zdtmpy.corpus.state import UncheckedDifference, differences, split
 from zdtmpy.procstate import ProcState
 
 
@@ -47,3 +51,41 @@ def test_compared_where_upstream_compares():
     assert comparable("static", "ns") and comparable("static", "uns")
     assert not comparable("static", "h")  # zdtm.py's get_visible_state: flavor h, nothing
     assert not comparable("transition", "ns")
+
+
+def _tree(**maps_by_pid):
+    return {int(p[1:]): ProcState(int(p[1:]), tuple(m), ((0, "a"),))
+            for p, m in maps_by_pid.items()}
+
+
+STACK = (0x7000, 0x8000, "rw-p", 0, "")
+GUARD = (0x6000, 0x7000, "---p", 0, "")
+
+
+def test_split_fails_on_the_init_only_as_zdtm_py_compares():
+    """zdtm.py compares the lowest pid (ns.c's init): a new thread stack in the test's own
+    process (pthread_timers) is reported apart, a change in the init is a failure."""
+    before = _tree(p1=[STACK], p5=[STACK])
+    checked, unchecked = split(before, _tree(p1=[STACK], p5=[GUARD, STACK]))
+    assert checked == []
+    assert unchecked == ["pid 5: mapping 6000-7000 ---p appeared"]
+    checked, unchecked = split(before, _tree(p1=[GUARD, STACK], p5=[STACK]))
+    assert checked == ["pid 1: mapping 6000-7000 ---p appeared"] and unchecked == []
+    assert split(before, _tree(p5=[STACK]))[0] == ["pid 1: missing after restore"]
+    assert split(before, _tree(p1=[STACK]))[1] == ["pid 5: missing after restore"]
+    assert split({}, {}) == ([], [])
+
+
+def test_unchecked_differences_warn_and_do_not_fail(tmp_path):
+    from zdtmpy.corpus.protocol import UpstreamWorkload
+    from zdtmpy.corpus.suite import UpstreamTest
+
+    test = UpstreamTest("zdtm/static/fake00", "static", "fake00", ())
+    wl = UpstreamWorkload(test, tmp_path / "fake00", tmp_path / "work", {}, flavor="ns")
+    before = _tree(p1=[STACK], p6=[STACK])
+    after = {1: before[1], 6: ProcState(6, (STACK,), ())}  # the child's fd 0 went away
+    with pytest.warns(UncheckedDifference, match=r"fake00: .*\n  pid 6: fds \[0\] lost"):
+        assert wl.state_differences(before, after) == []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing to say: no warning
+        assert wl.state_differences(before, before) == []
