@@ -134,8 +134,9 @@ def is_descriptor(path: Path, config: pytest.Config) -> bool:
 
 def longest_first(items: list[pytest.Item], durations: dict[str, float]) -> None:
     """Reorder the zdtmpy items in place, longest expected first (other items keep their
-    places). xdist deals items out a few at a time in collection order: with the long ones
-    first, the short ones fill the end and both workers finish together. Expected: the
+    places). xdist deals items out in collection order (a few at a time with --dist load;
+    in shares with worksteal, idle workers then taking the tail of the busiest queue): with
+    the long ones first, the short ones fill the end and both workers finish together. Expected: the
     duration an earlier report recorded (--zdtm-shard-durations), else a compressed variant
     (it converts images: about twice an uncompressed one, measured) before an uncompressed
     one. A stable sort: every worker computes the same order."""
