@@ -176,16 +176,19 @@ class CorpusItem(ZdtmItem):
     def runtest(self) -> None:
         # As upstream's zdtm_ct, for every flavor: the test, its hooks and criu in a network
         # namespace of their own, so fixed ports, host links (macvlan's zdtmbr0) and firewall
-        # rules never meet another test's; ns and uns also in a mount namespace of their own,
+        # rules never meet another test's, and an IPC namespace (SysV keys; what a failing
+        # test leaves goes with it); ns and uns also in a mount namespace of their own,
         # so what they mount (the root, /dev, mnt_ext_*'s /tmp/zdtm_ext_*) stays there. The
         # test library makes ns and uns tests a PID namespace; h gets one here (pidns.py),
         # with its /proc (corpus cells are cli only: criu's RPC would open our fds by our pid).
+        from .ipcns import private_ipcns
         from .mntns import hold_binfmt_misc, private_mountns
         from .netns import private_netns
         from .pidns import private_pidns
 
         with contextlib.ExitStack() as inside:
             inside.enter_context(private_netns())
+            inside.enter_context(private_ipcns())
             if self.flavor != "h":
                 inside.enter_context(private_mountns())
                 hold_binfmt_misc()
