@@ -4,7 +4,10 @@
 The process (zdtmpy/bench/bigmix.c, built with cc) sleeps in pause() and is dumped with
 --leave-running, so every round dumps the same memory: criu's server, then zdtmpy's in page
 mode, then in region mode; rounds alternate the order. Reported per target: median criu dump
-wall time, ratio to criu's own server, bytes of pages written. Target: <= 1.3x.
+wall time and CPU time (criu dump + the server), their ratios to criu's own server, bytes of
+pages written, and how long zdtmpy's server took after criu's dump had ended (fsync and
+install). Target (issue 13): dump time <= 1.0x criu's page server; on a shared machine the
+CPU ratio says more than the wall ratio.
 """
 
 from __future__ import annotations
@@ -208,15 +211,17 @@ def run(args: argparse.Namespace) -> int:
     summary = {}
     base_cpu = statistics.median(r["cpu_s"] for r in results[base_name])
     print(f"\n{'target':28} {'dump s (median)':>16} {'ratio':>7} {'CPU s':>7} {'ratio':>7} "
-          f"{'pages bytes':>14}")
+          f"{'pages bytes':>14} {'after dump s':>13}")
     for name in names:
         t = statistics.median(r["dump_s"] for r in results[name])
         cpu = statistics.median(r["cpu_s"] for r in results[name])
         size = results[name][-1]["pages_bytes"]
+        cpu_ratio = cpu / max(base_cpu, 1e-6)
+        settle = statistics.median(r.get("server_settle_s", 0.0) for r in results[name])
         summary[name] = {"dump_s": t, "ratio": t / base_t, "pages_bytes": size, "cpu_s": cpu,
-                         "runs": results[name]}
-        print(f"{name:28} {t:16.3f} {t / base_t:7.2f} {cpu:7.2f} "
-              f"{cpu / max(base_cpu, 1e-6):7.2f} {size:14d}")
+                         "cpu_ratio": cpu_ratio, "settle_s": settle, "runs": results[name]}
+        print(f"{name:28} {t:16.3f} {t / base_t:7.2f} {cpu:7.2f} {cpu_ratio:7.2f} {size:14d} "
+              f"{settle:13.3f}")
     print("(CPU s: criu dump + the page server: criu's, or this process where zdtmpy's runs; "
           f"load average {load_before[0]:.1f} before, {os.getloadavg()[0]:.1f} after)")
     rss = _peak_rss_mib()
@@ -224,8 +229,12 @@ def run(args: argparse.Namespace) -> int:
           f"< {RSS_TARGET_MIB} MiB: {'met' if rss < RSS_TARGET_MIB else 'NOT met'}")
     worst = max(summary[n]["ratio"] for n in names[1:])
     verdict = "met" if worst <= TARGET_RATIO else "NOT met"
+    worst_cpu = max(summary[n]["cpu_ratio"] for n in names[1:])
     print(f"\nworst zdtmpy/criu dump-time ratio {worst:.2f}: target <= {TARGET_RATIO}x "
           f"{verdict}")
+    print(f"worst zdtmpy/criu CPU-time ratio {worst_cpu:.2f} (<= {TARGET_RATIO}x: "
+          f"{'yes' if worst_cpu <= TARGET_RATIO else 'no'}; the machine's two cores are "
+          "shared by criu and the server, so on a quiet machine the wall ratio follows it)")
     if args.json:
         Path(args.json).write_text(json.dumps({"criu": criu.version_str, "mib": args.mib,
                                                "targets": summary}, indent=2))
