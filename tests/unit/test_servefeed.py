@@ -65,3 +65,23 @@ def test_the_stream_command_exits_with_all_its_output(tmp_path):
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == f"{out}: 1 files extracted (plain)"
     assert (out / "pstree.img").read_bytes() == b"p" * 5000
+
+
+def test_only_a_small_file_into_an_empty_pipe_is_fed_without_a_thread(tmp_path):
+    from zdtmpy.transport.serve import SMALL_FILE, fits_at_once
+    from zdtmpy.transport.streamindex import FileIndex
+
+    small, big = FileIndex("core-1.img", 1837, [16]), FileIndex("pages-1.img", 1 << 20, [16])
+    two = FileIndex("mm-1.img", 100, [16, 200])
+    r, w = os.pipe()
+    try:
+        assert fits_at_once(w, small)
+        assert not fits_at_once(w, big) and not fits_at_once(w, two)
+        assert not fits_at_once(w, FileIndex("x.img", SMALL_FILE + 1, [16]))
+        os.write(w, b"x")   # criu's pipe is not empty: the feeder thread waits for it
+        assert not fits_at_once(w, small)
+    finally:
+        os.close(r)
+        os.close(w)
+    with open(tmp_path / "f", "wb") as f:   # not a pipe: the feeder thread refuses it
+        assert not fits_at_once(f.fileno(), small)

@@ -138,15 +138,18 @@ def _decode(payload: memoryview, length: int, where: str, bufs: Buffers,
     return pieces
 
 
-def records(fd: int, positions: Sequence[int], where: str) -> Iterator[Loaded]:
+def records(fd: int, positions: Sequence[int], where: str,
+            ahead: bool = True) -> Iterator[Loaded]:
     """The checked records at `positions`, in order and back to back in the file, loaded
-    in the shared thread pool a few records ahead (bounded: the pool's window). A record's
-    buffers are reused once the caller asks for the next one."""
+    in the shared thread pool a few records ahead (bounded: the pool's window), or by the
+    caller's thread without `ahead`. A record's buffers are reused once the caller asks for
+    the next one."""
     from ..compress.pipeline import ordered_map
 
     bufs = Buffers()
     expect = 0
-    for rec in ordered_map(lambda pos: load_record(fd, pos, where, bufs), positions):
+    load = (lambda pos: load_record(fd, pos, where, bufs))   # noqa: E731
+    for rec in ordered_map(load, positions) if ahead else map(load, positions):
         if rec.offset != expect:
             raise StreamError(f"{where}: record at file offset {rec.offset}, expected "
                               f"{expect} (the stream changed after it was checked)")
