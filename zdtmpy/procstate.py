@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .isolation import ns_pid, tree_pids
@@ -80,28 +81,37 @@ def _merge(maps: tuple[Mapping, ...]) -> list[Mapping]:
     return out
 
 
-def differences(before: dict[int, ProcState], after: dict[int, ProcState],
-                limit: int = 10) -> list[str]:
-    """Human-readable differences; empty when the trees match."""
-    diffs = []
+def per_pid(before: dict[int, ProcState], after: dict[int, ProcState],
+            compare: Callable[[int, ProcState, ProcState], list[str]]) -> list[str]:
+    """Walk both trees by pid: a pid on one side only is a difference; `compare` tells the
+    differences of a pid on both sides (one rule set per caller, the walk shared)."""
+    diffs: list[str] = []
     for pid in sorted(set(before) | set(after)):
         if pid not in after:
             diffs.append(f"pid {pid}: missing after restore")
-            continue
-        if pid not in before:
+        elif pid not in before:
             diffs.append(f"pid {pid}: not in the tree before the dump")
-            continue
-        b, a = _merge(before[pid].maps), _merge(after[pid].maps)
-        if b != a:
-            gone = [m for m in b if m not in a]
-            new = [m for m in a if m not in b]
-            for m in gone[:limit]:
-                diffs.append(f"pid {pid}: mapping {_fmt(m)} lost")
-            for m in new[:limit]:
-                diffs.append(f"pid {pid}: mapping {_fmt(m)} appeared")
-        if before[pid].fds != after[pid].fds:
-            diffs.append(f"pid {pid}: fds {before[pid].fds} became {after[pid].fds}")
+        else:
+            diffs.extend(compare(pid, before[pid], after[pid]))
     return diffs
+
+
+def differences(before: dict[int, ProcState], after: dict[int, ProcState],
+                limit: int = 10) -> list[str]:
+    """Human-readable differences; empty when the trees match."""
+    def compare(pid: int, b_state: ProcState, a_state: ProcState) -> list[str]:
+        diffs = []
+        b, a = _merge(b_state.maps), _merge(a_state.maps)
+        if b != a:
+            for m in [m for m in b if m not in a][:limit]:
+                diffs.append(f"pid {pid}: mapping {_fmt(m)} lost")
+            for m in [m for m in a if m not in b][:limit]:
+                diffs.append(f"pid {pid}: mapping {_fmt(m)} appeared")
+        if b_state.fds != a_state.fds:
+            diffs.append(f"pid {pid}: fds {b_state.fds} became {a_state.fds}")
+        return diffs
+
+    return per_pid(before, after, compare)
 
 
 def _fmt(m: Mapping) -> str:

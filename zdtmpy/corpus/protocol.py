@@ -237,22 +237,14 @@ class UpstreamWorkload:
     def image_problems(self, images: Path) -> list[str]:
         """Without a manifest: every page criu says it wrote (stats-dump) is in the pagemaps.
         Chain layers (parent link) and lazy dumps keep pages elsewhere: not counted."""
-        from ..cycle.stream import count_pages, dump_stats
+        from ..cycle.stream import count_pages, count_problems, dump_stats
 
         if (images / "parent").exists() or not (images / "stats-dump").exists():
             return []
         stats = dump_stats(images)
         if stats.pages_lazy:
             return []
-        own, shared = count_pages(images)
-        problems = []
-        if own != stats.pages_written:
-            problems.append(f"{images}: pagemaps hold {own} present pages, stats-dump says "
-                            f"pages_written={stats.pages_written}")
-        if stats.HasField("shpages_written") and shared != stats.shpages_written:
-            problems.append(f"{images}: shmem pagemaps hold {shared} present pages, stats-dump "
-                            f"says shpages_written={stats.shpages_written}")
-        return problems
+        return [f"{images}: {p}" for p in count_problems(stats, *count_pages(images))]
 
     # -- cleanup ---------------------------------------------------------------------------
     def _kill_tree(self, pid: int) -> None:

@@ -23,7 +23,7 @@ after the test says it is ready.
 
 from __future__ import annotations
 
-from ..procstate import ProcState
+from ..procstate import ProcState, per_pid
 
 FLAVORS = ("ns", "uns")  # where upstream compares at all
 
@@ -50,24 +50,20 @@ def _maps(state: ProcState) -> list[tuple[int, int, str, bool]]:
 
 def differences(before: dict[int, ProcState], after: dict[int, ProcState],
                 limit: int = 10) -> list[str]:
-    diffs = []
-    for pid in sorted(set(before) | set(after)):
-        if pid not in after:
-            diffs.append(f"pid {pid}: missing after restore")
-            continue
-        if pid not in before:
-            diffs.append(f"pid {pid}: not in the tree before the dump")
-            continue
-        b, a = _maps(before[pid]), _maps(after[pid])
+    def compare(pid: int, b_state: ProcState, a_state: ProcState) -> list[str]:
+        diffs = []
+        b, a = _maps(b_state), _maps(a_state)
         for m in [m for m in b if m not in a][:limit]:
             diffs.append(f"pid {pid}: mapping {m[0]:x}-{m[1]:x} {m[2]} lost")
         for m in [m for m in a if m not in b][:limit]:
             diffs.append(f"pid {pid}: mapping {m[0]:x}-{m[1]:x} {m[2]} appeared")
-        fb = {fd for fd, _ in before[pid].fds}
-        fa = {fd for fd, _ in after[pid].fds}
+        fb = {fd for fd, _ in b_state.fds}
+        fa = {fd for fd, _ in a_state.fds}
         if fb != fa:
             diffs.append(f"pid {pid}: fds {sorted(fb - fa)} lost, {sorted(fa - fb)} appeared")
-    return diffs
+        return diffs
+
+    return per_pid(before, after, compare)
 
 
 def split(before: dict[int, ProcState], after: dict[int, ProcState],

@@ -55,17 +55,22 @@ def count_pages(images: Path) -> tuple[int, int]:
     return own, shared
 
 
+def count_problems(stats: Message, own: int, shared: int) -> list[str]:
+    """How the present pages counted in pagemaps (own, shmem) disagree with what criu's
+    dump_stats_entry says it wrote; empty when they agree."""
+    problems = []
+    if own != stats.pages_written:
+        problems.append(f"process pagemaps hold {own} present pages, criu's stats-dump "
+                        f"says pages_written={stats.pages_written}")
+    if stats.HasField("shpages_written") and shared != stats.shpages_written:
+        problems.append(f"shmem pagemaps hold {shared} present pages, criu's stats-dump "
+                        f"says shpages_written={stats.shpages_written}")
+    return problems
+
+
 def check_counts(r: Run, images: Path, extracted: Path) -> None:
     with r.stage("stream-counts"):
-        stats = dump_stats(images)
-        own, shared = count_pages(extracted)
-        problems = []
-        if own != stats.pages_written:
-            problems.append(f"process pagemaps hold {own} present pages, criu's stats-dump "
-                            f"says pages_written={stats.pages_written}")
-        if stats.HasField("shpages_written") and shared != stats.shpages_written:
-            problems.append(f"shmem pagemaps hold {shared} present pages, criu's stats-dump "
-                            f"says shpages_written={stats.shpages_written}")
+        problems = count_problems(dump_stats(images), *count_pages(extracted))
         if problems:
             r.fail("the stream lost or invented pages:\n  " + "\n  ".join(problems))
 
