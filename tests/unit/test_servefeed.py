@@ -85,3 +85,34 @@ def test_only_a_small_file_into_an_empty_pipe_is_fed_without_a_thread(tmp_path):
         os.close(w)
     with open(tmp_path / "f", "wb") as f:   # not a pipe: the feeder thread refuses it
         assert not fits_at_once(f.fileno(), small)
+
+
+def test_a_blocks_record_is_fed_as_one_decoded_piece(tmp_path):
+    """Zero, raw and LZ4 blocks of a record come back as one buffer holding all of it (a
+    pipe copies every byte anyway; one piece is no Python work per run of pages)."""
+    import random
+
+    from zdtmpy.codec.coding import LZ4_CODEC
+    from zdtmpy.transport.streamindex import index_stream
+
+    ps = 4096
+    rnd = random.Random(5)
+    pages = [b"text %d " % i * 600 for i in range(3)] + [bytes(ps), rnd.randbytes(ps),
+                                                         rnd.randbytes(ps // 2) + bytes(ps // 2)]
+    data = b"".join(p[:ps] for p in pages) * 40 + b"tail" * 300
+    sizes, payload = LZ4_CODEC.encode_chunk(data, ps)
+    assert 0 in sizes and ps in sizes and any(0 < s < ps for s in sizes)
+    path = tmp_path / "s"
+    with open(path, "wb") as f:
+        w = StreamWriter(f)
+        fid = w.open("pages-1.img")
+        w.blocks(fid, ps, len(data), sizes, payload)
+        w.close(fid)
+        w.end()
+    fi = index_stream(path).files["pages-1.img"]
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        (rec,) = list(servefeed.records(fd, fi.chunks, "s: pages-1.img"))
+        assert len(rec.pieces) == 1 and bytes(rec.pieces[0]) == data
+    finally:
+        os.close(fd)
