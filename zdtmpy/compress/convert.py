@@ -42,12 +42,17 @@ def _rewrite(iset: ImageSet, pms: list[Pagemap], spec: Compression,
     bar = Progress(total, f"{label} {path.name}", enabled=progress)
     stage = new_stage(path)
     names: list[str] = []
+    after = 0
     try:
         for pm in pms:
             fd = open_regular(pm.pages_path) if os.path.lexists(pm.pages_path) else None
+            # decompress: pages that already lie where the plain layout puts them stay
+            kept = not spec.enabled and fd is not None and _pages_plain(pm)
             try:
                 with PagemapWriter(stage, pm.name, pm.pages_id, spec,
                                    head_template=pm.head) as w:
+                    if fd is not None and (spec.enabled or kept):
+                        w.keep_identical(fd)   # compress: while every block is raw
                     plain: list[SourcedEntry] = []   # decompress: all at once
                     for e in pm.entries:
                         if e.present and fd is None:
@@ -55,7 +60,13 @@ def _rewrite(iset: ImageSet, pms: list[Pagemap], spec: Compression,
                                              f"no {pm.pages_name}")
                         src = entry_source(fd, pm, e, bar) if fd is not None and e.present \
                             else None
-                        if not spec.enabled:
+                        if kept:
+                            if e.offset is not None:
+                                w.add_kept(e.vaddr, e.nr_pages, e.flags, e.offset, e.msg)
+                                bar.update(e.nr_pages * PAGE_SIZE)
+                            else:
+                                w.add(e.vaddr, e.nr_pages, e.flags, template=e.msg)
+                        elif not spec.enabled:
                             plain.append((e.vaddr, e.nr_pages, e.flags, src, e.msg))
                         elif e.compressed:
                             w.add(e.vaddr, e.nr_pages, e.flags, src or b"", template=e.msg)
@@ -68,7 +79,12 @@ def _rewrite(iset: ImageSet, pms: list[Pagemap], spec: Compression,
             finally:
                 if fd is not None:
                     os.close(fd)
-            names += [pm.pages_name, pm.name]
+            if w.pages_kept:   # the pages file stays as it is: only the pagemap changes
+                names.append(pm.name)
+                after += os.path.getsize(pm.pages_path)
+            else:
+                names += [pm.pages_name, pm.name]
+                after += os.path.getsize(stage / pm.pages_name)
         if inventory is not None:
             write_image(stage / INVENTORY, INVENTORY_MAGIC, [inventory], fsync=True)
             names.append(INVENTORY)
@@ -81,7 +97,6 @@ def _rewrite(iset: ImageSet, pms: list[Pagemap], spec: Compression,
         raise
     finally:
         bar.close()
-    after = sum(os.path.getsize(stage / pm.pages_name) for pm in pms)
     install(path, names, backup)
     return after
 
@@ -111,6 +126,20 @@ def compress_dir(path: str | os.PathLike[str], spec: Compression, in_place: bool
     return ConvertResult(str(path), True,
                          f"{path}: compressed {len(pms)} pagemap(s), {what}: {before} -> "
                          f"{after} bytes", before, after, [str(path)])
+
+
+def _pages_plain(pm: Pagemap) -> bool:
+    """No entry is compressed and every present one lies where the plain layout puts it
+    (flagged PE_PAYLOAD_ALIGNED at most, without padding): the pages file is already the
+    decompressed one."""
+    pos = 0
+    for e in pm.entries:
+        if e.offset is None:
+            continue
+        if e.compressed or e.offset != pos:
+            return False
+        pos += e.nr_pages * PAGE_SIZE
+    return True
 
 
 def _needs_pages(pm: Pagemap) -> bool:

@@ -49,13 +49,14 @@ from .pipeline import (
 )
 from .source import EntrySource
 from .writerfeed import PendingEntry, PipelinedEntries
+from .writerkeep import KeptPages
 from .writersource import EncodedChunk, SourceEntries
 
 _INPUT_FLAGS = PE_PARENT | PE_LAZY | PE_PRESENT
 _META_FIELDS = ("compressed_size", "total_compressed_size", "region_pages")
 
 
-class PagemapWriter(PipelinedEntries, SourceEntries):
+class PagemapWriter(PipelinedEntries, SourceEntries, KeptPages):
     """Writes pagemap-<...>.img and pages-<pages_id>.img in `dirpath` following `spec`."""
 
     def __init__(self, dirpath: str | os.PathLike[str], pagemap_name: str = "pagemap-42.img",
@@ -78,6 +79,7 @@ class PagemapWriter(PipelinedEntries, SourceEntries):
         self.entries = 0         # entries written to the pagemap
         self._begun = 0          # entries accepted (begin() runs ahead of the files)
         self._init_pipeline()
+        self._init_kept()
         try:
             # both stay open across add() calls; close()/abort() release them
             self._pm = open(self._tmp_pm, "xb")  # noqa: SIM115
@@ -179,14 +181,19 @@ class PagemapWriter(PipelinedEntries, SourceEntries):
                              f"{self._state}")
         self._sync()
         try:
-            if self._end < self._pos:  # the file ends with a hole
+            kept = self._close_kept()   # the source pages file stays: no pages file here
+            if self._end < self._pos and not kept:  # the file ends with a hole
                 os.ftruncate(self._fd, self._pos)
             for f in (self._pages, self._pm):
                 assert f is not None  # both open while the state is "open"
                 f.flush()
-                os.fsync(f.fileno())
+                if not (kept and f is self._pages):
+                    os.fsync(f.fileno())
                 f.close()
-            os.rename(self._tmp_pages, self.dir / self.pages_name)
+            if kept:
+                os.unlink(self._tmp_pages)
+            else:
+                os.rename(self._tmp_pages, self.dir / self.pages_name)
             os.rename(self._tmp_pm, self.dir / self.pagemap_name)
             fsync_dir(self.dir)
         except OSError as exc:
@@ -269,6 +276,7 @@ class PagemapWriter(PipelinedEntries, SourceEntries):
         self._write_parts([data])
 
     def _write_parts(self, parts: Sequence[Buffer]) -> None:
+        self._before_write()
         n = pwrite_all(self._fd, parts, self._pos, str(self._tmp_pages))
         if n:
             self._pos += n
@@ -280,6 +288,8 @@ class PagemapWriter(PipelinedEntries, SourceEntries):
 
     def _hole(self, n: int) -> None:
         """n zero bytes, not written: the file gets a hole there (or is extended at close)."""
+        if n:
+            self._before_write()
         self._pos += n
 
     def _write_pieces(self, pieces: Sequence[Piece]) -> None:
@@ -308,8 +318,10 @@ class PagemapWriter(PipelinedEntries, SourceEntries):
         self._end_entry(ent)
 
     def _store_chunk(self, ent: PendingEntry, csizes: list[int],
-                     parts: Sequence[Buffer]) -> None:
-        """The next encoded chunk of `ent`: the first stored block decides the alignment."""
+                     parts: Sequence[Buffer], same_at: int | None = None) -> None:
+        """The next encoded chunk of `ent`: the first stored block decides the alignment.
+        same_at: where in the source pages file the parts are, when they are its bytes
+        unchanged (every block raw; see KeptPages)."""
         if ent.first_stored is None:
             block_pages = self.spec.block_pages
             for i, size in enumerate(csizes):
@@ -321,7 +333,7 @@ class PagemapWriter(PipelinedEntries, SourceEntries):
                         ent.flags |= PE_PAYLOAD_ALIGNED
                     break
         ent.sizes.extend(csizes)
-        if parts:
+        if parts and not self._holding(sum(csizes), same_at):
             self._write_parts(parts)
 
     def _end_entry(self, ent: PendingEntry) -> None:

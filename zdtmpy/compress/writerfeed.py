@@ -27,7 +27,8 @@ ChunkResult = tuple[Union[list[int], None], Sequence[Piece],
                     Union[tuple[BufferPool, bytearray], None]]
 Task = Union[Future[ChunkResult], "Ready[ChunkResult]"]
 # (task or None = the entry ends here, the entry, (fed buffer, release) or None) in order
-Held = tuple[bytearray, Union[Release, None]]
+# (fed buffer, release, bytes fed, where they are in the source pages file or None)
+Held = tuple[bytearray, Union[Release, None], int, Union[int, None]]
 Queued = tuple[Union[Task, None], "PendingEntry", Union[Held, None]]
 
 
@@ -89,7 +90,7 @@ class PipelinedEntries:
         def _begin(self, vaddr: int, nr_pages: int, flags: int,
                    template: Message | None) -> Message: ...
         def _store_chunk(self, ent: PendingEntry, csizes: list[int],
-                         parts: Sequence[Buffer]) -> None: ...
+                         parts: Sequence[Buffer], same_at: int | None = None) -> None: ...
         def _end_entry(self, ent: PendingEntry) -> None: ...
         def _write_pieces(self, pieces: Sequence[Piece]) -> None: ...
 
@@ -121,10 +122,12 @@ class PipelinedEntries:
             self._queue.append((None, ent, None))
             self._retire(window())
 
-    def feed(self, buf: bytearray, n: int, release: Release | None = None) -> None:
+    def feed(self, buf: bytearray, n: int, release: Release | None = None,
+             same_at: int | None = None) -> None:
         """The next n payload bytes of the begun entry: the first n bytes of the bytearray
         `buf`, a whole number of blocks unless they end the entry. buf must stay unchanged
-        until release(buf) is called (from this thread, once its bytes are written)."""
+        until release(buf) is called (from this thread, once its bytes are written).
+        same_at: where these bytes were read in the source pages file (see KeptPages)."""
         ent = self._cur
         if ent is None or self._state != "open":
             raise ImageError(f"{self.dir / self.pagemap_name}: feed() without a begun "
@@ -143,7 +146,7 @@ class PipelinedEntries:
             task = Ready(self._encode_fed(buf, n))
         else:
             task = worker_pool().submit(self._encode_fed, buf, n)
-        self._queue.append((task, ent, (buf, release)))
+        self._queue.append((task, ent, (buf, release, n, same_at)))
         self._inflight += 1
         if ent.fed == total:
             self._cur = None
@@ -183,15 +186,17 @@ class PipelinedEntries:
             except Exception as exc:
                 self._state = "failed"
                 raise ImageError(f"{ent.where}: encoding failed: {exc!r}") from None
+            assert held is not None  # every queued chunk holds its fed buffer
+            buf, release, n, same_at = held
             if sizes is None:
                 self._write_pieces(parts)
             else:  # encoded chunks hold bytes-like parts only (no zero-run ints)
-                self._store_chunk(ent, sizes, cast("Sequence[Buffer]", parts))
+                raw = sum(sizes) == n   # every block stored raw: the fed bytes unchanged
+                self._store_chunk(ent, sizes, cast("Sequence[Buffer]", parts),
+                                  same_at if raw else None)
             del parts   # drop the views into `out` before it goes back to its pool
             if out is not None:
                 out[0].put(out[1])
-            assert held is not None  # every queued chunk holds its fed buffer
-            buf, release = held
             if release is not None:
                 release(buf)
 

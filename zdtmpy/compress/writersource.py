@@ -50,7 +50,8 @@ class SourceEntries:
         def begin(self, vaddr: int, nr_pages: int, flags: int,
                   template: Message | None = None) -> None: ...
         def feed(self, buf: bytearray, n: int,
-                 release: Callable[[bytearray], None] | None = None) -> None: ...
+                 release: Callable[[bytearray], None] | None = None,
+                 same_at: int | None = None) -> None: ...
         def _store_blocks(self, msg: Message, flags: int, nr_pages: int,
                           encoded: Iterable[EncodedChunk], template: Message | None) -> None: ...
 
@@ -194,4 +195,4 @@ class SourceEntries:
                 pool.put(done)
                 if progress:
                     progress.update(n)
-            self.feed(buf, task[1], release)
+            self.feed(buf, task[1], release, same_at=task[2])
