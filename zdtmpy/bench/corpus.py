@@ -1,5 +1,6 @@
 """The same upstream ZDTM tests, plain mode, through upstream `zdtm.py -p N` and through
-`zdtmpy -n N`, in one run, on the same criu: both wall and CPU times and the ratio.
+`zdtmpy -n N`, in one run, on the same criu: both wall and CPU times and the ratio, and per
+test where the two sides disagree (corpus_parity).
 
 Both sides get the same tests, prebuilt before timing starts. Where root lacks
 CAP_SYS_RESOURCE, both keep the tests as root (zdtmpy: --zdtm-as-root; zdtm.py: a copy with
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING
 from ..corpus.slice import SLICE
 from ..errors import DescriptorError
 from . import BenchError, parse_junit
+from . import corpus_parity as parity
 from .upstream_leftovers import Before
 
 if TYPE_CHECKING:
@@ -192,4 +194,6 @@ def run(args: argparse.Namespace) -> int:
           f"{'met' if ratio <= 0.5 else 'MISSED'})")
     print(f"load average before {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f}, after "
           f"{load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f}; logs in {work}")
+    for line in parity.differences(parity.tap_results(report), parity.junit_results(cases)):
+        print(line)
     return 0
