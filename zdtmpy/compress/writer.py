@@ -67,6 +67,7 @@ class PagemapWriter(PipelinedEntries, SourceEntries, KeptPages):
         self.codec = codec_for(self.spec)
         self.pagemap_name = pagemap_name
         self.pages_name = f"pages-{pages_id}.img"
+        self._where_prefix = f"{self.dir / pagemap_name}: entry "   # per entry: no Path ops
         self._tmp_pm = self.dir / f".{pagemap_name}.part"
         self._tmp_pages = self.dir / f".{self.pages_name}.part"
         self._pm: BinaryIO | None = None
@@ -227,7 +228,7 @@ class PagemapWriter(PipelinedEntries, SourceEntries, KeptPages):
     # -- internals ---------------------------------------------------------------------
 
     def _where(self) -> str:
-        return f"{self.dir / self.pagemap_name}: entry {self._begun}"
+        return f"{self._where_prefix}{self._begun}"
 
     def _begin(self, vaddr: int, nr_pages: int, flags: int,
                template: Message | None) -> Message:

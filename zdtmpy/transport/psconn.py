@@ -5,9 +5,23 @@ from __future__ import annotations
 import socket
 import struct
 import time
+from collections.abc import Callable
 from typing import Literal, overload
 
 from ..errors import PageServerError
+
+
+class Described:
+    """What a read waits for, put into words only when an error needs them (a payload chunk
+    is read thousands of times per dump and fails at most once)."""
+
+    __slots__ = ("_describe",)
+
+    def __init__(self, describe: Callable[[], str]) -> None:
+        self._describe = describe
+
+    def __str__(self) -> str:
+        return self._describe()
 
 
 class Conn:
@@ -47,7 +61,7 @@ class Conn:
             return None
         return buf
 
-    def recv_into(self, buf: bytearray, n: int, what: str, eof_ok: bool = False,
+    def recv_into(self, buf: bytearray, n: int, what: str | Described, eof_ok: bool = False,
                   hint: str = "") -> bool:
         """Fill the first n bytes of the bytearray buf. False at a clean end of stream
         (nothing read) when eof_ok; PageServerError on a timeout, an error or a cut."""

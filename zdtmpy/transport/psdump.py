@@ -17,6 +17,7 @@ import struct
 import tempfile
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 from ..codec import Compression
@@ -30,7 +31,7 @@ from ..images.framing import INVENTORY_MAGIC, read_image, write_image
 from ..images.imageset import INVENTORY, PARENT_LINK
 from ..images.messages import Message
 from ..images.pagemap import PAGE_SIZE, PE_PRESENT
-from .psconn import Conn
+from .psconn import Conn, Described
 from .pswire import (
     ADD,
     ADD_F,
@@ -62,6 +63,10 @@ QUEUED_CALLS = 8
 
 def _buffers(size: int) -> BufferPool:
     return shared_pool("page-server receive", size, keep=16)  # reused across sessions
+
+
+def _payload_what(h: Header, at: int, total: int) -> str:
+    return f"payload of {h} ({at} of {total} bytes in)"
 
 
 def warm_up(spec: Compression) -> None:
@@ -121,6 +126,7 @@ class DumpSession:
         self.spec = spec
         self.log = log
         self._template = header_template
+        self._templates: dict[int, Message] = {}
         self.stage = Path(tempfile.mkdtemp(prefix=".zdtmpy-ps-", dir=self.dir))
         # used by the writer thread only (until wait() has returned)
         self.writer: PagemapWriter | None = None
@@ -270,11 +276,14 @@ class DumpSession:
         self._prev_end = h.vaddr + h.nr_pages * PAGE_SIZE
 
     def _template_for(self, flags: int) -> Message | None:
+        """The entry template for `flags` (one per flags value: the writer only reads it)."""
         if self._template is None:
             return None
-        t = messages.PagemapEntry()
-        t.CopyFrom(self._template)
-        t.flags = flags  # criu always writes the flags field
+        t = self._templates.get(flags)
+        if t is None:
+            t = self._templates[flags] = messages.PagemapEntry()
+            t.CopyFrom(self._template)
+            t.flags = flags  # criu always writes the flags field
         return t
 
     def _add(self, h: Header, flags: int) -> None:
@@ -294,7 +303,7 @@ class DumpSession:
         while done < total:
             n = min(step, total - done)
             buf = bufs.get()
-            recv_into(buf, n, f"payload of {h} ({done} of {total} bytes in)")
+            recv_into(buf, n, Described(partial(_payload_what, h, done, total)))
             call(feed, buf, n)   # compressed by the workers, written in order
             done += n
         self.payload += total
