@@ -64,7 +64,7 @@ def _codec(data: bytes, block: int) -> dict[str, Any]:
     their own before the clock starts (the writer reads them into pooled buffers), and the
     encodings are not copied anywhere (the writer hands them to pwritev as they are)."""
     from ..codec.coding import LZ4_CODEC
-    from ..compress.pipeline import chunk_size, ordered_map, shared_pool
+    from ..compress.pipeline import chunk_size, ordered_map, shared_pool, workers
 
     chunk = chunk_size(block)
     chunks = [bytearray(data[o:o + chunk]) for o in range(0, len(data), chunk)]
@@ -76,11 +76,15 @@ def _codec(data: bytes, block: int) -> dict[str, Any]:
         sizes, parts = LZ4_CODEC.encode_into(src, len(src), out, block)
         return sizes, parts, out
 
-    # untimed: the stored form decoding starts from, and warm pooled buffers
+    # untimed: the stored form decoding starts from, and warm pooled buffers (both pools:
+    # the writer's are process-wide and warm after its first chunks)
     stored: list[tuple[list[int], bytes]] = []
     for sizes, parts, out in ordered_map(encode_one, chunks):
         stored.append((sizes, b"".join(parts)))
         outs.put(out)
+    warm = [decs.get() for _ in range(workers() + 2)]   # ordered_map's window
+    for buf in warm:
+        decs.put(buf)
 
     def enc() -> None:
         for _, _, out in ordered_map(encode_one, chunks):
