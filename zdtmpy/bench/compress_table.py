@@ -31,9 +31,11 @@ def make_row(name: str, mode: str, size: int, c: Record, d: Record,
         "pattern": name, "mode": mode, "bytes": size,
         "bytes_after": c["after"], "ratio": size / c["after"] if c["after"] else None,
         "compress": {"seconds": c["seconds"], "cpu_seconds": c["cpu_seconds"],
-                     "mbps": mbps(size, c["seconds"]), "rss_mib": c["rss_kib"] / 1024},
+                     "mbps": mbps(size, c["seconds"]), "rss_mib": c["rss_kib"] / 1024,
+                     "pages_kept": c.get("pages_kept", False)},
         "decompress": {"seconds": d["seconds"], "cpu_seconds": d["cpu_seconds"],
-                       "mbps": mbps(size, d["seconds"]), "rss_mib": d["rss_kib"] / 1024},
+                       "mbps": mbps(size, d["seconds"]), "rss_mib": d["rss_kib"] / 1024,
+                       "pages_kept": d.get("pages_kept", False)},
     }
     vs: dict[str, float | None] = {}
     cpu: dict[str, float | None] = {}
@@ -201,11 +203,13 @@ def reach_lines(result: dict[str, Any]) -> list[str]:
             far += v == "out of reach"
             total += v != "n/a"
             floor = f"{_f(b['write_floor_s'], '.2f', 1)}/{_f(b['cpu_floor_s'], '.2f', 1)}"
+            # every block raw: the pages file stayed, no write (only the pagemap changed)
+            kept = " (pages file kept)" if ours.get("pages_kept") else ""
             lines.append(f"{r['pattern']:<8} {r['mode']:<7} {action:<10} "
                          f"{ours['seconds']:5.2f}/{ours['cpu_seconds']:<6.2f} {theirs:>12} "
                          f"{_f(lib, '7.2f', 7)} {_f(r['vs_lz4'][action], '6.2f', 6)} "
                          f"{_f(r['vs_lz4_cpu'][action], '6.2f', 6)} {target:6.1f} "
-                         f"{floor:>12} {_f(b['bound'], '6.2f', 6)}  {v}")
+                         f"{floor:>12} {_f(b['bound'], '6.2f', 6)}  {v}{kept}")
     lines.append(f"met {met} of {total}; out of reach on this machine (bound below the "
                  f"target): {far}; cores {result.get('cpus')}")
     return lines
