@@ -176,19 +176,22 @@ class CorpusItem(ZdtmItem):
     def runtest(self) -> None:
         # As upstream's zdtm_ct, for every flavor: the test, its hooks and criu in a network
         # namespace of their own, so fixed ports, host links (macvlan's zdtmbr0) and firewall
-        # rules never meet another test's, and an IPC namespace (SysV keys; what a failing
-        # test leaves goes with it); ns and uns also in a mount namespace of their own,
-        # so what they mount (the root, /dev, mnt_ext_*'s /tmp/zdtm_ext_*) stays there. The
-        # test library makes ns and uns tests a PID namespace; h gets one here (pidns.py),
-        # with its /proc (corpus cells are cli only: criu's RPC would open our fds by our pid).
+        # rules never meet another test's, an IPC namespace (SysV keys; what a failing test
+        # leaves goes with it) and a time namespace with clocks ahead; ns and uns also in a
+        # mount namespace of their own, so what they mount (the root, /dev, mnt_ext_*'s
+        # /tmp/zdtm_ext_*) stays there. The test library makes ns and uns tests a PID
+        # namespace; h gets one here (pidns.py), with its /proc (corpus cells are cli only:
+        # criu's RPC would open our fds by our pid).
         from .ipcns import private_ipcns
         from .mntns import hold_binfmt_misc, private_mountns
         from .netns import private_netns
         from .pidns import private_pidns
+        from .timens import private_timens
 
         with contextlib.ExitStack() as inside:
             inside.enter_context(private_netns())
             inside.enter_context(private_ipcns())
+            inside.enter_context(private_timens())  # before the first child (nsinit)
             if self.flavor != "h":
                 inside.enter_context(private_mountns())
                 hold_binfmt_misc()
