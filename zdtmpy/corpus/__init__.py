@@ -9,8 +9,8 @@ Rooms, in the order data flows through them:
 * `gate`     -- why a test cannot run here (exclusion lists, .checkskip, uid, flavor)
 * `build`    -- upstream's own Makefile, once per tree and selection, under a lock
 * `flavor`   -- the h / ns / uns environments and each ns test's root laid out as upstream's
-* `netns`, `mntns`, `pidns` -- the per-test network, mount and (h) PID namespaces upstream's
-  `zdtm_ct` gives (`pidns` starts `nsinit.c` as the namespace's pid 1)
+* `netns`, `mntns`, `pidns`, `ipcns`, `timens` -- the per-test network, mount, (h) PID, IPC
+  and time namespaces upstream's `zdtm_ct` gives (`pidns` starts `nsinit.c` as pid 1)
 * `protocol` -- the upstream start/stop protocol, as the workload interface cycles use
 * `hooks`    -- the `.hook` call points; `state` -- upstream's visible-state rules
 * `sysprep`  -- hugepages and the `zdtmtst` hierarchies, shared by the machine's sessions
