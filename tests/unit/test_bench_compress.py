@@ -103,7 +103,11 @@ def test_tiny_run_table_and_json(tmp_path, capsys):
                     res["reference"][r["pattern"]][action]["seconds"] / b["floor_s"])
         line = next(ln for ln in text.splitlines()
                     if ln.split()[:3] == [r["pattern"], r["mode"], "decompress"])
-        assert line.split()[-1] in ("ok", "MISS", "reach", "n/a")
+        kept = " (pages file kept)"
+        assert line.endswith(kept) == r["decompress"]["pages_kept"]
+        # random data: every block raw, so the pages file stays (only the pagemap changes)
+        assert r["decompress"]["pages_kept"] == (r["pattern"] == "random")
+        assert line.removesuffix(kept).split()[-1] in ("ok", "MISS", "reach", "n/a")
     assert "out of reach on this machine (bound below the target):" in text
     for r in res["memory"]:
         for action in ("compress", "decompress"):
