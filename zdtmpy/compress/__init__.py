@@ -3,12 +3,38 @@
 A library: nothing here knows about criu processes or pytest.
 """
 
-from ..codec import Compression, parse_setting, parse_size
-from .chain import chain_problems, same_content, verify_chain
-from .convert import ConvertResult, compress_dir, decompress_dir
-from .install import recover
-from .rebase import rebase_dir
-from .verify import Problem, verify_dir
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..codec import Compression, parse_setting, parse_size
+    from .chain import chain_problems, same_content, verify_chain
+    from .convert import ConvertResult, compress_dir, decompress_dir
+    from .install import recover
+    from .rebase import rebase_dir
+    from .verify import Problem, verify_dir
+
+# export -> its module, imported on first use: a streamer that needs `pipeline` alone does
+# not load every room (and compile it: some 40-80 ms of its start-up, measured)
+_HOMES = {
+    "Compression": "..codec", "parse_setting": "..codec", "parse_size": "..codec",
+    "chain_problems": ".chain", "same_content": ".chain", "verify_chain": ".chain",
+    "ConvertResult": ".convert", "compress_dir": ".convert", "decompress_dir": ".convert",
+    "recover": ".install", "rebase_dir": ".rebase", "Problem": ".verify",
+    "verify_dir": ".verify",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(home, __name__), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
            "Compression",

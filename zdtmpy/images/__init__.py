@@ -3,22 +3,56 @@
 A library: nothing here knows about criu processes or pytest.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .framing import (
-                      COMMON_MAGIC,
-                      CORE_MAGIC,
-                      INVENTORY_MAGIC,
-                      MM_MAGIC,
-                      PAGEMAP_MAGIC,
-                      PSTREE_MAGIC,
-                      SERVICE_MAGIC,
-                      STATS_MAGIC,
-                      RawImage,
-                      read_image,
-                      write_image,
+    COMMON_MAGIC,
+    CORE_MAGIC,
+    INVENTORY_MAGIC,
+    MM_MAGIC,
+    PAGEMAP_MAGIC,
+    PSTREE_MAGIC,
+    SERVICE_MAGIC,
+    STATS_MAGIC,
+    RawImage,
+    read_image,
+    write_image,
 )
-from .imageset import ImageSet, load_chain
-from .pagemap import PAGE_SIZE, PE_LAZY, PE_PARENT, PE_PAYLOAD_ALIGNED, PE_PRESENT, Entry, Pagemap
-from .reader import PageLocation, PageReader, Vma
+
+if TYPE_CHECKING:
+    from .imageset import ImageSet, load_chain
+    from .pagemap import (
+        PAGE_SIZE,
+        PE_LAZY,
+        PE_PARENT,
+        PE_PAYLOAD_ALIGNED,
+        PE_PRESENT,
+        Entry,
+        Pagemap,
+    )
+    from .reader import PageLocation, PageReader, Vma
+
+# export -> its module, imported on first use (pagemap, imageset and reader load the
+# protobuf messages: a streamer that needs safeopen or framing alone does not pay for them)
+_HOMES = {
+    "ImageSet": ".imageset", "load_chain": ".imageset", "PageLocation": ".reader",
+    "PageReader": ".reader", "Vma": ".reader",
+    **dict.fromkeys(["PAGE_SIZE", "PE_LAZY", "PE_PARENT", "PE_PAYLOAD_ALIGNED", "PE_PRESENT",
+                     "Entry", "Pagemap"], ".pagemap"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(home, __name__), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
                       "COMMON_MAGIC",
