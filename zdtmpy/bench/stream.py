@@ -229,6 +229,7 @@ class Bench:
         t0 = time.monotonic()
         self.criu_run("restore", "--stream", "-D", rd, "-d", "--pidfile", self.root / "s.pid",
                       log=self.root / f"stream{n}-restore.log")
+        restore_criu = time.monotonic() - t0
         self.finish(srv, "serve", log)
         restore = time.monotonic() - t0
         self.restored(self.root / "s.pid")
@@ -238,7 +239,8 @@ class Bench:
         shutil.rmtree(rd)
         stream.unlink()
         return {"dump": dump, "dump_criu": criu_done, "capture_ready": ready,
-                "restore": restore, "serve_ready": serve_ready, "bytes": size,
+                "restore": restore, "restore_criu": restore_criu, "serve_ready": serve_ready,
+                "bytes": size,
                 "dump_cpu": dump_cpu, "restore_cpu": restore_cpu}
 
     def cleanup(self) -> None:
@@ -302,6 +304,8 @@ def report(plain: list[Record], stream: list[Record], args: argparse.Namespace,
         f"{rverdict}",
         f"{'  CPU (s)':14}{prc:12.2f}{src:12.2f}{src / max(prc, 1e-6):8.2f}"
         "   (criu, the restored task; stream: + serve, its start-up and check)",
+        f"{'  criu exits':14}{'':12}{median(stream, 'restore_criu'):12.2f}"
+        "   (then serve exits: the restore time ends there)",
         f"{'  serve up':14}{'':12}{up:12.2f}"
         "   (start-up + checking the stream, before criu)",
         f"{'  with it':14}{pr:12.2f}{up + sr:12.2f}{(up + sr) / pr:8.2f}"
