@@ -76,3 +76,21 @@ def test_home_is_restored_when_the_body_fails():
     with pytest.raises(RuntimeError, match="boom"), private_netns():
         raise RuntimeError("boom")
     assert current() == home
+
+
+def test_checkskip_scripts_run_in_a_network_namespace_of_their_own(tmp_path):
+    """macvlan's and cr_veth's .checkskip add links where they run: as under zdtm_ct, never
+    in the runner's network namespace."""
+    from zdtmpy.corpus import hooks
+    from zdtmpy.corpus.suite import Suite, UpstreamTest
+
+    static = tmp_path / "test" / "zdtm" / "static"
+    static.mkdir(parents=True)
+    seen = tmp_path / "seen"
+    script = static / "probe.checkskip"
+    script.write_text(f"#!/bin/sh\nreadlink /proc/self/ns/net > {seen}\nexit 1\n")
+    script.chmod(0o755)
+    test = UpstreamTest(name="zdtm/static/probe", subdir="static", short="probe", argv=())
+    why = hooks.checkskip(Suite(static.parent), test)
+    assert why is not None and "probe.checkskip exited 1" in why
+    assert seen.read_text().strip() not in ("", current())

@@ -54,7 +54,13 @@ def checkskip(suite: Suite, test: UpstreamTest) -> str | None:
     if script not in _checkskip_cache:
         reason = None
         if os.access(script, os.X_OK):
-            rc, out = _run([str(script)], suite.test_dir, base_env("/tmp"))
+            from .ipcns import private_ipcns
+            from .netns import private_netns
+
+            # As upstream's, inside zdtm_ct: the links some make (macvlan, cr_veth) and what
+            # they leave on failure never reach the runner's network.
+            with private_netns(), private_ipcns():
+                rc, out = _run([str(script)], suite.test_dir, base_env("/tmp"))
             if rc != 0:
                 last = next((ln for ln in reversed(out.splitlines()) if ln.strip()), "")
                 reason = (f"checkskip: {script.name} exited {rc}"
