@@ -301,6 +301,7 @@ class StreamReader:
 
     def next(self) -> Record | None:
         start = self.pos
+        self.current: tuple[int, int, int, int, int] | None = None   # the record being read
         head = read_exact(self.f, RECORD_HEAD.size)
         if not head:
             if not self.ended:
@@ -320,6 +321,7 @@ class StreamReader:
         if rtype not in TYPE_NAMES or z1 or z2 or length > MAX_PAYLOAD:
             self._fail(f"corrupt record header (type {rtype}, length {length})")
         self.pos += RECORD_HEAD.size
+        self.current = (start, rtype, fid, offset, length)
         if self.skip_data and rtype in (DATA, BLOCKS):
             payload = b""
             if rtype == BLOCKS:  # its decoded length is needed to follow the file offsets
@@ -327,8 +329,9 @@ class StreamReader:
             self.f.seek(length - len(payload), os.SEEK_CUR)
             tail = read_exact(self.f, CRC.size)
             if len(tail) < CRC.size:
+                got = max(0, self.f.seek(0, os.SEEK_END) - self.pos)
                 self._fail(f"truncated inside a {TYPE_NAMES[rtype]} record of "
-                           f"{self._name(fid)}", start)
+                           f"{self._name(fid)} ({got} of {length + CRC.size} bytes)", start)
         else:
             body = read_exact(self.f, length + CRC.size)
             if len(body) < length + CRC.size:
