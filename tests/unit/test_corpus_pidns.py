@@ -127,3 +127,14 @@ def test_a_killed_runner_leaves_nothing_behind():
     runner.send_signal(signal.SIGKILL)  # no cleanup code of the runner runs
     runner.wait(30)
     assert _gone(init) and _gone(sleeper)
+
+
+def test_a_helper_never_waited_for_does_not_hold_the_end():
+    """A child of ours in the namespace that nobody waits for is a zombie after the kernel
+    killed it: the namespace's init cannot finish dying until it is reaped."""
+    start = time.monotonic()
+    with private_pidns() as ns:
+        with spawnns.spawning():
+            forgotten = subprocess.Popen(["sleep", "30"])
+    assert time.monotonic() - start < 5
+    assert ns.init.returncode is not None and _gone(forgotten.pid)

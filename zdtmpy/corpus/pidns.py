@@ -25,6 +25,7 @@ import hashlib
 import os
 import select
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -36,6 +37,7 @@ from ..isolation import children
 CLONE_NEWPID = 0x20000000
 START_TIMEOUT = 10.0
 END_TIMEOUT = 10.0
+_POLL = 0.002
 SOURCE = Path(__file__).with_name("nsinit.c")
 
 
@@ -113,24 +115,42 @@ def _start_init(exe: Path) -> subprocess.Popen[bytes]:
     ready, _, _ = select.select([proc.stdout], [], [], START_TIMEOUT)
     said = os.read(proc.stdout.fileno(), 4096).decode(errors="replace").strip() if ready else ""
     if said != "ready":
-        _end_init(proc)
+        _end_init(proc, 1)
         raise ZdtmError("corpus: the test's PID namespace init (nsinit) did not start: "
                         + (said or f"no answer within {START_TIMEOUT:g} s"))
     proc.stdout.close()
     return proc
 
 
-def _end_init(proc: subprocess.Popen[bytes]) -> None:
-    """Close nsinit's stdin (it exits; the kernel kills the rest of the namespace), then
-    make sure: SIGKILL and reap."""
+def _reap_ours_inside(level: int) -> None:
+    """Reap our own children of the namespace that have died (a helper whose Popen was never
+    waited): its init cannot finish dying while a task of it is an unreaped zombie."""
+    for child in children(os.getpid()):
+        try:
+            with open(f"/proc/{child}/status") as f:
+                status = f.read()
+        except OSError:
+            continue
+        state = status.split("State:")[1].split()[0] if "State:" in status else ""
+        nspid = status.split("NSpid:")[1].split("\n")[0].split() if "NSpid:" in status else []
+        if state == "Z" and len(nspid) > level:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(child, os.WNOHANG)
+
+
+def _end_init(proc: subprocess.Popen[bytes], level: int) -> None:
+    """Close nsinit's stdin (it exits; the kernel kills the rest of the namespace) and wait
+    for it, reaping what of the namespace is ours; SIGKILL it after END_TIMEOUT."""
     if proc.stdin is not None:
         with contextlib.suppress(OSError):
             proc.stdin.close()
-    try:
-        proc.wait(END_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(END_TIMEOUT)
+    deadline = time.monotonic() + END_TIMEOUT
+    while proc.poll() is None:
+        if time.monotonic() >= deadline:
+            proc.kill()
+            deadline = time.monotonic() + END_TIMEOUT
+        _reap_ours_inside(level)
+        time.sleep(_POLL)
     if proc.stdout is not None:
         proc.stdout.close()
 
@@ -156,9 +176,11 @@ def private_pidns() -> Iterator[ItemPidNs]:
                                 f"(setns): {os.strerror(ctypes.get_errno())}")
     finally:
         os.close(home)
+    level = 1
     try:
         ns = ItemPidNs(init)
+        level = ns.level
         with spawnns.born_in(f"/proc/{init.pid}/ns"):
             yield ns
     finally:
-        _end_init(init)
+        _end_init(init, level)
