@@ -3,8 +3,9 @@
 
 Plain:  criu dump -D DIR  /  criu restore -D DIR -d
 Stream: zdtmpy stream capture (child, started and ready first) + criu dump --stream; the
-        time runs from starting criu until the capture has written, fsync'ed and closed
-        the whole stream file and exited.
+        time runs from starting criu until the capture has written and closed the whole
+        stream file and exited (no fsync on either side: criu does not fsync a plain
+        image directory, nor capture its stream without --fsync).
         zdtmpy stream serve (child) + criu restore --stream -d; the time runs from starting
         criu until the server has exited. Streamer start-up (Python, imports; for serve
         also the checksum pass over the whole stream) is reported on its own lines.
