@@ -12,6 +12,7 @@ the figures: this machine is shared.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import os
 import re
 import resource
@@ -19,6 +20,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -85,6 +88,27 @@ def _upstream_prefix(suite: Suite, as_root: bool, work: Path) -> list[str]:
     return ["unshare", "--mount", "--propagation", "private", "sh", "-c",
             'mount --bind "$0" zdtm.py && exec "$@"', str(patched),
             "/usr/bin/python3", "zdtm.py"]
+
+
+@contextmanager
+def upstream_alone(test_dir: Path) -> Iterator[None]:
+    """One zdtm.py of a bench per tree at a time: zdtm.py keeps its pid and .out files in
+    the tree, and the bench puts back what appeared on the machine while it ran, so two
+    benches sharing a tree would mix both. A second one fails at once, saying why."""
+    lock = test_dir / ".zdtmpy-bench-corpus.lock"
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise BenchError(
+                f"another `zdtmpy bench corpus` is running zdtm.py in {test_dir} (it holds "
+                f"{lock.name}); zdtm.py keeps its pid and .out files in the tree, so two "
+                "cannot share it: wait for that one, or give this one another criu tree "
+                "(--suite)") from None
+        yield
+    finally:
+        os.close(fd)
 
 
 def _tap_counts(report: Path) -> dict[str, int]:
@@ -155,12 +179,14 @@ def run(args: argparse.Namespace) -> int:
     for t in chosen:
         up_cmd += ["-t", t.name]
     load0 = os.getloadavg()
-    before = Before.take()
-    try:
-        up_wall, up_cpu, up_rc = _timed(up_cmd, suite.test_dir, env, work / "upstream.out")
-    finally:
-        for line in before.put_back():
-            print(f"zdtm.py left: {line}", file=sys.stderr, flush=True)
+    with upstream_alone(suite.test_dir):
+        before = Before.take()
+        try:
+            up_wall, up_cpu, up_rc = _timed(up_cmd, suite.test_dir, env,
+                                            work / "upstream.out")
+        finally:
+            for line in before.put_back():
+                print(f"zdtm.py left: {line}", file=sys.stderr, flush=True)
     up = _tap_counts(report)
 
     junit = work / "zdtmpy.xml"
