@@ -15,6 +15,7 @@ built-in item, start their processes as before.
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import threading
 from collections.abc import Iterator
@@ -83,6 +84,12 @@ def spawning() -> Iterator[None]:
         try:
             os.chdir(cwd)  # setns moved the thread to the namespace's root; Popen inherits cwd
             yield
+        except OSError as exc:
+            if exc.errno != errno.ENOMEM:
+                raise
+            # fork() says ENOMEM once the namespace's pid 1 is gone: say so.
+            raise OSError(errno.ENOMEM, "cannot start a process in the test's PID namespace: "
+                          "its init (nsinit) has exited, or memory is short") from None
         finally:
             _setns(home_mnt, CLONE_NEWNS, "the runner's mount namespace")
             os.chdir(cwd)

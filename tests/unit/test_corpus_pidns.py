@@ -138,3 +138,12 @@ def test_a_helper_never_waited_for_does_not_hold_the_end():
             forgotten = subprocess.Popen(["sleep", "30"])
     assert time.monotonic() - start < 5
     assert ns.init.returncode is not None and _gone(forgotten.pid)
+
+
+def test_a_dead_init_is_named_when_a_process_cannot_start():
+    with private_pidns() as ns:
+        ns.init.kill()
+        ns.init.wait(10)
+        with pytest.raises(OSError, match="init \\(nsinit\\) has exited"), spawnns.spawning():
+            subprocess.Popen(["true"])
+        assert os.readlink("/proc/self") == str(os.getpid())  # back home all the same
