@@ -2,7 +2,8 @@
  * pid 1 of one flavor-h test's PID namespace (zdtmpy/corpus/pidns.py starts it).
  *
  * It gives the namespace a mount namespace of its own (/ a recursive slave of the host's,
- * /proc showing this PID namespace), says "ready" on stdout, then reaps every orphan that
+ * /proc showing this PID namespace, a new devpts instance at /dev/pts whose ptmx is
+ * /dev/ptmx, as zdtm_ct's), says "ready" on stdout, then reaps every orphan that
  * is reparented to it, so a dumped test's pids are free again for the restore. It ends
  * when stdin reaches EOF (the runner closed its end, or died) or its parent dies; the
  * kernel then kills whatever is left in the namespace.
@@ -57,6 +58,10 @@ int main(void)
 		return fail("making / a recursive slave");
 	if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) != 0)
 		return fail("mounting this namespace's /proc");
+	if (mount("zdtm_devpts", "/dev/pts", "devpts", 0, "newinstance,ptmxmode=0666") != 0)
+		return fail("mounting a devpts instance at /dev/pts");
+	if (mount("/dev/pts/ptmx", "/dev/ptmx", NULL, MS_BIND, NULL) != 0)
+		return fail("binding /dev/pts/ptmx on /dev/ptmx");
 	if (dprintf(STDOUT_FILENO, "ready\n") < 0)
 		return 1;
 	close(STDOUT_FILENO);
