@@ -44,6 +44,16 @@ def configure(config: pytest.Config) -> None:
     config.pluginmanager.register(CorpusSession(config), "zdtmpy-corpus")
 
 
+def _uns_lazy(config: pytest.Config) -> bool:
+    """Flavor uns in a lazy mode is selected (sysprep then allows userfaultfd in userns)."""
+    from .. import matrix
+
+    if not any(f == "uns" for _, f in config.stash[SUITES_KEY]):
+        return False
+    modes = config.getoption("zdtm_mode") or matrix.implemented_modes()
+    return any(name in matrix.MODES and matrix.MODES[name].lazy for name in modes)
+
+
 class CorpusSession:
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
@@ -56,7 +66,7 @@ class CorpusSession:
         if self.controller and self.corpus and os.geteuid() == 0:
             from .sysprep import Prepared
 
-            self.prepared = Prepared()
+            self.prepared = Prepared(userfaultfd=_uns_lazy(config))
             self.prepared.setup()
 
     @pytest.hookimpl(tryfirst=True)

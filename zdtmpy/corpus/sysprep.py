@@ -2,6 +2,9 @@
 machine: the first session to start sets it up, the last one to end undoes it.
 
 * vm.nr_hugepages = 20 (upstream's hugetlb tests need pages to map);
+* vm.unprivileged_userfaultfd = 1, only for a session that runs flavor uns in a lazy mode:
+  criu's restored tasks open their userfaultfd inside the test's user namespace, and with 0
+  the kernel refuses it there (EPERM) -- every uns lazy item would fail for that alone;
 * the named cgroup v1 hierarchies `zdtmtst` and `zdtmtst.defaultroot`, each kept alive by a
   holder cgroup, so criu never sees a controller appear in the middle of a dump;
 * the host's iptables rules as found: rules tests added and left are deleted at the end;
@@ -29,6 +32,7 @@ from .. import marker
 from . import firewall, leftmounts
 
 HUGEPAGES = 20
+PROC_VM = Path("/proc/sys/vm")
 HIERARCHIES = ("zdtmtst", "zdtmtst.defaultroot")
 HOLDER = "holder.zdtmpy"
 TIMEOUT = 30
@@ -69,10 +73,11 @@ def _with_mount(name: str, action: Callable[[Path], object]) -> bool:
 class Prepared:
     """This session's membership in the machine-wide corpus setup."""
 
-    def __init__(self, registry: Path = REGISTRY,
-                 hugepages: Path = Path("/proc/sys/vm/nr_hugepages")) -> None:
+    def __init__(self, registry: Path = REGISTRY, proc_vm: Path = PROC_VM,
+                 userfaultfd: bool = False) -> None:
         self.registry = registry
-        self.hugepages = hugepages
+        self.hugepages = proc_vm / "nr_hugepages"
+        self.uffd = proc_vm / "unprivileged_userfaultfd" if userfaultfd else None
         me = marker.me()
         self.entry = registry / f"session-{me.pid}-{me.start}"
         self.notes: list[str] = []
@@ -110,7 +115,25 @@ class Prepared:
             state_file = self.registry / "original.json"
             if not self._live_others() or not state_file.exists():
                 self._first(state_file)
+            if self.uffd is not None:
+                self._allow_userfaultfd(state_file)
             self.entry.write_text("")
+
+    def _allow_userfaultfd(self, state_file: Path) -> None:
+        """Any session that needs it raises it; the first to do so records the original."""
+        assert self.uffd is not None
+        state: dict[str, Any] = {}
+        with contextlib.suppress(OSError, ValueError):
+            state = json.loads(state_file.read_text())
+        try:
+            now = self.uffd.read_text().strip()
+            state.setdefault("unprivileged_userfaultfd", now)
+            if now != "1":
+                self.uffd.write_text("1")
+        except OSError:
+            self.notes.append("vm.unprivileged_userfaultfd could not be set to 1: lazy modes "
+                              "fail in flavor uns (userfaultfd refused in a user namespace)")
+        state_file.write_text(json.dumps(state))
 
     def _first(self, state_file: Path) -> None:
         state: dict[str, Any] = {}
@@ -148,15 +171,9 @@ class Prepared:
                 state = json.loads(state_file.read_text())
             except (OSError, ValueError):
                 return out
-            if "nr_hugepages" in state:
-                try:
-                    now = self.hugepages.read_text().strip()
-                    if now != str(state["nr_hugepages"]):
-                        self.hugepages.write_text(str(state["nr_hugepages"]))
-                        out.append(f"sysctl vm.nr_hugepages: {now} -> "
-                                   f"{state['nr_hugepages']} (restored)")
-                except OSError as exc:
-                    out.append(f"sysctl vm.nr_hugepages: could not restore: {exc.strerror}")
+            out += _put_back(self.hugepages, state.get("nr_hugepages"))
+            out += _put_back(self.hugepages.with_name("unprivileged_userfaultfd"),
+                             state.get("unprivileged_userfaultfd"))
             for name in state.get("hierarchies", []):
                 def drop(root: Path) -> None:
                     with contextlib.suppress(OSError):
@@ -169,6 +186,21 @@ class Prepared:
             with contextlib.suppress(OSError):
                 state_file.unlink()
         return out
+
+
+def _put_back(path: Path, value: object) -> list[str]:
+    """Write a recorded sysctl value back where it now differs; what was done, as lines."""
+    if value is None:
+        return []
+    name = "vm." + path.name
+    try:
+        now = path.read_text().strip()
+        if now == str(value):
+            return []
+        path.write_text(str(value))
+        return [f"sysctl {name}: {now} -> {value} (restored)"]
+    except OSError as exc:
+        return [f"sysctl {name}: could not restore: {exc.strerror}"]
 
 
 def _firewall_of(state: dict[str, Any]) -> dict[str, list[str]]:
