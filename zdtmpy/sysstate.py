@@ -1,10 +1,12 @@
-"""System-wide state a session may change, saved at its start and put back at its end.
+"""System-wide state a session may change, put back at its end.
 
 Sysctls zdtmpy raises (fs.pipe-max-size, for remote lazy pages; vm.nr_hugepages is left to
-corpus/sysprep.py) are written back when they differ; cgroup v1 hierarchies that
-appeared during the session (upstream's named `zdtmtst*` ones) are emptied and unmounted.
-Called by the process that owns the session (the xdist controller, or the only process),
-after failures too. Nothing here imports pytest.
+corpus/sysprep.py): the process that raises one first records the value it found in the
+machine's session registry (`remember`), and the last session out writes it back
+(`put_back_sysctls`), so two sessions never undo what the other still needs. cgroup v1
+hierarchies that appeared during the session (upstream's named `zdtmtst*` ones) are emptied
+and unmounted (Snapshot). Called by the process that owns the session (the xdist controller,
+or the only process), after failures too. Nothing here imports pytest.
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ import os
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from .registry import Registry
 
 # sysctl -> the value zdtmpy (or the corpus) sets it to. Only a sysctl that now holds exactly
 # that value is put back: several sessions share this machine, and a value someone else set
@@ -97,3 +102,30 @@ def _drop_cgroup(mnt: str, opts: str) -> str:
     except (OSError, subprocess.TimeoutExpired):
         ok = False
     return f"cgroup hierarchy {opts} at {mnt}: " + ("unmounted" if ok else "could not unmount")
+
+
+def remember(name: str, found: str, registry: Registry | None = None) -> None:
+    """Before raising sysctl `name` (e.g. "fs/pipe-max-size"): record the value found,
+    unless a live session recorded one first (that one is the original)."""
+    with (registry or Registry()).locked() as shared:
+        sysctls = shared.state.setdefault("sysctls", {})
+        if isinstance(sysctls, dict):
+            sysctls.setdefault(name, found)
+
+
+def put_back_sysctls(state: dict[str, Any], proc_sys: Path = PROC_SYS) -> list[str]:
+    """The last session out: write the recorded originals back where a sysctl still holds
+    the value zdtmpy set (another value is someone else's); one line per change."""
+    done = []
+    recorded = state.pop("sysctls", {})
+    for name, value in recorded.items() if isinstance(recorded, dict) else ():
+        now = _read(proc_sys, name)
+        if name not in SYSCTLS or now is None or now == value or now != SYSCTLS[name]:
+            continue
+        try:
+            (proc_sys / name).write_text(str(value))
+            done.append(f"sysctl {name.replace('/', '.')}: {now} -> {value} (restored)")
+        except OSError as exc:
+            done.append(f"sysctl {name.replace('/', '.')}: {now}, could not restore "
+                        f"{value}: {exc.strerror}")
+    return done

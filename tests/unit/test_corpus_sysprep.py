@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 from zdtmpy.corpus import sysprep
+from zdtmpy.registry import Registry
 
 
 def test_first_session_raises_last_session_restores(tmp_path, monkeypatch):
@@ -14,7 +15,7 @@ def test_first_session_raises_last_session_restores(tmp_path, monkeypatch):
     huge = tmp_path / "nr_hugepages"
     huge.write_text("0\n")
     reg = tmp_path / "reg"
-    a = sysprep.Prepared(reg, tmp_path)
+    a = sysprep.Prepared(Registry(reg), tmp_path)
     a.setup()
     assert huge.read_text() == "20"
     # A second live session (another process) joins, then we leave: nothing is undone.
@@ -30,7 +31,7 @@ def test_first_session_raises_last_session_restores(tmp_path, monkeypatch):
         other.kill()
         other.wait()
     # The other session died without leaving: the next one out restores the original.
-    b = sysprep.Prepared(reg, tmp_path)
+    b = sysprep.Prepared(Registry(reg), tmp_path)
     b.setup()
     assert huge.read_text() == "20"
     assert b.undo() == ["sysctl vm.nr_hugepages: 20 -> 0 (restored)"]
@@ -55,13 +56,13 @@ def test_userfaultfd_only_for_a_session_that_asks_and_back_when_the_last_leaves(
     uffd = tmp_path / "unprivileged_userfaultfd"
     uffd.write_text("0\n")
     reg = tmp_path / "reg"
-    plain = sysprep.Prepared(reg, tmp_path)
+    plain = sysprep.Prepared(Registry(reg), tmp_path)
     plain.setup()
     assert uffd.read_text() == "0\n"  # not asked for: untouched
     other = _live_stand_in(reg)       # a session still running keeps the setup alive
     try:
         assert plain.undo() == []
-        lazy_uns = sysprep.Prepared(reg, tmp_path, userfaultfd=True)
+        lazy_uns = sysprep.Prepared(Registry(reg), tmp_path, userfaultfd=True)
         lazy_uns.setup()                  # not the first session: raises it all the same
         assert uffd.read_text() == "1"
         assert lazy_uns.undo() == []      # the other session is alive: nothing undone
@@ -69,7 +70,7 @@ def test_userfaultfd_only_for_a_session_that_asks_and_back_when_the_last_leaves(
     finally:
         other.kill()
         other.wait()
-    last = sysprep.Prepared(reg, tmp_path)
+    last = sysprep.Prepared(Registry(reg), tmp_path)
     last.setup()
     assert sorted(last.undo()) == ["sysctl vm.nr_hugepages: 20 -> 0 (restored)",
                                    "sysctl vm.unprivileged_userfaultfd: 1 -> 0 (restored)"]
@@ -82,7 +83,7 @@ def test_userfaultfd_already_allowed_is_left_as_found(tmp_path, monkeypatch):
     (tmp_path / "nr_hugepages").write_text("20\n")
     uffd = tmp_path / "unprivileged_userfaultfd"
     uffd.write_text("1\n")
-    p = sysprep.Prepared(tmp_path / "reg", tmp_path, userfaultfd=True)
+    p = sysprep.Prepared(Registry(tmp_path / "reg"), tmp_path, userfaultfd=True)
     p.setup()
     assert p.undo() == []
     assert uffd.read_text() == "1\n"

@@ -52,3 +52,76 @@ def test_unrestorable_sysctl_is_reported(tmp_path):
         assert any("could not restore" in line for line in snap.restore())
     finally:
         (tmp_path / "vm").chmod(0o755)
+
+
+def _other_session(root):
+    """A live process registered as another session; kill it to end that session."""
+    import subprocess
+    import sys
+
+    from zdtmpy import marker
+
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    root.mkdir(exist_ok=True)
+    (root / f"session-{other.pid}-{marker.start_time(other.pid)}").write_text("")
+    return other
+
+
+def test_two_sessions_the_last_out_restores_what_the_first_found(tmp_path):
+    from zdtmpy.corpus.sysprep import put_back
+    from zdtmpy.registry import Registry
+
+    proc_sys = tmp_path / "sys"
+    proc_sys.mkdir()
+    pipe, _ = _proc_sys(proc_sys)
+    reg = Registry(tmp_path / "reg")
+    with reg.locked():
+        reg.join()
+    # This session's lazy item raises it, recording what it found.
+    sysstate.remember("fs/pipe-max-size", "1048576", reg)
+    pipe.write_text("4194304\n")
+    # Another session starts meanwhile and raises it too (already raised: records nothing
+    # new; a later value never replaces the first one found).
+    other = _other_session(reg.root)
+    try:
+        sysstate.remember("fs/pipe-max-size", "4194304", reg)
+        with reg.locked() as shared:      # we leave first: the other still needs it
+            reg.leave()
+            assert not shared.alone
+        assert pipe.read_text() == "4194304\n"
+    finally:
+        other.kill()
+        other.wait()
+    last = Registry(tmp_path / "reg")     # the last one out (the other died)
+    with last.locked() as shared:
+        assert shared.alone
+        done = sysstate.put_back_sysctls(shared.state, proc_sys)
+    assert pipe.read_text() == "1048576"
+    assert done == ["sysctl fs.pipe-max-size: 4194304 -> 1048576 (restored)"]
+    assert not (reg.root / "original.json").exists()
+    assert put_back({}) == []
+
+
+def test_a_value_someone_else_set_meanwhile_is_left(tmp_path):
+    from zdtmpy.registry import Registry
+
+    pipe, _ = _proc_sys(tmp_path)
+    reg = Registry(tmp_path / "reg")
+    sysstate.remember("fs/pipe-max-size", "1048576", reg)
+    pipe.write_text("8388608\n")   # not zdtmpy's value: an admin's
+    with reg.locked() as shared:
+        assert sysstate.put_back_sysctls(shared.state, tmp_path) == []
+    assert pipe.read_text() == "8388608\n"
+
+
+def test_a_damaged_registry_record_counts_as_none(tmp_path):
+    from zdtmpy.registry import Registry
+
+    reg = Registry(tmp_path / "reg")
+    reg.root.mkdir()
+    (reg.root / "original.json").write_text("[1, 2")
+    with reg.locked() as shared:
+        assert shared.state == {}
+    (reg.root / "original.json").write_text("[1, 2]")
+    with reg.locked() as shared:
+        assert shared.state == {}

@@ -16,6 +16,7 @@ from .suite import Suite, resolve
 if TYPE_CHECKING:
     from _pytest.terminal import TerminalReporter
 
+    from ..registry import Registry
     from .sysprep import Prepared
 
 SUITES_KEY = pytest.StashKey[list[tuple[Suite, str]]]()   # (suite, flavor) to collect
@@ -54,20 +55,42 @@ def _uns_lazy(config: pytest.Config) -> bool:
     return any(name in matrix.MODES and matrix.MODES[name].lazy for name in modes)
 
 
+def _leave(registry: Registry) -> list[str]:
+    """A session without corpus items leaves; the last one out puts back what the first
+    one found (sysctls; a corpus setup whose sessions all ended before this one)."""
+    with registry.locked() as shared:
+        registry.leave()
+        if not shared.alone:
+            return []
+        if not shared.state:
+            return []
+        from .sysprep import put_back
+
+        return put_back(shared.state)
+
+
 class CorpusSession:
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
         self.summary = Summary()
         self.controller = not hasattr(config, "workerinput")
-        self.snapshot = sysstate.Snapshot.take() if self.controller else None
+        # sysctls are the registry's (what the first session found), not this snapshot's
+        self.snapshot = sysstate.Snapshot.take(ours={}) if self.controller else None
         self.corpus = bool(config.stash[SUITES_KEY])
-        self.ran_criu = False  # only a session that ran real criu puts system state back
+        self.ran_criu = False  # only a session that ran real criu puts cgroups back
         self.prepared: Prepared | None = None
-        if self.controller and self.corpus and os.geteuid() == 0:
-            from .sysprep import Prepared
+        self.registry: Registry | None = None
+        if self.controller and os.geteuid() == 0:
+            from ..registry import Registry
 
-            self.prepared = Prepared(userfaultfd=_uns_lazy(config))
-            self.prepared.setup()
+            self.registry = Registry()
+            with self.registry.locked() as shared:
+                if self.corpus:
+                    from .sysprep import Prepared
+
+                    self.prepared = Prepared(self.registry, userfaultfd=_uns_lazy(config))
+                    self.prepared.prepare(shared)
+                self.registry.join()
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_collection_modifyitems(self, session: pytest.Session, config: pytest.Config,
@@ -119,6 +142,8 @@ class CorpusSession:
         problems = ns.teardown() if ns is not None else []
         if self.prepared is not None:
             problems += self.prepared.undo()
+        elif self.registry is not None:
+            problems += _leave(self.registry)
         if self.snapshot is not None and (self.ran_criu or self.prepared is not None):
             # cgroup hierarchies only after upstream tests ran here: another session on this
             # machine may own one that appeared meanwhile.

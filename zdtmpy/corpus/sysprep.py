@@ -10,25 +10,23 @@ machine: the first session to start sets it up, the last one to end undoes it.
 * the host's iptables rules as found: rules tests added and left are deleted at the end;
 * the host's mount table as found: upstream's mounts that appeared are removed (leftmounts).
 
-Sessions register in a directory (`/run/zdtmpy-corpus`, one file per session, named by its
-pid and start time, so a crashed session is recognised and dropped) under a lock; the original
-sysctl value is recorded there by the first session. Several sessions at once (CI jobs,
-developers, xdist controllers) then never undo what another one still needs.
+What the first session found is kept in the machine's session registry (zdtmpy/registry.py),
+which every zdtmpy session joins: several sessions at once (CI jobs, developers, xdist
+controllers) then never undo what another one still needs.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import json
 import os
 import subprocess
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .. import marker
+from .. import sysstate
+from ..registry import Registry, Shared
 from . import firewall, leftmounts
 
 HUGEPAGES = 20
@@ -36,7 +34,6 @@ PROC_VM = Path("/proc/sys/vm")
 HIERARCHIES = ("zdtmtst", "zdtmtst.defaultroot")
 HOLDER = "holder.zdtmpy"
 TIMEOUT = 30
-REGISTRY = Path(os.environ.get("ZDTMPY_CORPUS_REGISTRY", "/run/zdtmpy-corpus"))
 
 
 def _cmd(args: list[str]) -> bool:
@@ -71,60 +68,32 @@ def _with_mount(name: str, action: Callable[[Path], object]) -> bool:
 
 
 class Prepared:
-    """This session's membership in the machine-wide corpus setup."""
+    """This session's part in the machine-wide corpus setup."""
 
-    def __init__(self, registry: Path = REGISTRY, proc_vm: Path = PROC_VM,
+    def __init__(self, registry: Registry | None = None, proc_vm: Path = PROC_VM,
                  userfaultfd: bool = False) -> None:
-        self.registry = registry
+        self.registry = registry or Registry()
         self.hugepages = proc_vm / "nr_hugepages"
         self.uffd = proc_vm / "unprivileged_userfaultfd" if userfaultfd else None
-        me = marker.me()
-        self.entry = registry / f"session-{me.pid}-{me.start}"
         self.notes: list[str] = []
         self.mounts_before = {m.mount_id for m in leftmounts.table()}
 
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        self.registry.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(self.registry / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
-
-    def _live_others(self) -> list[Path]:
-        live = []
-        for f in self.registry.glob("session-*"):
-            if f == self.entry:
-                continue
-            try:
-                _, pid, start = f.name.split("-")
-                alive = marker.start_time(int(pid)) == int(start)
-            except ValueError:
-                alive = False
-            if alive:
-                live.append(f)
-            else:
-                with contextlib.suppress(OSError):
-                    f.unlink()  # a session that crashed: it no longer counts
-        return live
-
     def setup(self) -> None:
-        with self._locked():
-            state_file = self.registry / "original.json"
-            if not self._live_others() or not state_file.exists():
-                self._first(state_file)
-            if self.uffd is not None:
-                self._allow_userfaultfd(state_file)
-            self.entry.write_text("")
+        """Join the registry; set up what no live session has set up yet."""
+        with self.registry.locked() as shared:
+            self.prepare(shared)
+            self.registry.join()
 
-    def _allow_userfaultfd(self, state_file: Path) -> None:
+    def prepare(self, shared: Shared) -> None:
+        """setup()'s work, for a caller that holds the registry already."""
+        if shared.alone or not shared.state.get("corpus"):
+            self._first(shared.state)
+        if self.uffd is not None:
+            self._allow_userfaultfd(shared.state)
+
+    def _allow_userfaultfd(self, state: dict[str, Any]) -> None:
         """Any session that needs it raises it; the first to do so records the original."""
         assert self.uffd is not None
-        state: dict[str, Any] = {}
-        with contextlib.suppress(OSError, ValueError):
-            state = json.loads(state_file.read_text())
         try:
             now = self.uffd.read_text().strip()
             state.setdefault("unprivileged_userfaultfd", now)
@@ -133,12 +102,10 @@ class Prepared:
         except OSError:
             self.notes.append("vm.unprivileged_userfaultfd could not be set to 1: lazy modes "
                               "fail in flavor uns (userfaultfd refused in a user namespace)")
-        state_file.write_text(json.dumps(state))
 
-    def _first(self, state_file: Path) -> None:
-        state: dict[str, Any] = {}
-        with contextlib.suppress(OSError, ValueError):
-            state = json.loads(state_file.read_text())  # a crashed last session's record
+    def _first(self, state: dict[str, Any]) -> None:
+        # A crashed last session's record may be there: setdefault keeps its originals.
+        state["corpus"] = True
         try:
             now = int(self.hugepages.read_text())
             state.setdefault("nr_hugepages", now)
@@ -156,36 +123,40 @@ class Prepared:
                 self.notes.append(f"cgroup hierarchy name={name} could not be created")
         state["hierarchies"] = sorted(created)
         state.setdefault("firewall", firewall.snapshot())
-        state_file.write_text(json.dumps(state))
 
     def undo(self) -> list[str]:
-        """Leave; the last session out puts back what the first one set up."""
-        out: list[str] = []
-        with self._locked():
-            with contextlib.suppress(OSError):
-                self.entry.unlink()
-            if self._live_others():
-                return out
-            state_file = self.registry / "original.json"
-            try:
-                state = json.loads(state_file.read_text())
-            except (OSError, ValueError):
-                return out
-            out += _put_back(self.hugepages, state.get("nr_hugepages"))
-            out += _put_back(self.hugepages.with_name("unprivileged_userfaultfd"),
-                             state.get("unprivileged_userfaultfd"))
-            for name in state.get("hierarchies", []):
-                def drop(root: Path) -> None:
-                    with contextlib.suppress(OSError):
-                        (root / HOLDER).rmdir()
-                ok = _with_mount(name, drop)
-                out.append(f"cgroup hierarchy name={name}: holder "
-                           + ("removed" if ok else "could not be removed"))
-            out += firewall.remove_added(_firewall_of(state))
-            out += leftmounts.remove_new(self.mounts_before)
-            with contextlib.suppress(OSError):
-                state_file.unlink()
+        """Leave; the last session out puts back what the first one found."""
+        with self.registry.locked() as shared:
+            self.registry.leave()
+            if not shared.alone:
+                return []
+            return put_back(shared.state, self.hugepages.parent, self.mounts_before)
+
+
+def put_back(state: dict[str, Any], proc_vm: Path = PROC_VM,
+             mounts_before: set[int] | None = None) -> list[str]:
+    """The last session out (a corpus session or not): the corpus setup recorded in `state`,
+    and the sysctls sessions raised, back as the first session found them; `state` is
+    emptied of what was done. Upstream's mounts are known only to a corpus session
+    (`mounts_before`)."""
+    out = sysstate.put_back_sysctls(state)
+    if not state.pop("corpus", False):
         return out
+    out += _put_back(proc_vm / "nr_hugepages", state.pop("nr_hugepages", None))
+    out += _put_back(proc_vm / "unprivileged_userfaultfd",
+                     state.pop("unprivileged_userfaultfd", None))
+    for name in state.pop("hierarchies", []):
+        def drop(root: Path) -> None:
+            with contextlib.suppress(OSError):
+                (root / HOLDER).rmdir()
+        ok = _with_mount(name, drop)
+        out.append(f"cgroup hierarchy name={name}: holder "
+                   + ("removed" if ok else "could not be removed"))
+    out += firewall.remove_added(_firewall_of(state))
+    state.pop("firewall", None)
+    if mounts_before is not None:
+        out += leftmounts.remove_new(mounts_before)
+    return out
 
 
 def _put_back(path: Path, value: object) -> list[str]:

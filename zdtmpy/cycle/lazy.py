@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .. import sysstate
 from ..errors import ZdtmError
 from . import Run, Started
 from .background import (
@@ -36,6 +37,12 @@ def ensure_pipe_max_size(r: Run) -> None:
             r.fail(f"cannot read {PIPE_MAX_SIZE}: {exc}")
         if current >= PIPE_MAX_NEEDED:
             return
+        try:
+            # The last zdtmpy session on the machine puts the first value found back.
+            sysstate.remember("fs/pipe-max-size", str(current))
+        except OSError as exc:
+            r.fail(f"cannot record fs.pipe-max-size ({current}) before raising it, in the "
+                   f"machine's session registry: {exc}")
         try:
             Path(PIPE_MAX_SIZE).write_text(str(PIPE_MAX_NEEDED))
         except OSError as exc:
