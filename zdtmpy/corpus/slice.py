@@ -8,7 +8,7 @@ SLICE = (
     "pipe00", "pipe01", "fifo", "write_read00", "unlink_fstat00", "unlink_mmap00",
     "file_locks00", "cwd00", "inotify00", "fanotify00", "eventfs00", "epoll",
     "sockets00", "sockets_dgram", "sk-unix-unconn",
-    "sigaltstack", "sigpending", "posix_timers", "timerfd",
+    "sigaltstack", "sigpending", "posix_timers", "pthread_timers", "timerfd",
     "maps00", "maps01", "mprotect00", "cow01", "vdso00",
     "shm", "shm-mp", "msgque", "sem",
     "zombie00", "pthread00", "session00", "futex", "env00", "umask00", "selfexe00",
