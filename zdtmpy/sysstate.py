@@ -25,6 +25,9 @@ from .registry import Registry
 # (or already put back) is not ours to change.
 SYSCTLS = {
     "fs/pipe-max-size": "4194304",  # cycle/lazy.py, for criu's remote lazy pages
+    # corpus uns x lazy: with 0 the kernel refuses the restored tasks' userfaultfd inside
+    # their user namespace (EPERM), so every such item would fail for that alone
+    "vm/unprivileged_userfaultfd": "1",
 }
 # Only upstream's own named hierarchies: other cgroup mounts may belong to someone else.
 CGROUP_NAME = "name=zdtmtst"
@@ -129,3 +132,16 @@ def put_back_sysctls(state: dict[str, Any], proc_sys: Path = PROC_SYS) -> list[s
             done.append(f"sysctl {name.replace('/', '.')}: {now}, could not restore "
                         f"{value}: {exc.strerror}")
     return done
+
+
+def ensure(name: str, proc_sys: Path = PROC_SYS, registry: Registry | None = None) -> str | None:
+    """Set sysctl `name` to zdtmpy's value (SYSCTLS) unless it holds it; the value found is
+    recorded first (remember) for the last session out. Returns the value found when it
+    was changed, else None. OSError when it cannot be read, recorded or written."""
+    wanted = SYSCTLS[name]
+    found = (proc_sys / name).read_text().strip()
+    if found == wanted:
+        return None
+    remember(name, found, registry)
+    (proc_sys / name).write_text(wanted)
+    return found

@@ -158,3 +158,20 @@ def test_h_tests_run_in_a_pid_namespace_with_its_own_proc(tree_criu, pytester):
     res.assert_outcomes(passed=3)
     assert "flavor h mode plain: 3 passed, 0 failed, 0 skipped" in res.stdout.str()
     assert not any((pytester.path / "zdtm-results").glob("s-*"))
+
+
+@pytest.mark.criu
+def test_uns_lazy_pages_restore_and_the_sysctl_it_needs_is_put_back(tree_criu, pytester,
+                                                                    monkeypatch):
+    """criu's restored tasks open their userfaultfd inside the test's user namespace: the
+    item sets vm.unprivileged_userfaultfd=1 and the session's end puts back what it found."""
+    # A registry of its own: in the machine's, this very session is live, and the last
+    # session out (this one, later) would be the one to put the value back.
+    monkeypatch.setenv("ZDTMPY_REGISTRY", str(pytester.path / "registry"))
+    knob = Path("/proc/sys/vm/unprivileged_userfaultfd")
+    before = knob.read_text()
+    res = run(pytester, tree_criu, "--zdtm-flavor", "uns", "--zdtm-mode", "lazy",
+              "--zdtm-corpus-tests", "pipe00 maps00", "-k", "lazy-off")
+    res.assert_outcomes(passed=2)
+    assert "flavor uns mode lazy: 2 passed, 0 failed, 0 skipped" in res.stdout.str()
+    assert knob.read_text() == before

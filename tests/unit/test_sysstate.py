@@ -125,3 +125,29 @@ def test_a_damaged_registry_record_counts_as_none(tmp_path):
     (reg.root / "original.json").write_text("[1, 2]")
     with reg.locked() as shared:
         assert shared.state == {}
+
+
+def test_ensure_sets_zdtmpys_value_once_and_the_last_out_puts_the_first_found_back(tmp_path):
+    from zdtmpy.registry import Registry
+
+    (tmp_path / "vm").mkdir()
+    uffd = tmp_path / "vm" / "unprivileged_userfaultfd"
+    uffd.write_text("0\n")
+    reg = Registry(tmp_path / "reg")
+    assert sysstate.ensure("vm/unprivileged_userfaultfd", tmp_path, reg) == "0"
+    assert uffd.read_text() == "1"
+    assert sysstate.ensure("vm/unprivileged_userfaultfd", tmp_path, reg) is None  # already
+    with reg.locked() as shared:
+        done = sysstate.put_back_sysctls(shared.state, tmp_path)
+    assert done == ["sysctl vm.unprivileged_userfaultfd: 1 -> 0 (restored)"]
+    assert uffd.read_text() == "0"
+
+
+def test_ensure_on_a_value_already_allowed_records_and_changes_nothing(tmp_path):
+    from zdtmpy.registry import Registry
+
+    (tmp_path / "vm").mkdir()
+    (tmp_path / "vm" / "unprivileged_userfaultfd").write_text("1\n")
+    reg = Registry(tmp_path / "reg")
+    assert sysstate.ensure("vm/unprivileged_userfaultfd", tmp_path, reg) is None
+    assert not (reg.root / "original.json").exists()

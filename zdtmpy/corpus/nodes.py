@@ -118,6 +118,20 @@ def _categorized(reason: str) -> str:
     return reason
 
 
+def _allow_userfaultfd_in_userns() -> None:
+    """uns x lazy: criu's restored tasks open their userfaultfd inside the test's user
+    namespace, which the kernel refuses (EPERM) unless vm.unprivileged_userfaultfd is 1.
+    Set for the item; the last zdtmpy session on the machine puts the value found back."""
+    from .. import sysstate
+
+    try:
+        sysstate.ensure("vm/unprivileged_userfaultfd")
+    except OSError as exc:
+        raise ZdtmError("flavor uns in a lazy mode needs vm.unprivileged_userfaultfd=1 (the "
+                        "kernel refuses userfaultfd in a user namespace otherwise), and "
+                        f"setting it failed: {exc}") from None
+
+
 def ns_root_of(config: pytest.Config) -> NsRoot:
     if NS_ROOT_KEY not in config.stash:
         from ..runner import results_root
@@ -188,6 +202,8 @@ class CorpusItem(ZdtmItem):
         from .pidns import private_pidns
         from .timens import private_timens
 
+        if self.flavor == "uns" and self.variant.mode.lazy:
+            _allow_userfaultfd_in_userns()
         with contextlib.ExitStack() as inside:
             inside.enter_context(private_netns())
             inside.enter_context(private_ipcns())

@@ -45,16 +45,6 @@ def configure(config: pytest.Config) -> None:
     config.pluginmanager.register(CorpusSession(config), "zdtmpy-corpus")
 
 
-def _uns_lazy(config: pytest.Config) -> bool:
-    """Flavor uns in a lazy mode is selected (sysprep then allows userfaultfd in userns)."""
-    from .. import matrix
-
-    if not any(f == "uns" for _, f in config.stash[SUITES_KEY]):
-        return False
-    modes = config.getoption("zdtm_mode") or matrix.implemented_modes()
-    return any(name in matrix.MODES and matrix.MODES[name].lazy for name in modes)
-
-
 def _leave(registry: Registry) -> list[str]:
     """A session without corpus items leaves; the last one out puts back what the first
     one found (sysctls; a corpus setup whose sessions all ended before this one)."""
@@ -88,7 +78,7 @@ class CorpusSession:
                 if self.corpus:
                     from .sysprep import Prepared
 
-                    self.prepared = Prepared(self.registry, userfaultfd=_uns_lazy(config))
+                    self.prepared = Prepared(self.registry)
                     self.prepared.prepare(shared)
                 self.registry.join()
 

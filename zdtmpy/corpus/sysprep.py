@@ -2,9 +2,6 @@
 machine: the first session to start sets it up, the last one to end undoes it.
 
 * vm.nr_hugepages = 20 (upstream's hugetlb tests need pages to map);
-* vm.unprivileged_userfaultfd = 1, only for a session that runs flavor uns in a lazy mode:
-  criu's restored tasks open their userfaultfd inside the test's user namespace, and with 0
-  the kernel refuses it there (EPERM) -- every uns lazy item would fail for that alone;
 * the named cgroup v1 hierarchies `zdtmtst` and `zdtmtst.defaultroot`, each kept alive by a
   holder cgroup, so criu never sees a controller appear in the middle of a dump;
 * the host's iptables rules as found: rules tests added and left are deleted at the end;
@@ -70,11 +67,9 @@ def _with_mount(name: str, action: Callable[[Path], object]) -> bool:
 class Prepared:
     """This session's part in the machine-wide corpus setup."""
 
-    def __init__(self, registry: Registry | None = None, proc_vm: Path = PROC_VM,
-                 userfaultfd: bool = False) -> None:
+    def __init__(self, registry: Registry | None = None, proc_vm: Path = PROC_VM) -> None:
         self.registry = registry or Registry()
         self.hugepages = proc_vm / "nr_hugepages"
-        self.uffd = proc_vm / "unprivileged_userfaultfd" if userfaultfd else None
         self.notes: list[str] = []
         self.mounts_before = {m.mount_id for m in leftmounts.table()}
 
@@ -88,20 +83,6 @@ class Prepared:
         """setup()'s work, for a caller that holds the registry already."""
         if shared.alone or not shared.state.get("corpus"):
             self._first(shared.state)
-        if self.uffd is not None:
-            self._allow_userfaultfd(shared.state)
-
-    def _allow_userfaultfd(self, state: dict[str, Any]) -> None:
-        """Any session that needs it raises it; the first to do so records the original."""
-        assert self.uffd is not None
-        try:
-            now = self.uffd.read_text().strip()
-            state.setdefault("unprivileged_userfaultfd", now)
-            if now != "1":
-                self.uffd.write_text("1")
-        except OSError:
-            self.notes.append("vm.unprivileged_userfaultfd could not be set to 1: lazy modes "
-                              "fail in flavor uns (userfaultfd refused in a user namespace)")
 
     def _first(self, state: dict[str, Any]) -> None:
         # A crashed last session's record may be there: setdefault keeps its originals.
@@ -143,8 +124,6 @@ def put_back(state: dict[str, Any], proc_vm: Path = PROC_VM,
     if not state.pop("corpus", False):
         return out
     out += _put_back(proc_vm / "nr_hugepages", state.pop("nr_hugepages", None))
-    out += _put_back(proc_vm / "unprivileged_userfaultfd",
-                     state.pop("unprivileged_userfaultfd", None))
     for name in state.pop("hierarchies", []):
         def drop(root: Path) -> None:
             with contextlib.suppress(OSError):
