@@ -6,6 +6,7 @@ namespace (host pids differ after a restore), and compared.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 from collections.abc import Callable
@@ -23,6 +24,8 @@ _SHMEM_ALIASES = {"/memfd:/dev/zero (deleted)": "/dev/zero (deleted)"}
 
 Mapping = tuple[int, int, str, int, str]   # (start, end, perms, offset, path)
 FdEntry = tuple[int, str]                  # (fd, target)
+# (root, mount point, options, shared, master) of a mountinfo line: what upstream compares
+MountEntry = tuple[str, str, str, bool, bool]
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,7 @@ class ProcState:
     nspid: int
     maps: tuple[Mapping, ...]
     fds: tuple[FdEntry, ...]
+    mounts: tuple[MountEntry, ...] = ()   # captured on request (capture(mounts=True))
 
 
 def _maps(hostpid: int) -> tuple[Mapping, ...]:
@@ -58,12 +62,35 @@ def _fds(hostpid: int) -> tuple[FdEntry, ...]:
     return tuple(out)
 
 
-def capture(root_hostpid: int) -> dict[int, ProcState]:
+def _mounts(hostpid: int) -> tuple[MountEntry, ...]:
+    """The process's mount table without ids (they change on restore). As upstream's
+    zdtm.py reads it, a propagation flag counts only as the first optional field."""
+    out = []
+    try:
+        f = open(f"/proc/{hostpid}/mountinfo")
+    except OSError as exc:
+        if exc.errno == errno.EINVAL:  # a zombie has no mount table (zdtm.py: none either)
+            return ()
+        raise
+    with f:
+        for line in f:
+            fields = line.split(" - ", 1)[0].split()
+            if len(fields) < 6:
+                continue
+            first = fields[6] if len(fields) > 6 else ""
+            out.append((fields[3], fields[4], fields[5], first.startswith("shared:"),
+                        first.startswith("master:")))
+    return tuple(sorted(out))
+
+
+def capture(root_hostpid: int, mounts: bool = False) -> dict[int, ProcState]:
+    """Every process of the tree, keyed by its pid in its PID namespace; with `mounts`,
+    each one's mount table too."""
     state = {}
     for pid in tree_pids(root_hostpid):
         try:
             ns = ns_pid(pid)
-            state[ns] = ProcState(ns, _maps(pid), _fds(pid))
+            state[ns] = ProcState(ns, _maps(pid), _fds(pid), _mounts(pid) if mounts else ())
         except (FileNotFoundError, ProcessLookupError):
             continue  # exited while we looked: the comparison will show it missing
     return state

@@ -89,3 +89,59 @@ def test_unchecked_differences_warn_and_do_not_fail(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # nothing to say: no warning
         assert wl.state_differences(before, before) == []
+
+
+def _with_mounts(mounts):
+    from zdtmpy.procstate import ProcState
+
+    return {1: ProcState(1, (), (), tuple(mounts))}
+
+
+def test_mount_tables_are_compared_as_multisets_without_ids():
+    proc = ("/", "/proc", "rw,nosuid", False, False)
+    tmp = ("/", "/tmp", "rw", True, False)
+    same = differences(_with_mounts([proc, tmp]), _with_mounts([tmp, proc]))
+    assert same == []
+    lost = differences(_with_mounts([proc, tmp, tmp]), _with_mounts([proc, tmp]))
+    assert lost == ["pid 1: mount /tmp (root /, rw shared) lost"]
+    changed = differences(_with_mounts([proc]), _with_mounts([("/", "/proc", "ro", False,
+                                                                 False)]))
+    assert changed == ["pid 1: mount /proc (root /, rw,nosuid) lost",
+                       "pid 1: mount /proc (root /, ro) appeared"]
+
+
+def test_mountinfo_is_read_as_zdtm_py_reads_it(tmp_path, monkeypatch):
+    """Ids dropped; a propagation flag counts only as the first optional field."""
+    from zdtmpy import procstate
+
+    info = tmp_path / "mountinfo"
+    info.write_text(
+        "22 1 0:21 / / rw,relatime shared:1 - ext4 /dev/vda rw\n"
+        "30 22 0:5 / /proc rw,nosuid master:3 - proc proc rw\n"
+        "31 22 0:6 /sub /mnt rw shared:4 master:5 - tmpfs t rw\n"
+        "32 22 0:7 / /dev rw - devtmpfs d rw\n")
+    real_open = open
+    monkeypatch.setattr("builtins.open", lambda p, *a, **k: real_open(
+        info if p == "/proc/7/mountinfo" else p, *a, **k))
+    assert procstate._mounts(7) == tuple(sorted([
+        ("/", "/", "rw,relatime", True, False),
+        ("/", "/proc", "rw,nosuid", False, True),
+        ("/sub", "/mnt", "rw", True, False),
+        ("/", "/dev", "rw", False, False)]))
+
+
+def test_link_remap_files_left_after_a_restore_are_named_only_for_link_remap_tests(tmp_path):
+    from zdtmpy.corpus.protocol import UpstreamWorkload
+    from zdtmpy.corpus.suite import UpstreamTest
+
+    test = UpstreamTest("zdtm/static/fake00", "static", "fake00", ())
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "link_remap.3").write_text("")
+    (work / "fake00.out").write_text("")
+    remap = UpstreamWorkload(test, tmp_path / "fake00", work, {}, flavor="h", link_remap=True)
+    assert remap.restore_leftovers() == [str(work / "link_remap.3")]
+    plain = UpstreamWorkload(test, tmp_path / "fake00", work, {}, flavor="h")
+    assert plain.restore_leftovers() == []
+    (work / "link_remap.3").unlink()
+    assert remap.restore_leftovers() == []

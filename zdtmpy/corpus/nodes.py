@@ -277,7 +277,9 @@ class CorpusItem(ZdtmItem):
         self._workload = UpstreamWorkload(self.test, exe, run.workdir, env,
                                           start_timeout=run.timeout(), cwd=cwd,
                                           on_spawned=spawned, flavor=self.flavor,
-                                          pidns=self._pidns)
+                                          pidns=self._pidns,
+                                          link_remap="--link-remap" in (*self.desc.opts,
+                                                                       *self.desc.dopts))
         run.pidns = self._pidns
         run.attach(f"{self.test.short}.out.inprogress (the test's log while it runs)",
                    self._workload.inprogress)

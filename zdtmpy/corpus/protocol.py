@@ -64,7 +64,7 @@ class UpstreamWorkload:
     def __init__(self, test: UpstreamTest, exe: Path, workdir: Path, env: dict[str, str],
                  start_timeout: float = 30, cwd: Path | None = None,
                  on_spawned: Callable[[int], None] | None = None, flavor: str = "ns",
-                 pidns: PidNamespace | None = None):
+                 pidns: PidNamespace | None = None, link_remap: bool = False):
         self.test = test
         self.exe = exe
         self.workdir = Path(workdir)
@@ -90,6 +90,9 @@ class UpstreamWorkload:
         self._proc: subprocess.Popen[bytes] | None = None
         self._step = 0
         self.state_comparable = state.comparable(test.subdir, flavor)
+        self.state_mounts = self.state_comparable   # zdtm.py compares mount tables too
+        # criu's --link-remap links of unlinked files must be gone after a restore
+        self.link_remap = link_remap
 
     def __repr__(self) -> str:
         return f"UpstreamWorkload({self.name}, pid={self.pid}, workdir={self.workdir})"
@@ -109,6 +112,13 @@ class UpstreamWorkload:
     def _error(self, stage: str, what: str) -> WorkloadError:
         return WorkloadError(f"{self.name}: stage '{stage}': {what}; test output "
                              f"({self.workdir}):\n{self.output() or '(empty)'}")
+
+    def restore_leftovers(self) -> list[str]:
+        """As zdtm.py, for a test dumped with --link-remap: the link_remap.* files criu made
+        beside the test's unlinked files, still there after the restore."""
+        if not self.link_remap:
+            return []
+        return sorted(str(p) for p in self.workdir.glob("link_remap*"))
 
     def state_differences(self, before: dict[int, ProcState],
                           after: dict[int, ProcState]) -> list[str]:

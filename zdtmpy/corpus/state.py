@@ -23,7 +23,7 @@ after the test says it is ready.
 
 from __future__ import annotations
 
-from ..procstate import ProcState, per_pid
+from ..procstate import MountEntry, ProcState, per_pid
 
 FLAVORS = ("ns", "uns")  # where upstream compares at all
 
@@ -48,6 +48,18 @@ def _maps(state: ProcState) -> list[tuple[int, int, str, bool]]:
     return out
 
 
+def _multiset_minus(a: tuple[MountEntry, ...], b: tuple[MountEntry, ...]) -> list[MountEntry]:
+    """What a holds more often than b (a mount table may list one entry twice)."""
+    rest = list(b)
+    out = []
+    for m in a:
+        if m in rest:
+            rest.remove(m)
+        else:
+            out.append(m)
+    return out
+
+
 def differences(before: dict[int, ProcState], after: dict[int, ProcState],
                 limit: int = 10) -> list[str]:
     def compare(pid: int, b_state: ProcState, a_state: ProcState) -> list[str]:
@@ -61,6 +73,12 @@ def differences(before: dict[int, ProcState], after: dict[int, ProcState],
         fa = {fd for fd, _ in a_state.fds}
         if fb != fa:
             diffs.append(f"pid {pid}: fds {sorted(fb - fa)} lost, {sorted(fa - fb)} appeared")
+        lost, new = _multiset_minus(b_state.mounts, a_state.mounts), \
+            _multiset_minus(a_state.mounts, b_state.mounts)
+        for what, mounts in (("lost", lost), ("appeared", new)):
+            for root, point, opts, shared, master in mounts[:limit]:
+                flags = " shared" * shared + " master" * master
+                diffs.append(f"pid {pid}: mount {point} (root {root}, {opts}{flags}) {what}")
         return diffs
 
     return per_pid(before, after, compare)

@@ -331,15 +331,20 @@ class Run:
 
     # -- checks ------------------------------------------------------------------------
     def capture_state(self, pid: int) -> dict[int, procstate.ProcState]:
-        return procstate.capture(pid)
+        # A workload may see more (upstream tests: mount tables, as zdtm.py compares them).
+        return procstate.capture(pid, mounts=getattr(self.workload, "state_mounts", False))
 
     def compare_state(self, before: dict[int, procstate.ProcState], pid: int) -> None:
+        left: list[str] = getattr(self.workload, "restore_leftovers", lambda: [])()
+        if left:
+            with self.stage("visible-state"):
+                self.fail("\n  ".join(["restore left files behind:", *left]))
         if not getattr(self.workload, "state_comparable", True):
             return  # e.g. upstream's transition tests change their mappings all the time
         with self.stage("visible-state"):
             self.require_alive(pid)
             differ = getattr(self.workload, "state_differences", procstate.differences)
-            diffs = differ(before, procstate.capture(pid))
+            diffs = differ(before, self.capture_state(pid))
             if diffs:
                 time.sleep(0.1)  # a process killed while we looked may still be exiting
                 self.require_alive(pid)
