@@ -10,12 +10,11 @@ its own at the end.
 
 from __future__ import annotations
 
-import ctypes
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from ..errors import ZdtmError
+from .unshared import unshared
 
 CLONE_NEWIPC = 0x08000000
 
@@ -28,18 +27,5 @@ def current() -> str:
 @contextmanager
 def private_ipcns() -> Iterator[str]:
     """Run the body in a new IPC namespace; yields its `ipc:[inode]`."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    home = os.open("/proc/thread-self/ns/ipc", os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        if libc.unshare(CLONE_NEWIPC) != 0:
-            raise ZdtmError(f"corpus: cannot create the test's IPC namespace (unshare "
-                            f"CLONE_NEWIPC): {os.strerror(ctypes.get_errno())}")
-        try:
-            yield current()
-        finally:
-            if libc.setns(home, CLONE_NEWIPC) != 0:
-                # Staying would put every later test's IPC objects in this one's namespace.
-                raise ZdtmError(f"corpus: cannot return to the runner's IPC namespace "
-                                f"(setns): {os.strerror(ctypes.get_errno())}")
-    finally:
-        os.close(home)
+    with unshared("ipc", CLONE_NEWIPC, "IPC namespace") as ns:
+        yield ns

@@ -16,7 +16,6 @@ h keeps the host's: what criu must restore into them is the same either way).
 
 from __future__ import annotations
 
-import ctypes
 import fcntl
 import os
 import socket
@@ -24,15 +23,11 @@ import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from ..errors import ZdtmError
+from .unshared import unshared
 
 CLONE_NEWNET = 0x40000000
 _SIOCGIFFLAGS, _SIOCSIFFLAGS, _IFF_UP = 0x8913, 0x8914, 0x1
 _IFREQ = "16sH22x"  # struct ifreq: name, then ifr_flags in the 24-byte union
-
-
-def _libc() -> ctypes.CDLL:
-    return ctypes.CDLL(None, use_errno=True)
 
 
 def current() -> str:
@@ -51,21 +46,6 @@ def loopback_up() -> None:
 @contextmanager
 def private_netns() -> Iterator[str]:
     """Run the body in a new network namespace with `lo` up; yields its `net:[inode]`."""
-    libc = _libc()
-    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        if libc.unshare(CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise ZdtmError(f"corpus: cannot create the test's network namespace "
-                            f"(unshare CLONE_NEWNET): {os.strerror(err)}")
-        try:
-            loopback_up()
-            yield current()
-        finally:
-            if libc.setns(home, CLONE_NEWNET) != 0:
-                err = ctypes.get_errno()
-                # Staying in the test's namespace would put every later test in it.
-                raise ZdtmError(f"corpus: cannot return to the runner's network namespace "
-                                f"(setns): {os.strerror(err)}")
-    finally:
-        os.close(home)
+    with unshared("net", CLONE_NEWNET, "network namespace") as ns:
+        loopback_up()
+        yield ns
