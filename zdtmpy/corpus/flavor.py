@@ -219,11 +219,43 @@ def short_alias(workdir: Path) -> Path:
     Upstream's tests name unix sockets by get_current_dir_name() (which takes $PWD) plus a
     file name, and sun_path holds 108 bytes: a long results path would not fit. The caller
     removes the link at cleanup."""
-    link = Path(tempfile.gettempdir()) / f"zdtmpy-h-{os.getpid()}-{next(_aliases)}"
+    tmp = Path(tempfile.gettempdir())
+    n = next(_aliases)
+    if n == 0:
+        sweep_dead_aliases(tmp)
+    link = tmp / f"zdtmpy-h-{os.getpid()}-{n}"
     with contextlib.suppress(FileNotFoundError):
         link.unlink()  # a crashed run's, with our pid
     link.symlink_to(workdir)
     return link
+
+
+def sweep_dead_aliases(tmp: Path) -> list[Path]:
+    """Remove the aliases of runs whose worker died before its cleanup (SIGKILL, a killed
+    xdist worker): our own symlinks named by a pid that no longer runs. Returns them."""
+    gone = []
+    for link in tmp.glob("zdtmpy-h-*-*"):
+        try:
+            pid = int(link.name.split("-")[2])
+            st = link.lstat()
+        except (IndexError, ValueError, OSError):
+            continue
+        if not stat.S_ISLNK(st.st_mode) or st.st_uid != os.geteuid() or _runs(pid):
+            continue
+        with contextlib.suppress(OSError):
+            link.unlink()
+            gone.append(link)
+    return gone
+
+
+def _runs(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _mounted(path: Path) -> bool:
