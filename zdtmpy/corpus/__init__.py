@@ -11,7 +11,7 @@ Rooms, in the order data flows through them:
 * `flavor`   -- the h / ns / uns environments and each ns test's root laid out as upstream's
 * `netns`, `mntns`, `pidns`, `ipcns`, `timens` -- the per-test network, mount, (h) PID, IPC
   and time namespaces upstream's `zdtm_ct` gives (`pidns` starts `nsinit.c` as pid 1;
-  `unshared`: the thread in a namespace of its own and back, for net and IPC)
+  `unshared`: the thread in a namespace of its own and back, for net, IPC and PID)
 * `protocol` -- the upstream start/stop protocol, as the workload interface cycles use
 * `hooks`    -- the `.hook` call points; `state` -- upstream's visible-state rules
 * `sysprep`  -- hugepages and the `zdtmtst` hierarchies, shared by the machine's sessions

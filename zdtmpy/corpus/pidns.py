@@ -20,7 +20,6 @@ is left in the namespace. If the runner dies, nsinit sees EOF or its parent-deat
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import hashlib
 import os
 import select
@@ -33,16 +32,13 @@ from pathlib import Path
 from .. import spawnns
 from ..errors import ZdtmError
 from ..isolation import children
+from .unshared import unshared
 
 CLONE_NEWPID = 0x20000000
 START_TIMEOUT = 10.0
 END_TIMEOUT = 10.0
 _POLL = 0.002
 SOURCE = Path(__file__).with_name("nsinit.c")
-
-
-def _libc() -> ctypes.CDLL:
-    return ctypes.CDLL(None, use_errno=True)
 
 
 def nsinit_binary() -> Path:
@@ -160,22 +156,10 @@ def private_pidns() -> Iterator[ItemPidNs]:
     """Run the body with what this thread starts inside spawnns.spawning() born in a new PID
     namespace (pid 1: nsinit) and in its mount namespace (its /proc)."""
     exe = nsinit_binary()
-    libc = _libc()
-    home = os.open("/proc/thread-self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        if libc.unshare(CLONE_NEWPID) != 0:
-            raise ZdtmError(f"corpus: cannot create the test's PID namespace (unshare "
-                            f"CLONE_NEWPID): {os.strerror(ctypes.get_errno())}")
-        try:
-            init = _start_init(exe)  # the first child: pid 1
-        finally:
-            # Back to the thread's own namespace for children at once: a thread whose
-            # children's namespace is another cannot start threads; spawnns steps in.
-            if libc.setns(home, CLONE_NEWPID) != 0:
-                raise ZdtmError(f"corpus: cannot return to the runner's PID namespace "
-                                f"(setns): {os.strerror(ctypes.get_errno())}")
-    finally:
-        os.close(home)
+    # The thread's children's namespace is the new one only while nsinit starts: a thread
+    # whose children's namespace is another cannot start threads; spawnns steps in later.
+    with unshared("pid", CLONE_NEWPID, "PID namespace"):
+        init = _start_init(exe)  # the first child: pid 1
     level = 1
     try:
         ns = ItemPidNs(init)
