@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..corpus import firewall, leftmounts, sysprep
+from ..corpus import firewall, leftmounts
 from ..sysstate import Snapshot
 
 HUGEPAGES = "vm/nr_hugepages"
@@ -24,9 +24,6 @@ class Before:
     snapshot: Snapshot
     rules: dict[str, list[str]]
     mounts: set[int]
-    # upstream's named hierarchies alive before (zdtm_mount_cgroups makes them, with a
-    # holder cgroup, and they outlive a failing run unmounted: a mount table never shows them)
-    hierarchies: frozenset[str] = frozenset()
 
     @classmethod
     def take(cls, proc_sys: Path = Path("/proc/sys")) -> Before:
@@ -35,21 +32,13 @@ class Before:
         except OSError:
             huge = None
         return cls(huge, Snapshot.take(ours={}), firewall.snapshot(),
-                   {m.mount_id for m in leftmounts.table()},
-                   frozenset(n for n in sysprep.HIERARCHIES if sysprep.hierarchy_exists(n)))
+                   {m.mount_id for m in leftmounts.table()})
 
     def put_back(self, proc_sys: Path = Path("/proc/sys")) -> list[str]:
         """Undo what appeared since `take`; one line per thing found."""
         done = leftmounts.remove_new(self.mounts)
         done += firewall.remove_added(self.rules)
         done += self.snapshot.restore()
-        for name in sysprep.HIERARCHIES:
-            if name in self.hierarchies or not sysprep.hierarchy_exists(name):
-                continue
-            gone = sysprep.drop_hierarchy(name)
-            done.append(f"cgroup hierarchy name={name}: " + (
-                "its cgroups removed, unmounted (the kernel frees it)" if gone
-                else "could not be emptied (a process still in it?)"))
         if self.hugepages is not None:
             path = proc_sys / HUGEPAGES
             try:

@@ -64,27 +64,6 @@ def _with_mount(name: str, action: Callable[[Path], object]) -> bool:
             os.rmdir(tmp)
 
 
-def hierarchy_exists(name: str) -> bool:
-    """The named cgroup v1 hierarchy `name` is alive (mounted or holding cgroups)."""
-    return _hierarchy_exists(name)
-
-
-def drop_hierarchy(name: str) -> bool:
-    """Remove every (empty) cgroup of the named hierarchy, deepest first; once unmounted
-    with no cgroup left, the kernel destroys it. False when it could not be mounted or a
-    cgroup stayed (a process still in it)."""
-    left: list[str] = []
-
-    def empty(root: Path) -> None:
-        for dirpath, _dirs, _files in sorted(os.walk(root, topdown=False), reverse=True):
-            if Path(dirpath) != root:
-                with contextlib.suppress(OSError):
-                    os.rmdir(dirpath)
-        left.extend(p.name for p in root.iterdir() if p.is_dir())
-
-    return _with_mount(name, empty) and not left
-
-
 class Prepared:
     """This session's part in the machine-wide corpus setup."""
 
