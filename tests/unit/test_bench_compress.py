@@ -83,8 +83,19 @@ def test_tiny_run_table_and_json(tmp_path, capsys):
             assert ref["ratio"] > 0.99   # frame overhead on random data
         assert all(r["vs_lz4"]["compress"] > 0 for r in res["results"])
     assert "targets (x lz4, wall)" in text
-    assert "region never slower than per-page (wall)" in text
     assert "region never slower than per-page (CPU seconds)" in text
+    # region against per-page, per pattern and direction, with the coder's own cost
+    cmp = res["region_vs_page"]
+    assert {(r["pattern"], r["action"]) for r in cmp} == \
+        {(p, a) for p in PATTERNS for a in ("compress", "decompress")}
+    for r in cmp:
+        assert r["coder_cpu"] is not None and r["coder_cpu"] > 0
+        line = next(ln for ln in text.splitlines()
+                    if ln.split()[:2] == [r["pattern"], r["action"]])
+        assert ("ok" if r["met"] else "NOT met: ") in line
+    summary = next(ln for ln in text.splitlines()
+                   if ln.startswith("region never slower than per-page: "))
+    assert summary.endswith("met") == all(r["met"] for r in cmp)
     # the codec in memory against python-lz4 on one core, per pattern and layout
     assert {(r["pattern"], r["mode"]) for r in res["memory"]} == rows
     for r in res["memory"]:
@@ -112,6 +123,7 @@ def test_tiny_run_table_and_json(tmp_path, capsys):
     for r in res["memory"]:
         for action in ("compress", "decompress"):
             assert 0 <= r[action]["ceiling_data_cpu_s"] <= r[action]["ceiling_cpu_s"] + 1e-6
+            assert r[action]["coder_cpu_s"] >= 0
     assert not [p for p in tmp_path.iterdir() if p.name.startswith("zdtmpy-bench")]
 
 
@@ -151,3 +163,46 @@ def test_bound_is_never_below_the_ratio_reached():
     assert row["bounds"]["compress"]["bound"] == pytest.approx(4.0)
     assert row["bounds"]["decompress"]["floor_s"] == 0.3        # write floor over CPU 0.05
     assert row["bounds"]["decompress"]["bound"] == pytest.approx(5.0)
+
+
+def _layout_result(region_c: float, page_c: float, coder_r: float, coder_p: float) -> dict:
+    def row(mode, c):
+        return {"pattern": "text", "mode": mode,
+                "compress": {"seconds": c, "cpu_seconds": 2 * c},
+                "decompress": {"seconds": 0.5, "cpu_seconds": 0.8}}
+
+    def mem(mode, coder):
+        return {"pattern": "text", "mode": mode, "bytes": 1 << 20,
+                "compress": {"coder_cpu_s": coder}, "decompress": {"coder_cpu_s": 0.1}}
+
+    return {"region_size": 256 << 10,
+            "results": [row("page", page_c), row("region", region_c)],
+            "memory": [mem("page", coder_p), mem("region", coder_r)]}
+
+
+def test_region_vs_page_names_the_coder_when_region_loses():
+    from zdtmpy.bench.compress_layouts import compare, lines
+
+    rows = compare(_layout_result(1.05, 1.00, 0.21, 0.20))
+    c = next(r for r in rows if r["action"] == "compress")
+    assert not c["met"]
+    assert c["wall"] == pytest.approx(1.05) and c["coder_cpu"] == pytest.approx(1.05)
+    assert "LZ4 itself costs 1.05x per byte on 256 KiB blocks" in c["why"]
+    d = next(r for r in rows if r["action"] == "decompress")
+    assert d["met"] and d["why"] == ""
+    text = "\n".join(lines(rows))
+    assert "region never slower than per-page: NOT met (text compress)" in text
+    # region slower, but its coder is not: the difference is what the line gives
+    c = next(r for r in compare(_layout_result(1.05, 1.00, 0.19, 0.20))
+             if r["action"] == "compress")
+    assert c["why"] == "by 50.0 ms of 1000.0"
+    assert lines(compare(_layout_result(0.9, 1.0, 0.3, 0.2)))[-1] == \
+        "region never slower than per-page: met"
+
+
+def test_write_seconds_both_ways_leave_nothing(tmp_path):
+    from zdtmpy.bench.compress_bounds import write_seconds
+
+    for behind in (False, True):
+        assert write_seconds(tmp_path, 9 << 20, behind) > 0
+        assert list(tmp_path.iterdir()) == []

@@ -62,7 +62,9 @@ def _codec(data: bytes, block: int) -> dict[str, Any]:
     """zdtmpy's codec as the writer drives it: chunks on the pool's threads, encodings into
     reused buffers; decoding into reused buffers the same way. The chunks are in buffers of
     their own before the clock starts (the writer reads them into pooled buffers), and the
-    encodings are not copied anywhere (the writer hands them to pwritev as they are)."""
+    encodings are not copied anywhere (the writer hands them to pwritev as they are).
+    Per action: (wall s, CPU s) through the pool, and the CPU seconds of the same chunks
+    coded one after the other on this thread."""
     from ..codec.coding import LZ4_CODEC
     from ..compress.pipeline import chunk_size, ordered_map, shared_pool, workers
 
@@ -102,9 +104,18 @@ def _codec(data: bytes, block: int) -> dict[str, Any]:
         for _ in ordered_map(decode_one, zip(chunks, stored)):
             pass
 
+    def enc_here() -> None:   # the same work on this thread alone: no pool, no hand-offs
+        for src in chunks:
+            outs.put(encode_one(src)[2])
+
+    def dec_here() -> None:
+        for item in zip(chunks, stored):
+            decode_one(item)
+
     cw, cc = _timed(enc)
     dw, dc = _timed(dec)
-    return {"compress": (cw, cc), "decompress": (dw, dc)}
+    return {"compress": (cw, cc, _timed(enc_here)[1]),
+            "decompress": (dw, dc, _timed(dec_here)[1])}
 
 
 def measure(data: bytes, block: int) -> dict[str, Any]:
@@ -117,10 +128,13 @@ def measure(data: bytes, block: int) -> dict[str, Any]:
     ours = _codec(data, block)
     row: dict[str, Any] = {"block": block, "bytes": size, "threads": workers()}
     for action in ("compress", "decompress"):
-        (cw, cc, data_cc), (ow, oc) = ceiling[action], ours[action]
+        (cw, cc, data_cc), (ow, oc, one) = ceiling[action], ours[action]
         row[action] = {
             "ceiling_mbps": size / cw / 1e6, "codec_mbps": size / ow / 1e6,
             "ceiling_cpu_s": cc, "codec_cpu_s": oc,
+            # the coder's own work, chunk by chunk on one thread (what a layout costs per
+            # byte, without the pool's hand-offs)
+            "coder_cpu_s": one,
             "ceiling_data_cpu_s": data_cc,   # of that, the blocks that are not all zero
             "ratio": cw / ow,               # codec speed / one-core ceiling (wall)
             "cpu_ratio": cc / oc if oc else None,   # CPU per byte: ceiling / codec

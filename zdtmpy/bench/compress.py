@@ -14,12 +14,13 @@ Every decompression is checked against the original pages (CRC-32) outside the t
 MB/s are 10^6 bytes of uncompressed data per second. Ratios "x lz4" are our speed divided by
 the reference's on the same data in the same run. Targets (ratio to the reference):
 region compress >= 2.5, per-page compress >= 1.5, decompress >= 3.0, peak RSS < 128 MiB;
-region never slower than per-page. CPU-second ratios are printed beside the wall ratios,
-and the codec in memory against python-lz4 on one core (zdtmpy.bench.codecmem). Per pattern,
-layout and direction a second table gives wall and CPU seconds of ours, of lz4 and of
-python-lz4 on one core, and the floor under any codec's wall time here (writing the output,
-the LZ4 library's CPU over the cores: zdtmpy.bench.compress_bounds): a target above lz4's
-time over that floor is marked out of reach, with the figures that show it.
+region never slower than per-page (zdtmpy.bench.compress_layouts). CPU-second ratios are
+printed beside the wall ratios, and the codec in memory against python-lz4 on one core
+(zdtmpy.bench.codecmem). Per pattern, layout and direction a second table gives wall and
+CPU seconds of ours, of lz4 and of python-lz4 on one core, and the floor under any codec's
+wall time here (writing the output, the LZ4 library's CPU over the cores:
+zdtmpy.bench.compress_bounds): a target above lz4's time over that floor is marked out of
+reach, with the figures that show it.
 
 Patterns: zero; mixed (runs of 1-64 pages: 50% zero, 25% repeated text, 25% random);
 random; text (generated log-like lines); elf (system binaries from /usr/bin and /usr/lib).
@@ -44,6 +45,7 @@ from typing import Any, Protocol, TextIO, cast
 
 from . import BenchError, Record, chart, figures
 from .compress_bounds import add_bounds, stored_bytes, write_floor
+from .compress_layouts import compare as compare_layouts
 from .compress_table import TARGETS, make_row, mbps, row_line, table
 from .patterns import PAGE, PATTERNS, file_crc, make_dataset, pattern_pieces
 
@@ -319,6 +321,7 @@ def measure(size: int, patterns: list[str], modes: list[str], region: int,
     finally:
         shutil.rmtree(work, ignore_errors=True)
     result["loadavg_after"] = os.getloadavg()
+    result["region_vs_page"] = compare_layouts(result)
     return result
 
 
