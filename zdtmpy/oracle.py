@@ -42,6 +42,8 @@ def _compare(reader: PageReader, manifest: Manifest, limit: int) -> list[str]:
     from .errors import ImageError
 
     problems: list[str] = []
+    # one buffer for every chunk: read_into fills it in place (no fresh pages to fault in)
+    chunk = memoryview(bytearray(CHUNK_PAGES * PAGE))
     for region in manifest.regions:
         done = 0
         while done < region.pages and len(problems) < limit:
@@ -53,7 +55,8 @@ def _compare(reader: PageReader, manifest: Manifest, limit: int) -> list[str]:
                 if key is None:  # a shared file mapping: its pages are in the file
                     done += n
                     continue
-                data = reader.read(key, addr, n, missing=_hole_source(reader, key, addr))
+                data = chunk[:n * PAGE]
+                reader.read_into(key, addr, data, missing=_hole_source(reader, key, addr))
             except ImageError as exc:
                 problems.append(f"pid {region.pid} region {region.label} at {vaddr:#x}: {exc}")
                 break

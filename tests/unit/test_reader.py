@@ -126,3 +126,23 @@ def test_fixture_plain_and_compressed_read_the_same():
     for pid in plain.pids():
         for e in plain.layers[0].pagemaps[pid].entries:
             assert comp.read(pid, e.vaddr, e.nr_pages) == plain.read(pid, e.vaddr, e.nr_pages)
+
+
+@pytest.mark.parametrize("spec", [None, Compression("page"), Compression("region", 2 * PS)])
+def test_read_into_a_dirty_buffer_equals_read(tmp_path, spec):
+    """read_into writes every byte of a reused buffer: zero blocks (one by one and through
+    the batch decoder), holes read as zeros, plain and compressed entries."""
+    data = bytes(2 * PS) + text(2, b"a") + bytes(4 * PS) + rand(2, 7) + bytes(PS)
+    make_layer(tmp_path, {1: [(A, 11, P, data)]}, spec=spec)
+    r = PageReader(tmp_path)
+    for start, n in ((0, 11), (0, 1), (2, 6), (4, 4), (8, 3)):
+        buf = bytearray(b"\xaa" * (n + 2) * PS)                 # stale bytes everywhere
+        r.read_into(1, A + start * PS, memoryview(buf)[:n * PS])
+        assert bytes(buf[:n * PS]) == r.read(1, A + start * PS, n) \
+            == data[start * PS:(start + n) * PS]
+        assert buf[n * PS:] == b"\xaa" * 2 * PS                # nothing past the view
+    buf = bytearray(b"\xaa" * 3 * PS)                          # a hole before the entry
+    r.read_into(1, A - 2 * PS, buf, missing="zero")
+    assert bytes(buf) == bytes(2 * PS) + data[:PS]
+    with pytest.raises(ValueError, match="whole pages"):
+        r.read_into(1, A, bytearray(PS + 1))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import bisect
 import os
 from collections.abc import Callable
-from typing import NamedTuple, NoReturn, Union
+from typing import NamedTuple, NoReturn, Union, cast
 
 from ..codec.coding import decode_block, decode_span_into
 from ..errors import ImageError
@@ -132,15 +132,23 @@ class PageReader:
         of the top layer covers as zeros (CRIU does not dump never-touched / zero-pfn pages);
         a function (start, stop) -> bytes supplies them (filemap.private_file_source: what
         restore maps there); by default they are an ImageError."""
+        out = bytearray(npages * PAGE_SIZE)
+        self.read_into(pid, vaddr, out, missing)
+        return bytes(out)
+
+    def read_into(self, pid: int | tuple[str, int], vaddr: int, out: bytearray | memoryview,
+                  missing: Missing = "error") -> None:
+        """read() into a caller's writable buffer of whole pages (reused across calls: every
+        byte of it is written, holes included), without the copies read() makes."""
         if vaddr % PAGE_SIZE:
             raise ImageError(f"read at {vaddr:#x}: address is not page aligned")
         if missing not in ("error", "zero") and not callable(missing):
             raise ValueError(f"missing must be 'error', 'zero' or a function (start, stop) "
                              f"-> bytes, not {missing!r}")
-        key = _key(pid)
-        out = bytearray(npages * PAGE_SIZE)
-        self._fill(0, key, vaddr, vaddr + len(out), out, vaddr, missing, None)
-        return bytes(out)
+        view = memoryview(out).cast("B")
+        if len(view) % PAGE_SIZE:
+            raise ValueError(f"out has {len(view)} bytes, not whole pages")
+        self._fill(0, _key(pid), vaddr, vaddr + len(view), view, vaddr, missing, None)
 
     def locate(self, pid: int | tuple[str, int], vaddr: int) -> PageLocation:
         """Where the bytes of the page at vaddr are stored (following PE_PARENT)."""
@@ -212,7 +220,7 @@ class PageReader:
             raise ImageError(f"{pm.path}: entry {e.index} at {e.vaddr:#x} is PE_PARENT but "
                              f"{self.layers[li].path} has no parent link")
 
-    def _fill(self, li: int, key: PagemapKey, start: int, stop: int, out: bytearray,
+    def _fill(self, li: int, key: PagemapKey, start: int, stop: int, out: memoryview,
               origin: int, missing: Missing, child: Child) -> None:
         pm = self._pagemap(li, key)
         pos = start
@@ -225,7 +233,9 @@ class PageReader:
                     self._hole(li, key, pos, end, child)
                 if callable(missing):  # what restore maps there (a private file's bytes)
                     out[pos - origin:end - origin] = missing(pos, end)
-                pos = end  # else left as zeros
+                else:
+                    out[pos - origin:end - origin] = bytes(end - pos)
+                pos = end
                 continue
             end = min(stop, e.end)
             if e.flags & PE_PRESENT:
@@ -235,20 +245,19 @@ class PageReader:
                 self._fill(li + 1, key, pos, end, out, origin, "error", (li, pm, e))
             pos = end
 
-    def _copy(self, li: int, pm: Pagemap, e: Entry, a: int, b: int, out: bytearray,
+    def _copy(self, li: int, pm: Pagemap, e: Entry, a: int, b: int, out: memoryview,
               origin: int) -> None:
         p0 = (a - e.vaddr) // PAGE_SIZE
         p1 = (b - e.vaddr) // PAGE_SIZE
         fd = self._fd(li, pm)
         dst = a - origin
         assert e.offset is not None   # a present entry: layout() placed it
-        if e.sizes is None:
+        if e.sizes is None:  # plain pages: read straight into `out`
             n = (p1 - p0) * PAGE_SIZE
-            plain = os.pread(fd, n, e.offset + p0 * PAGE_SIZE)
-            if len(plain) != n:
+            got = os.preadv(fd, [out[dst:dst + n]], e.offset + p0 * PAGE_SIZE)
+            if got != n:
                 raise ImageError(f"{pm.pages_path}: short read for entry {e.index} of "
-                                 f"{pm.name} ({len(plain)} of {n} bytes)")
-            out[dst:dst + n] = plain
+                                 f"{pm.name} ({got} of {n} bytes)")
             return
         bp = e.block_pages
         b0, b1 = p0 // bp, (p1 - 1) // bp + 1
@@ -267,7 +276,11 @@ class PageReader:
             span = min(b1 * bp, e.nr_pages) * PAGE_SIZE - start
             sizes = e.sizes[b0:b1]
             if start == lo_want and start + span == hi_want:
-                if decode_span_into(buf, sizes, bp * PAGE_SIZE, span, out, dst):
+                if 0 in sizes:  # the decoder skips zero blocks: `out` may be reused
+                    out[dst:dst + span] = bytes(span)
+                # (typed bytearray, the decoder takes any writable buffer)
+                if decode_span_into(buf, sizes, bp * PAGE_SIZE, span, cast(bytearray, out),
+                                    dst):
                     return
             else:
                 tmp = bytearray(span)
@@ -275,18 +288,18 @@ class PageReader:
                     out[dst:dst + hi_want - lo_want] = \
                         memoryview(tmp)[lo_want - start:hi_want - start]
                     return
-        # decode block by block straight into `out` (which starts as zeros: zero blocks
-        # need nothing), copying only the pages asked for
+        # decode block by block straight into `out`, copying only the pages asked for
         mv = memoryview(buf)
         pos = 0
         for i, size in enumerate(e.sizes[b0:b1], b0):
             stored = mv[pos:pos + size]
             pos += size
-            if size == 0:
-                continue
             nbytes = e.block_bytes(i)
             start = i * bp * PAGE_SIZE
             lo, hi = max(start, lo_want), min(start + nbytes, hi_want)
+            if size == 0:  # a zero block
+                out[base + lo:base + hi] = bytes(hi - lo)
+                continue
             data: bytes | memoryview
             try:
                 data = stored if size == nbytes else decode_block(stored, size, nbytes)
