@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import platform
+import threading
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -181,6 +182,24 @@ def _probe_criu(config: pytest.Config) -> None:
         explicit = config.getoption("criu_bin") or os.environ.get("ZDTM_CRIU")
         if explicit or config.getoption("zdtm_require_criu"):
             raise pytest.UsageError(f"zdtmpy: {found}")
+    elif not hasattr(config, "workerinput") and config.getoption("numprocesses", None):
+        # An xdist controller: ask the features that decide skips now, beside its own
+        # start-up and the first worker's, not in pytest_configure_node, which every
+        # worker's start waits for.
+        asking = threading.Thread(target=properties.criu_features, args=(found,),
+                                  name="zdtmpy-criu-features", daemon=True)
+        asking.start()
+        config.stash[FEATURES_KEY] = asking
+
+
+FEATURES_KEY = pytest.StashKey[threading.Thread]()
+
+
+def _features_asked(config: pytest.Config) -> None:
+    """Wait for the controller's early feature probe (if any), so nobody asks twice."""
+    asking = config.stash.get(FEATURES_KEY, None)
+    if asking is not None:
+        asking.join()
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -191,6 +210,7 @@ def pytest_configure_node(node: WorkerNode) -> None:
 
     found = criu_of(node.config)
     if not isinstance(found, Exception):   # a Criu, not the CriuNotFound
+        _features_asked(node.config)
         properties.criu_features(found)
         node.workerinput["zdtmpy_criu"] = found.handoff()
 
@@ -199,6 +219,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     from .criuchoice import criu_of
 
     found = criu_of(config)
+    _features_asked(config)
     kernel = f"kernel {platform.release()} {platform.machine()}"
     swept = config.stash.get(SWEPT_KEY, [])
     if not isinstance(found, Exception):   # a Criu, not the CriuNotFound
