@@ -40,3 +40,11 @@ class BlockAlgorithm(Protocol):
         zero runs, memoryviews into out or src, adjacent data merged), or None when there
         is no fast path here or a block is bad (the caller decodes again block by block to
         say why)."""
+
+    def decode_whole_into(self, src: Buffer, stored_len: int, sizes: Sequence[int],
+                          block_bytes: int, total_bytes: int, out: Buffer, out_offset: int,
+                          zero_fill: bool = True) -> bool | None:
+        """Whole-record fast path for a reader that wants the bytes only: all of
+        out[out_offset:out_offset + total_bytes] written (zero blocks zero-filled when
+        zero_fill, else left alone), no pieces. True when done, False when a block is bad
+        or the blocks do not cover total_bytes, None when there is no fast path here."""

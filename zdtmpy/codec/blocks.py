@@ -219,6 +219,18 @@ class BlockCodec:
         return self.algorithm.decode_into(buf, len(buf), sizes, block_bytes, total_bytes,
                                           out, out_offset) is not None
 
+    def decode_whole_into(self, buf: Buffer, sizes: Sequence[int], block_bytes: int,
+                          total_bytes: int, out: Buffer, out_offset: int = 0,
+                          zero_fill: bool = True) -> bool:
+        """All total_bytes of consecutive blocks into `out` from out_offset on, in one go
+        where the algorithm can (zero blocks zero-filled when zero_fill, else left alone:
+        out holds zeros there already). False, out's range then undefined, when there is
+        no fast path or a block is bad: the caller decodes block by block (which says why)."""
+        if len(sizes) == 0:
+            return False
+        return bool(self.algorithm.decode_whole_into(buf, len(buf), sizes, block_bytes,
+                                                     total_bytes, out, out_offset, zero_fill))
+
     def decode_span(self, buf: Buffer, sizes: Sequence[int], first_block: int,
                     block_bytes: Callable[[int], int],
                     where: Callable[[int], str]) -> list[bytes]:

@@ -28,3 +28,4 @@ decode_chunk = LZ4_CODEC.decode_chunk
 decode_into = LZ4_CODEC.decode_into
 decode_span_into = LZ4_CODEC.decode_span_into
 decode_span = LZ4_CODEC.decode_span
+decode_whole_into = LZ4_CODEC.decode_whole_into

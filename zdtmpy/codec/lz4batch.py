@@ -154,6 +154,35 @@ def decode(nat: Native, src: Buffer, stored_len: int, sizes: Sequence[int], bloc
     return pieces
 
 
+def decode_whole(nat: Native, src: Buffer, stored_len: int, sizes: Sequence[int],
+                 block_bytes: int, total_bytes: int, out: Buffer, out_offset: int = 0,
+                 zero_fill: bool = True) -> bool:
+    """All of out[out_offset:out_offset + total_bytes] from the blocks, one C call, nothing
+    reported back (no pieces, no scan for zero pages): raw blocks copied, zero blocks
+    zero-filled when zero_fill, else left alone (`out` holds zeros there already, e.g.
+    fresh memory). out: a writable buffer. False when a block is bad (the caller decodes
+    again to say which) or the blocks do not cover total_bytes."""
+    assert nat.batch_decode is not None
+    nblocks = len(sizes)
+    if total_bytes <= 0 or nblocks * block_bytes < total_bytes or \
+            nblocks * block_bytes - total_bytes >= block_bytes:
+        return False
+    if out_offset + total_bytes > len(out) or stored_len > len(src):
+        raise ValueError("decode_whole: buffers smaller than the sizes given")
+    try:
+        sz = sizes if type(sizes) is array and sizes.typecode == "I" else array("I", sizes)
+    except OverflowError:
+        return False
+    runs = array("q", bytes(24 * (nblocks + 1)))   # unit 0: a run per block at most
+    src_pin, sa = address(src if stored_len else b"")
+    out_pin, oa = address(out)
+    k = nat.batch_decode(sa, stored_len, sz.buffer_info()[0], nblocks, block_bytes,
+                         total_bytes, oa + out_offset, 1 if zero_fill else 0, 1,
+                         nat.decompress_ptr, runs.buffer_info()[0], 0)
+    del src_pin, out_pin
+    return k >= 0
+
+
 def merge_pieces(pieces: Sequence[Piece]) -> bytes:
     """The bytes that pieces stand for (to compare two decoders, which may split zero runs
     differently: the batch decoder also reports zero pages inside data blocks)."""

@@ -61,3 +61,8 @@ class PythonLZ4:
                     block_bytes: int, total_bytes: int, out: bytearray,
                     out_offset: int, fill: bool = True) -> list[Piece] | None:
         return None
+
+    def decode_whole_into(self, src: Buffer, stored_len: int, sizes: Sequence[int],
+                          block_bytes: int, total_bytes: int, out: Buffer, out_offset: int,
+                          zero_fill: bool = True) -> bool | None:
+        return None

@@ -41,3 +41,12 @@ class LZ4:
                                    out, out_offset, fill=fill)
         return lz4native.decode_loop(nat, src, stored_len, sizes, block_bytes, total_bytes,
                                      out, out_offset)
+
+    def decode_whole_into(self, src: Buffer, stored_len: int, sizes: Sequence[int],
+                          block_bytes: int, total_bytes: int, out: Buffer, out_offset: int,
+                          zero_fill: bool = True) -> bool | None:
+        nat = lz4native.helper()
+        if nat is None or nat.batch_decode is None:
+            return None
+        return lz4batch.decode_whole(nat, src, stored_len, sizes, block_bytes, total_bytes,
+                                     out, out_offset, zero_fill)

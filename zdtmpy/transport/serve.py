@@ -10,6 +10,7 @@ fails the restore naming the file and block, it never hands criu wrong pages.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import sys
@@ -23,7 +24,9 @@ from typing import IO, BinaryIO
 
 from ..errors import ZdtmError
 from ..images.safeopen import IMAGE_MAX
-from .servefeed import records, write_all
+from . import pipegift
+from .pipegift import Arena
+from .servefeed import WRITE_STEP, records, write_all
 from .streamcheck import PAGEMAP, pagemap_summary, pages_mismatches
 from .streamformat import StreamError, check_name
 from .streamindex import FileIndex, StreamIndex, index_stream
@@ -150,14 +153,22 @@ class Serve:
 
     def _feed(self, name: str, fd: int, ahead: bool = True) -> None:
         sent = 0
+        # a big file's records go by reference (pipegift: criu's copy is then the only one
+        # on its critical path); a small one fed at once is not worth fresh memory
+        arena = Arena() if ahead and pipegift.usable() else None
         try:
             prepare_pipe(fd, name)
             fi = self.index.files[name]
-            with _open_stream(self.path) as src:
-                for rec in records(src.fileno(), fi.chunks, f"{self.path}: {name}", ahead):
+            with _open_stream(self.path) as src, contextlib.closing(records(
+                    src.fileno(), fi.chunks, f"{self.path}: {name}", ahead, arena)) as recs:
+                for rec in recs:
                     if self._stop.is_set():
                         raise StreamerError(f"{name}: serve stopped")
-                    sent += write_all(fd, rec.pieces, self.idle_timeout, name, self._stop)
+                    if rec.span is not None:
+                        sent += pipegift.splice_all(fd, rec.span.addr, rec.nbytes, WRITE_STEP,
+                                                    self.idle_timeout, name, self._stop)
+                    else:
+                        sent += write_all(fd, rec.pieces, self.idle_timeout, name, self._stop)
             if sent != fi.size:
                 raise StreamError(f"{self.path}: {name}: {sent} bytes, the stream said "
                                   f"{fi.size} (it changed after it was checked)")
@@ -173,6 +184,8 @@ class Serve:
             self.errors.append(f"{name}: internal error after {sent} bytes: {exc!r}")
             self.log(f"serve: {name}: internal error: {exc!r}")
         finally:
+            if arena is not None:
+                arena.close()
             os.close(fd)
 
 

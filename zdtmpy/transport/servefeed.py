@@ -17,10 +17,11 @@ import struct
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from typing import Union
 
 from ..errors import ImageError, StageTimeout
+from .pipegift import Arena, Span
 from .streamformat import (
     _BLK,
     BLOCKS,
@@ -65,16 +66,18 @@ class Buffers:
 
 
 class Loaded:
-    """One checked record: the pieces to write (views into `held`) until `release`."""
+    """One checked record: the pieces to write (views into `held`, or `span`'s fresh
+    memory to hand over by vmsplice) until `release`."""
 
-    __slots__ = ("offset", "pieces", "held", "nbytes")
+    __slots__ = ("offset", "pieces", "held", "nbytes", "span")
 
     def __init__(self, offset: int, pieces: list[View], held: list[bytearray],
-                 nbytes: int) -> None:
+                 nbytes: int, span: Span | None = None) -> None:
         self.offset = offset   # in the file
         self.pieces = pieces
         self.held = held
         self.nbytes = nbytes
+        self.span = span
 
 
 def _zero_views(n: int, add: Callable[[View], None]) -> None:
@@ -92,9 +95,11 @@ def _zero(buf: bytearray, n: int) -> None:
         mv[off:off + k] = ZERO[:k]
 
 
-def load_record(fd: int, pos: int, where: str, bufs: Buffers) -> Loaded:
+def load_record(fd: int, pos: int, where: str, bufs: Buffers,
+                arena: Arena | None = None) -> Loaded:
     """Read, check and decode the DATA/BLOCKS record at `pos` of an open stream file (pread:
-    any thread). StreamError naming `where` (the file) and the record on any problem."""
+    any thread). StreamError naming `where` (the file) and the record on any problem.
+    With an arena, the record's bytes end up in a fresh span of it (to hand over)."""
     head = os.pread(fd, RECORD_HEAD.size, pos)
     if len(head) < RECORD_HEAD.size:
         raise StreamError(f"{where}: truncated record header at byte {pos}")
@@ -102,41 +107,51 @@ def load_record(fd: int, pos: int, where: str, bufs: Buffers) -> Loaded:
     if rtype not in (DATA, BLOCKS) or length > MAX_PAYLOAD:
         raise StreamError(f"{where}: record at byte {pos} is not a data record any more")
     need = length + CRC.size
-    src = bufs.take(need)
+    span = arena.take(length) if arena is not None and rtype == DATA else None
+    src = bufs.take(CRC.size if span is not None else need)
     held = [src]
     try:
         smv = memoryview(src)
-        if os.preadv(fd, [smv[:need]], pos + RECORD_HEAD.size) < need:
+        into = [span.view, smv[:CRC.size]] if span is not None else [smv[:need]]
+        if os.preadv(fd, into, pos + RECORD_HEAD.size) < need:
             raise StreamError(f"{where}: truncated data record at byte {pos}")
-        payload = smv[:length]
-        if CRC.unpack_from(src, length)[0] != zlib.crc32(payload, zlib.crc32(head)):
+        payload = span.view if span is not None else smv[:length]
+        crc = CRC.unpack_from(src, 0 if span is not None else length)[0]
+        if crc != zlib.crc32(payload, zlib.crc32(head)):
             raise StreamError(f"{where}: checksum mismatch in the record at byte {pos} "
                               f"(file offset {offset}): the stream is corrupt")
         if rtype == DATA:
-            return Loaded(offset, [payload], held, length)
-        pieces = _decode(payload, length, f"{where} at file offset {offset}", bufs, held)
-        return Loaded(offset, pieces, held, sum(len(p) for p in pieces))
+            return Loaded(offset, [payload], held, length, span)
+        return _decode(payload, length, offset, where, bufs, held, arena)
     except BaseException:
         bufs.give(held)
+        if span is not None:
+            arena.release(span)  # type: ignore[union-attr]
         raise
 
 
-def _decode(payload: memoryview, length: int, where: str, bufs: Buffers,
-            held: list[bytearray]) -> list[View]:
-    from ..codec.coding import decode_into, decode_span_into
+def _decode(payload: memoryview, length: int, offset: int, where: str, bufs: Buffers,
+            held: list[bytearray], arena: Arena | None) -> Loaded:
+    from ..codec.coding import decode_into, decode_whole_into
 
+    where = f"{where} at file offset {offset}"
     bb, n, total = blocks_header(payload, length, where)
     start = _BLK.size + 4 * n
     sizes = struct.unpack_from(f"<{n}I", payload, _BLK.size)
     if sum(sizes) != length - start:
         raise StreamError(f"{where}: block sizes sum to {sum(sizes)}, the record holds "
                           f"{length - start} bytes")
+    if arena is not None:   # fresh memory is zeros: zero blocks need no writing
+        span = arena.take(total)
+        if decode_whole_into(payload[start:], sizes, bb, total, span.view, 0, False):
+            return Loaded(offset, [span.view[:total]], held, total, span)
+        arena.release(span)
     out = bufs.take(total)
     held.append(out)
-    _zero(out, total)   # zero blocks are skipped: then out[:total] is the whole record
-    if decode_span_into(payload[start:], sizes, bb, total, out):
-        return [memoryview(out)[:total]]   # one piece: no Python work per run of pages
-    try:   # no fast path here, or a bad block: decode again, saying which block
+    if decode_whole_into(payload[start:], sizes, bb, total, out):
+        return Loaded(offset, [memoryview(out)[:total]], held, total)  # one piece
+    _zero(out, total)   # no fast path here, or a bad block: decode again, saying which
+    try:
         parts = decode_into(payload[start:], length - start, sizes, bb, total, out)
     except ImageError as exc:
         raise StreamError(f"{where}: {exc}") from None
@@ -147,28 +162,44 @@ def _decode(payload: memoryview, length: int, where: str, bufs: Buffers,
             _zero_views(p, add)
         else:
             add(p)
-    return pieces
+    return Loaded(offset, pieces, held, sum(len(p) for p in pieces))
 
 
-def records(fd: int, positions: Sequence[int], where: str,
-            ahead: bool = True) -> Iterator[Loaded]:
+def records(fd: int, positions: Sequence[int], where: str, ahead: bool = True,
+            arena: Arena | None = None) -> Generator[Loaded, None, None]:
     """The checked records at `positions`, in order and back to back in the file, loaded
     in the shared thread pool a few records ahead (bounded: the pool's window), or by the
     caller's thread without `ahead`. A record's buffers are reused once the caller asks for
-    the next one."""
+    the next one. Close the generator (contextlib.closing) before freeing what the loads
+    use (the file, the arena)."""
     from ..compress.pipeline import ordered_map
 
     bufs = Buffers()
     expect = 0
-    load = (lambda pos: load_record(fd, pos, where, bufs))   # noqa: E731
-    for rec in ordered_map(load, positions) if ahead else map(load, positions):
-        if rec.offset != expect:
-            raise StreamError(f"{where}: record at file offset {rec.offset}, expected "
-                              f"{expect} (the stream changed after it was checked)")
-        expect += rec.nbytes
-        yield rec
-        bufs.give(rec.held)
-        rec.held = []
+    load = (lambda pos: load_record(fd, pos, where, bufs, arena))   # noqa: E731
+    loaded = ordered_map(load, positions) if ahead else map(load, positions)
+    try:
+        for rec in loaded:
+            if rec.offset != expect:
+                raise StreamError(f"{where}: record at file offset {rec.offset}, expected "
+                                  f"{expect} (the stream changed after it was checked)")
+            expect += rec.nbytes
+            yield rec
+            release(rec, bufs, arena)
+    finally:   # the pool's records still in flight are done before the caller goes on
+        close = getattr(loaded, "close", None)
+        if close is not None:
+            close()
+
+
+def release(rec: Loaded, bufs: Buffers, arena: Arena | None) -> None:
+    """The record is written or handed over: its buffers are free for the next ones."""
+    bufs.give(rec.held)
+    rec.held = []
+    if rec.span is not None and arena is not None:
+        rec.pieces = []   # views of memory that is unmapped next: never to be used again
+        arena.release(rec.span)
+        rec.span = None
 
 
 def write_all(fd: int, pieces: Sequence[View], idle: float, name: str,
