@@ -426,3 +426,17 @@ def test_a_blocks_record_built_in_a_pool_thread_is_the_writers_own(tmp_path):
     (tmp_path / "s").write_bytes(b.getvalue())
     idx = si.index_stream(tmp_path / "s")   # every CRC checked
     assert idx.files["pages-1.img"].size == len(data)
+
+
+def test_the_stream_crc_is_zlibs_crc32():
+    """The checksum in use (zlib-ng's where installed) gives zlib's values: streams written
+    with either read back with the other."""
+    import os
+    import zlib
+
+    from zdtmpy.transport.crc import crc32
+
+    for n in (0, 1, 7, 4096, 65537, 1 << 20):
+        data = os.urandom(n)
+        assert crc32(data) == zlib.crc32(data)
+        assert crc32(memoryview(bytearray(data)), 0x1234567) == zlib.crc32(data, 0x1234567)

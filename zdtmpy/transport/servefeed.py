@@ -16,11 +16,11 @@ import select
 import struct
 import threading
 import time
-import zlib
 from collections.abc import Callable, Generator, Sequence
 from typing import Union
 
 from ..errors import ImageError, StageTimeout
+from .crc import crc32
 from .pipegift import Arena, Span
 from .streamformat import (
     _BLK,
@@ -117,7 +117,7 @@ def load_record(fd: int, pos: int, where: str, bufs: Buffers,
             raise StreamError(f"{where}: truncated data record at byte {pos}")
         payload = span.view if span is not None else smv[:length]
         crc = CRC.unpack_from(src, 0 if span is not None else length)[0]
-        if crc != zlib.crc32(payload, zlib.crc32(head)):
+        if crc != crc32(payload, crc32(head)):
             raise StreamError(f"{where}: checksum mismatch in the record at byte {pos} "
                               f"(file offset {offset}): the stream is corrupt")
         if rtype == DATA:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import struct
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO, NoReturn
@@ -25,6 +24,7 @@ from typing import BinaryIO, NoReturn
 from ..codec import LAYOUT_BY_ID, OFF, Compression
 from ..codec.algorithm import Buffer
 from ..errors import ImageError
+from .crc import crc32
 
 MAGIC = b"ZDTMSTRM"
 VERSION = 1
@@ -82,7 +82,7 @@ class Header:
 def encode_header(compression: Compression) -> bytes:
     region_size = compression.region_size if compression.is_region else 0
     head = _HEAD.pack(MAGIC, VERSION, compression.layout_id, 0, region_size)
-    return head + CRC.pack(zlib.crc32(head))
+    return head + CRC.pack(crc32(head))
 
 
 def decode_header(data: bytes, where: str) -> Header:
@@ -92,7 +92,7 @@ def decode_header(data: bytes, where: str) -> Header:
     magic, version, layout_id, _, region = _HEAD.unpack_from(data)
     if magic != MAGIC:
         raise StreamError(f"{where}: not a zdtmpy stream (magic {magic!r}, expected {MAGIC!r})")
-    if CRC.unpack_from(data, _HEAD.size)[0] != zlib.crc32(data[:_HEAD.size]):
+    if CRC.unpack_from(data, _HEAD.size)[0] != crc32(data[:_HEAD.size]):
         raise StreamError(f"{where}: stream header checksum mismatch (corrupt header)")
     if version != VERSION:
         raise StreamError(f"{where}: stream version {version} is not supported (only {VERSION})")
@@ -109,7 +109,7 @@ def encode_record(rtype: int, file_id: int, offset: int,
                   payload: Buffer = b"") -> tuple[bytes, int]:
     """A record's header and the CRC of header and payload."""
     head = RECORD_HEAD.pack(rtype, 0, 0, file_id, offset, len(payload))
-    crc = zlib.crc32(payload, zlib.crc32(head))
+    crc = crc32(payload, crc32(head))
     return head, crc
 
 
@@ -121,7 +121,7 @@ def blocks_record(fid: int, offset: int, block_bytes: int, decoded_len: int,
     prefix = _BLK.pack(block_bytes, len(sizes), decoded_len) + \
         struct.pack(f"<{len(sizes)}I", *sizes)
     head = RECORD_HEAD.pack(BLOCKS, 0, 0, fid, offset, len(prefix) + len(payload))
-    crc = zlib.crc32(payload, zlib.crc32(prefix, zlib.crc32(head)))
+    crc = crc32(payload, crc32(prefix, crc32(head)))
     return head + prefix, payload, CRC.pack(crc)
 
 
@@ -340,7 +340,7 @@ class StreamReader:
                            start)
             payload = body[:length]
             (crc,) = CRC.unpack_from(body, length)
-            if crc != zlib.crc32(payload, zlib.crc32(head)):
+            if crc != crc32(payload, crc32(head)):
                 self._fail(f"checksum mismatch in a {TYPE_NAMES[rtype]} record of "
                            f"{self._name(fid)} (file offset {offset}): the stream is corrupt",
                            start)

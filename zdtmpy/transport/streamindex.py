@@ -4,11 +4,11 @@ them in criu's order, not the stream's)."""
 from __future__ import annotations
 
 import os
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .crc import crc32
 from .streamformat import (
     BLOCKS,
     CRC,
@@ -89,8 +89,8 @@ def _crc_checked(reader: StreamReader, fd: int) -> Iterator[Record]:
         body = os.pread(fd, need, start)
         if len(body) < need:
             return True   # truncated: the scan says so
-        crc = zlib.crc32(memoryview(body)[RECORD_HEAD.size:need - CRC.size],
-                         zlib.crc32(memoryview(body)[:RECORD_HEAD.size]))
+        crc = crc32(memoryview(body)[RECORD_HEAD.size:need - CRC.size],
+                         crc32(memoryview(body)[:RECORD_HEAD.size]))
         return bool(crc == CRC.unpack_from(body, need - CRC.size)[0])
 
     for (rec, (start, rtype, fid, offset, _)), ok in ordered_map(
