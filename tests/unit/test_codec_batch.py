@@ -297,3 +297,22 @@ def test_one_nonzero_byte_is_data_to_the_batch_coder(at):
     pieces = lz4batch.decode(nat, stored, len(stored), sizes, PS, len(data),
                              bytearray(len(data)), fill=False)
     assert merged(pieces) == data and [p for p in pieces if isinstance(p, int)] == [PS, PS]
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["native", "memcmp"])
+def test_all_zero_sees_every_byte_and_only_the_first_n(native, monkeypatch):
+    """The chunk zero test the writer's feed() runs before handing a chunk to a worker."""
+    codec = coding.LZ4_CODEC
+    if native:
+        batch()
+    else:
+        monkeypatch.setattr(lz4native.HELPER, "native", False)
+    n = 3 * PS + 100
+    assert codec.all_zero(bytearray(n), n)
+    for at in (0, 7, 8, PS, n - 9, n - 1):
+        buf = bytearray(n + 50)
+        buf[at] = 0x80
+        assert not codec.all_zero(buf, n), at
+    tail = bytearray(n + 50)
+    tail[n] = 1                       # past the n bytes asked: not looked at
+    assert codec.all_zero(tail, n) and codec.all_zero(tail, 0)

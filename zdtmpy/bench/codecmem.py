@@ -10,9 +10,11 @@ Target: codec >= 1.6x the one-core ceiling on 2 cores, compress and decompress.
 
 from __future__ import annotations
 
+import collections
 import resource
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from typing import Any
 
 PAGE = 4096
@@ -59,14 +61,16 @@ def _ceiling(data: bytes, block: int) -> dict[str, Any]:
 
 
 def _codec(data: bytes, block: int) -> dict[str, Any]:
-    """zdtmpy's codec as the writer drives it: chunks on the pool's threads, encodings into
+    """zdtmpy's codec as the writer drives it: chunks on the pool's threads (all-zero chunks
+    found in the caller's thread, as feed() does), encodings into
     reused buffers; decoding into reused buffers the same way. The chunks are in buffers of
     their own before the clock starts (the writer reads them into pooled buffers), and the
     encodings are not copied anywhere (the writer hands them to pwritev as they are).
     Per action: (wall s, CPU s) through the pool, and the CPU seconds of the same chunks
     coded one after the other on this thread."""
     from ..codec.coding import LZ4_CODEC
-    from ..compress.pipeline import chunk_size, ordered_map, shared_pool, workers
+    from ..compress.pipeline import chunk_size, ordered_map, pool, shared_pool, workers
+    from ..compress.writerfeed import window
 
     chunk = chunk_size(block)
     chunks = [bytearray(data[o:o + chunk]) for o in range(0, len(data), chunk)]
@@ -89,8 +93,21 @@ def _codec(data: bytes, block: int) -> dict[str, Any]:
         decs.put(buf)
 
     def enc() -> None:
-        for _, _, out in ordered_map(encode_one, chunks):
-            outs.put(out)
+        # as the writer's feed(): an all-zero chunk is found in this thread, the others go
+        # to the pool, at most window() in flight, their results taken in order
+        ex, limit = pool(), window()
+        pending: collections.deque[Future[tuple[list[int], list[Any], bytearray]] | None] \
+            = collections.deque()
+        for src in chunks:
+            pending.append(None if LZ4_CODEC.all_zero(src, len(src))
+                           else ex.submit(encode_one, src))
+            while len(pending) > limit:
+                done = pending.popleft()
+                if done is not None:
+                    outs.put(done.result()[2])
+        for done in pending:
+            if done is not None:
+                outs.put(done.result()[2])
 
     def decode_one(item: tuple[bytearray, tuple[list[int], bytes]]) -> None:
         src, (sizes, payload) = item

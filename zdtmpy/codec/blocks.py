@@ -105,6 +105,15 @@ class BlockCodec:
         sizes, parts = self.encode_parts(data, block_bytes, acceleration)
         return sizes, b"".join(parts)
 
+    def all_zero(self, buf: bytearray, n: int) -> bool:
+        """The first n bytes of buf are all zero: the algorithm's native test where it has
+        one (a C scan without the GIL), else a memcmp against zeros."""
+        native = getattr(self.algorithm, "all_zero", None)
+        got = native(buf, n) if native is not None else None
+        if got is not None:
+            return bool(got)
+        return zeros(n).startswith(memoryview(buf)[:n])
+
     def encode_into(self, src: bytearray, n: int, out: bytearray, block_bytes: int,
                     acceleration: int = 1) -> Encoded:
         """encode_parts for the first n bytes of `src`, encodings going into `out` (at least

@@ -72,6 +72,17 @@ def _load() -> tuple[Callable[..., int], Callable[..., int], Callable[..., int]]
     return enc, dec, zero
 
 
+def all_zero(nat: Native, buf: bytearray, n: int) -> bool:
+    """The first n bytes of buf are zero: one C scan, without the GIL."""
+    assert nat.batch_all_zero is not None
+    if n > len(buf):
+        raise ValueError(f"all_zero: {n} bytes asked, the buffer holds {len(buf)}")
+    pin, addr = address(buf)
+    zero = n <= 0 or bool(nat.batch_all_zero(addr, n))
+    del pin
+    return zero
+
+
 def encode(nat: Native, src: bytearray, n: int, out: bytearray, block_bytes: int,
            acceleration: int) -> EncodedParts:
     """encode_into through lz4batch.c: one C call for the whole of src[:n]."""

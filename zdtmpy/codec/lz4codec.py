@@ -21,6 +21,13 @@ class LZ4:
     def bound(self, nbytes: int) -> int:
         return lz4block.bound(nbytes)
 
+    def all_zero(self, buf: bytearray, n: int) -> bool | None:
+        """The native zero test (lz4batch.c), or None where it is not built."""
+        nat = lz4native.helper()
+        if nat is None or nat.batch_all_zero is None:
+            return None
+        return lz4batch.all_zero(nat, buf, n)
+
     def encode_into(self, src: bytearray, n: int, out: bytearray, block_bytes: int,
                     acceleration: int) -> EncodedParts | None:
         nat = lz4native.helper()

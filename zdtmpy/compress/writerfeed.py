@@ -144,6 +144,10 @@ class PipelinedEntries:
             task: Task = Ready((None, pieces, None))
         elif workers() == 1:
             task = Ready(self._encode_fed(buf, n))
+        elif self.codec.all_zero(buf, n):
+            # all zero (common in memory images): one scan here at memory speed costs less
+            # than the hand-off to a worker and back (a worker would only scan it too)
+            task = Ready(([0] * -(-n // block_bytes), [], None))
         else:
             task = worker_pool().submit(self._encode_fed, buf, n)
         self._queue.append((task, ent, (buf, release, n, same_at)))
