@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import tempfile
 
-from zdtmpy.corpus import sysprep
+import pytest
+
+from zdtmpy.corpus import cgholder, sysprep
 from zdtmpy.registry import Registry
 
 
@@ -38,3 +42,68 @@ def test_first_session_raises_last_session_restores(tmp_path, monkeypatch):
     assert huge.read_text() == "0"
     assert not (reg / "original.json").exists()
 
+
+
+root_only = pytest.mark.skipif(os.geteuid() != 0, reason="named cgroup v1 hierarchies need root")
+
+
+def _children(name: str) -> set[str] | None:
+    mounted, kids = cgholder.with_mount(
+        name, lambda root: {p.name for p in root.iterdir() if p.is_dir()})
+    return kids if mounted else None
+
+
+def _criu_like_mount(name: str) -> bool:
+    """What criu --manage-cgroups does while dumping: mount by name only (which cannot create
+    a hierarchy), then unmount."""
+    d = tempfile.mkdtemp()
+    try:
+        r = subprocess.run(["mount", "-t", "cgroup", "-o", f"name={name}", "x", d],
+                           capture_output=True, timeout=30)
+        if r.returncode == 0:
+            subprocess.run(["umount", d], check=True, timeout=30)
+        return r.returncode == 0
+    finally:
+        os.rmdir(d)
+
+
+def _session(tmp_path, monkeypatch, name: str) -> sysprep.Prepared:
+    monkeypatch.setattr(sysprep, "HIERARCHIES", (name,))
+    monkeypatch.setattr(sysprep.firewall, "TOOLS", ())
+    (tmp_path / "nr_hugepages").write_text("20\n")
+    return sysprep.Prepared(Registry(tmp_path / "reg"), tmp_path)
+
+
+@root_only
+def test_a_hierarchy_found_there_gets_our_holder_too(tmp_path, monkeypatch):
+    """Another runner's hierarchy (with its own child, as zdtm.py's holder) still gets ours;
+    the last session out removes only ours."""
+    name = f"zdtmpy-test-{os.getpid()}"
+    assert cgholder.with_mount(name, lambda root: (root / "theirs").mkdir())[0]
+    try:
+        p = _session(tmp_path, monkeypatch, name)
+        p.setup()
+        assert _children(name) == {"theirs", cgholder.HOLDER}
+        assert p.undo() == [f"cgroup hierarchy name={name}: holder removed"]
+        assert _children(name) == {"theirs"}
+    finally:
+        cgholder.with_mount(name, lambda root: (root / "theirs").rmdir())
+        cgholder._retire(name)
+    assert not cgholder.listed(name)
+
+
+@root_only
+def test_a_hierarchy_we_made_outlives_criu_mounts_and_goes_with_the_last_session(
+        tmp_path, monkeypatch):
+    name = f"zdtmpy-test-new-{os.getpid()}"
+    p = _session(tmp_path, monkeypatch, name)
+    p.setup()
+    try:
+        for _ in range(2):
+            assert _criu_like_mount(name)
+        assert cgholder.listed(name)
+    finally:
+        lines = p.undo()
+    assert lines == [f"cgroup hierarchy name={name}: holder removed (hierarchy gone)"]
+    assert not cgholder.listed(name)
+    assert not _criu_like_mount(name)

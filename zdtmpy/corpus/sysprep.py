@@ -14,54 +14,16 @@ controllers) then never undo what another one still needs.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import subprocess
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from .. import sysstate
 from ..registry import Registry, Shared
-from . import firewall, leftmounts
+from . import cgholder, firewall, leftmounts
 
 HUGEPAGES = 20
 PROC_VM = Path("/proc/sys/vm")
 HIERARCHIES = ("zdtmtst", "zdtmtst.defaultroot")
-HOLDER = "holder.zdtmpy"
-TIMEOUT = 30
-
-
-def _cmd(args: list[str]) -> bool:
-    try:
-        return subprocess.run(args, stdin=subprocess.DEVNULL, capture_output=True,
-                              timeout=TIMEOUT).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-
-
-def _hierarchy_exists(name: str) -> bool:
-    try:
-        text = Path("/proc/self/cgroup").read_text()
-    except OSError:
-        return False
-    return f"name={name}:" in text
-
-
-def _with_mount(name: str, action: Callable[[Path], object]) -> bool:
-    tmp = tempfile.mkdtemp(prefix="zdtmpy-cg-")
-    try:
-        if not _cmd(["mount", "-t", "cgroup", "-o", f"none,name={name}", "zdtmpy", tmp]):
-            return False
-        try:
-            action(Path(tmp))
-        finally:
-            _cmd(["umount", "-l", tmp])
-        return True
-    finally:
-        with contextlib.suppress(OSError):
-            os.rmdir(tmp)
 
 
 class Prepared:
@@ -94,15 +56,20 @@ class Prepared:
                 self.hugepages.write_text(str(HUGEPAGES))
         except (OSError, ValueError):
             self.notes.append("vm.nr_hugepages could not be raised: hugetlb tests may fail")
+        # Also where a hierarchy is there already: see cgholder for why.
         created = set(state.get("hierarchies", []))
+        new = set(state.get("new_hierarchies", []))
         for name in HIERARCHIES:
-            if name in created or _hierarchy_exists(name):
+            held = cgholder.hold(name)
+            if held is None:
+                self.notes.append(f"cgroup hierarchy name={name} could not be held")
                 continue
-            if _with_mount(name, lambda root: (root / HOLDER).mkdir(exist_ok=True)):
+            if held[0]:
                 created.add(name)
-            else:
-                self.notes.append(f"cgroup hierarchy name={name} could not be created")
+            if held[1]:
+                new.add(name)
         state["hierarchies"] = sorted(created)
+        state["new_hierarchies"] = sorted(new & created)
         state.setdefault("firewall", firewall.snapshot())
 
     def undo(self) -> list[str]:
@@ -124,13 +91,10 @@ def put_back(state: dict[str, Any], proc_vm: Path = PROC_VM,
     if not state.pop("corpus", False):
         return out
     out += _put_back(proc_vm / "nr_hugepages", state.pop("nr_hugepages", None))
+    new = state.pop("new_hierarchies", [])
     for name in state.pop("hierarchies", []):
-        def drop(root: Path) -> None:
-            with contextlib.suppress(OSError):
-                (root / HOLDER).rmdir()
-        ok = _with_mount(name, drop)
-        out.append(f"cgroup hierarchy name={name}: holder "
-                   + ("removed" if ok else "could not be removed"))
+        if isinstance(name, str) and name in HIERARCHIES:
+            out.append(cgholder.release(name, retire=name in new))
     out += firewall.remove_added(_firewall_of(state))
     state.pop("firewall", None)
     if mounts_before is not None:
