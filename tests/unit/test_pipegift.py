@@ -139,3 +139,4 @@ def test_writev_is_kept_where_forced(monkeypatch, tmp_path):
         assert not srv.errors and b"".join(got) == data
     finally:
         pipegift.usable.cache_clear()
+

@@ -17,6 +17,7 @@ import collections
 import contextlib
 import os
 import selectors
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -43,21 +44,29 @@ class CaptureResult:
 
 
 Record3 = tuple[bytes, Buffer, bytes]
+_OUT = threading.local()   # a pool thread's encode buffer, reused from chunk to chunk
 
 
-def _encode_record(fid: int, offset: int, data: bytes, block: int,
+def _encode_record(fid: int, offset: int, data: bytearray, n: int, block: int,
                    acceleration: int) -> Record3:
-    """In a pool thread: the chunk's blocks encoded, and its whole record with its CRC (the
-    capture loop, one thread for every pipe, only writes it)."""
-    from ..codec.coding import encode_chunk
+    """In a pool thread: data[:n]'s blocks encoded in one native call where there is one
+    (no Python work per block), and its whole record with its CRC (the capture loop, one
+    thread for every pipe, only writes it). `data` is free again when this returns."""
+    from ..codec.coding import LZ4_CODEC
 
-    sizes, payload = encode_chunk(data, block, acceleration)
-    return blocks_record(fid, offset, block, len(data), sizes, payload)
+    need = n + LZ4_CODEC.algorithm.bound(block) + 64
+    out = getattr(_OUT, "buf", None)
+    if out is None or len(out) < need:
+        out = _OUT.buf = bytearray(need)
+    sizes, parts = LZ4_CODEC.encode_into(data, n, out, block, acceleration)
+    return blocks_record(fid, offset, block, n, sizes, b"".join(parts))
 
 
 class BlockEncoder:
-    """Encodes one pages file as it arrives: chunks of whole blocks go to the shared thread
-    pool (lz4 releases the GIL), results are written in order as they complete."""
+    """Encodes one pages file as it arrives: criu's pipe is read straight into chunk
+    buffers of whole blocks (no copy, no allocation per read), full chunks go to the shared
+    thread pool (the codec releases the GIL), results are written in order as they
+    complete and their buffers reused."""
 
     def __init__(self, cap: Capture, fid: int) -> None:
         from ..compress.pipeline import chunk_size
@@ -65,40 +74,44 @@ class BlockEncoder:
         self.cap, self.fid = cap, fid
         self.block = cap.spec.block_pages * 4096
         self.chunk = chunk_size(self.block)
-        self.acc = bytearray()
+        self.free: list[bytearray] = []
+        self.buf = bytearray(self.chunk)
+        self.fill = 0
         self.submitted = 0  # decoded bytes handed to the pool so far
-        # (file offset, decoded length, future of the whole record) in file order
-        self.inflight: collections.deque[tuple[int, int, Future[Record3]]] = \
+        # (file offset, decoded length, its buffer, future of the whole record) in order
+        self.inflight: collections.deque[tuple[int, int, bytearray, Future[Record3]]] = \
             collections.deque()
 
-    def feed(self, data: bytes) -> None:
-        if not self.acc and len(data) == self.chunk:
-            self._submit(data)  # the common case with a 1 MiB pipe: no copy
-        else:
-            self.acc += data
-            while len(self.acc) >= self.chunk:
-                self._submit(bytes(self.acc[:self.chunk]))
-                del self.acc[:self.chunk]
-        self.drain(block=self.cap.inflight() > self.cap.window)
+    def read(self, fd: int) -> int:
+        """One read of criu's pipe into the current chunk; the bytes read (0: EOF)."""
+        n = os.readv(fd, [memoryview(self.buf)[self.fill:]])
+        self.fill += n
+        if self.fill == self.chunk:
+            self._submit()
+            self.drain(block=self.cap.inflight() > self.cap.window)
+        return n
 
-    def _submit(self, data: bytes) -> None:
+    def _submit(self) -> None:
         from ..compress.pipeline import pool
 
-        fut = pool().submit(_encode_record, self.fid, self.submitted, data, self.block,
+        buf, n = self.buf, self.fill
+        fut = pool().submit(_encode_record, self.fid, self.submitted, buf, n, self.block,
                             self.cap.spec.acceleration)
-        self.inflight.append((self.submitted, len(data), fut))
-        self.submitted += len(data)
+        self.inflight.append((self.submitted, n, buf, fut))
+        self.submitted += n
+        self.buf = self.free.pop() if self.free else bytearray(self.chunk)
+        self.fill = 0
 
     def drain(self, block: bool = False) -> None:
-        while self.inflight and (block or self.inflight[0][2].done()):
-            offset, n, fut = self.inflight.popleft()
+        while self.inflight and (block or self.inflight[0][3].done()):
+            offset, n, buf, fut = self.inflight.popleft()
             self.cap.writer.put_blocks(self.fid, offset, n, fut.result())
+            self.free.append(buf)
             block = False
 
     def finish(self) -> None:
-        if self.acc:
-            self._submit(bytes(self.acc))
-            self.acc = bytearray()
+        if self.fill:
+            self._submit()
         while self.inflight:
             self.drain(block=True)
 
@@ -224,7 +237,7 @@ class Capture:
         if self.listener is not None:
             self.listener.close()
         for e in self.encoders:
-            for _, _, fut in e.inflight:
+            for _, _, _, fut in e.inflight:
                 fut.cancel()
         for fd in (self._stop_r, self._stop_w):
             with contextlib.suppress(OSError):
@@ -285,6 +298,11 @@ class Capture:
 
     def _read(self, o: _Open) -> bool:
         try:
+            if o.encoder is not None:   # a pages file: straight into its chunk buffer
+                n = o.encoder.read(o.fd)
+                o.size += n
+                self.image_bytes += n
+                return n > 0
             data = os.read(o.fd, PIPE_SIZE)
         except BlockingIOError:
             return True
@@ -296,10 +314,7 @@ class Capture:
             o.check.feed(data)
         if o.keep is not None:
             o.keep += data
-        if o.encoder is not None:
-            o.encoder.feed(data)
-        else:
-            self.writer.write(o.fid, data)
+        self.writer.write(o.fid, data)
         return True
 
     def _close_file(self, o: _Open) -> None:
