@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import ctypes
 import fcntl
+import math
 import os
+import select
 import signal
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -65,26 +68,66 @@ def death(pid: int) -> str | None:
     return status_text(status)
 
 
+def wait_exit(pid: int, timeout: float) -> bool:
+    """Block until PID has exited (a zombie counts; nothing is reaped): True, or False after
+    `timeout`. Woken by the kernel through a pidfd, so an exit is seen at once, without
+    polling; where pidfds are missing, polls /proc."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    except OSError:  # no pidfd here (ENOSYS, a seccomp filter): look every few ms
+        return _poll_exit(pid, timeout)
+    try:
+        return _wait_fd(fd, timeout)
+    finally:
+        os.close(fd)
+
+
+def _wait_fd(fd: int, timeout: float) -> bool:
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(max(0, math.ceil(timeout * 1000))))  # PEP 475: retried on EINTR
+
+
+def _poll_exit(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    delay = 0.0005
+    while alive(pid):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(delay)
+        delay = min(delay * 2, 0.02)
+    return True
+
+
 def wait_status(pid: int, timeout: float) -> int | None:
     """Wait until PID has exited: its wait status if it was our child (reaped), else None
     once it is gone from /proc (someone else reaps it). Raises TimeoutError."""
     deadline = time.monotonic() + timeout
-    delay = 0.0005
-    ours = True
+    exited = False
     while True:
-        if ours:
-            try:
-                done, status = os.waitpid(pid, os.WNOHANG)
-                if done == pid:
-                    return status
-            except ChildProcessError:
-                ours = False
-        if not ours and not alive(pid):
-            return None
-        if time.monotonic() >= deadline:
+        try:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done == pid:
+                return status
+        except ChildProcessError:
+            if not alive(pid):
+                return None
+        if exited:  # exited but not yet reapable (a tracer sees it first): do not spin
+            time.sleep(0.001)
+        left = deadline - time.monotonic()
+        if left <= 0 or not wait_exit(pid, left):
             raise TimeoutError(f"process {pid} still alive after {timeout:.0f}s")
-        time.sleep(delay)
-        delay = min(delay * 2, 0.02)
+        exited = True
+
+
+def popen_wait(proc: subprocess.Popen[bytes], timeout: float) -> int:
+    """proc.wait(timeout) woken by the exit itself: Popen.wait polls with sleeps of up to
+    50 ms. Raises subprocess.TimeoutExpired."""
+    if proc.returncode is None and not wait_exit(proc.pid, timeout):
+        raise subprocess.TimeoutExpired(proc.args, timeout)
+    return proc.wait(timeout)  # exited: this only reaps
 
 
 def terminate(pid: int, timeout: float, *, kill: Callable[[int], None],

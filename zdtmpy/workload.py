@@ -19,7 +19,7 @@ from pathlib import Path
 from .build import build_workload, default_static_dir
 from .criu import signal_name
 from .errors import WorkloadError, WorkloadSkip
-from .isolation import alive, children, ns_pid, terminate, tree, wait_status
+from .isolation import alive, children, ns_pid, popen_wait, terminate, tree, wait_status
 
 PIDFILE = "workload.pid"
 OUTFILE = "workload.out"
@@ -189,7 +189,7 @@ class Workload:
         Popen owns the init and reaps it."""
         if self._proc is not None and pid == self._proc.pid:
             try:
-                self._proc.wait(timeout)
+                popen_wait(self._proc, timeout)
             except subprocess.TimeoutExpired:
                 raise TimeoutError from None
             return self._launcher_status()
@@ -304,7 +304,7 @@ class Workload:
         if self._proc is None:
             raise WorkloadError(f"workload {self.name}: stage 'wait-launcher': not started")
         try:
-            return self._proc.wait(timeout)
+            return popen_wait(self._proc, timeout)
         except subprocess.TimeoutExpired:
             raise self._error("wait-launcher", f"launcher {self._proc.pid} still running after "
                                                f"{timeout:g} s") from None
@@ -318,7 +318,7 @@ class Workload:
         # Not restored: the launcher mirrors the init's exit; reap it so nothing is left.
         if self._proc is not None and self._proc.poll() is None and not alive(pid):
             try:
-                self._proc.wait(max(0.5, deadline - time.monotonic()))
+                popen_wait(self._proc, max(0.5, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 pass
         if self._proc is not None and status is None and pid == self.pid:
@@ -367,7 +367,7 @@ class Workload:
                 with contextlib.suppress(ProcessLookupError):
                     self._proc.kill()
             with contextlib.suppress(subprocess.TimeoutExpired):
-                self._proc.wait(5)
+                popen_wait(self._proc, 5)
 
 
 __all__ = [
