@@ -145,3 +145,15 @@ def test_synthetic_region_layer_verifies(tmp_path):
     assert verify_dir(tmp_path) == []
     compress_dir(tmp_path, Compression("page"))     # already compressed: no-op
     assert verify_dir(tmp_path) == []
+
+
+@pytest.mark.parametrize("name", ["plain", "compressed"])
+def test_image_bytes_are_pagemap_stats_totals(name):
+    from zdtmpy.compress.stats import image_bytes, pagemap_stats
+    from zdtmpy.images import ImageSet
+
+    path = Path(__file__).resolve().parent.parent / "data" / "criu-4.1.1" / name
+    stats = [pagemap_stats(pm) for pm in ImageSet(path).pagemaps.values()]
+    assert stats and any(s.before for s in stats)
+    assert image_bytes(path) == (sum(s.before for s in stats), sum(s.after for s in stats),
+                                 name == "compressed")
