@@ -61,6 +61,7 @@ def test_tiny_run_table_and_json(tmp_path, capsys):
     text = capsys.readouterr().out
     res = json.loads(out.read_text())
     assert res["size"] == 4 << 20
+    assert res["more_rounds"] == {}   # only with --repeat
     rows = {(r["pattern"], r["mode"]) for r in res["results"]}
     assert rows == {(p, m) for p in PATTERNS for m in MODES}
     for r in res["results"]:
@@ -206,3 +207,15 @@ def test_write_seconds_both_ways_leave_nothing(tmp_path):
     for behind in (False, True):
         assert write_seconds(tmp_path, 9 << 20, behind) > 0
         assert list(tmp_path.iterdir()) == []
+
+
+def test_short_times_get_more_rounds_with_repeat(tmp_path, capsys):
+    """Milliseconds (random data: the pages file is kept) are mostly noise: with --repeat,
+    every layout of that pattern is measured SHORT_EXTRA more times."""
+    from zdtmpy.bench.compress import SHORT_EXTRA
+
+    out = tmp_path / "bench.json"
+    assert main(["bench", "compress", "--size", "1M", "--patterns", "random", "--repeat", "2",
+                 "--json", str(out), "--tmpdir", str(tmp_path)]) == 0
+    assert json.loads(out.read_text())["more_rounds"] == {"random": SHORT_EXTRA}
+    assert f"best of 2, random +{SHORT_EXTRA} (times under 50 ms)" in capsys.readouterr().out

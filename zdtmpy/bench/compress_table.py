@@ -83,7 +83,10 @@ def table(result: Record) -> str:
     if before and after:
         lines.append(f"load average before/after: {before[0]:.2f} / {after[0]:.2f} "
                      f"(other work on this machine skews wall times; CPU seconds are in the "
-                     f"JSON); best of {result.get('repeat', 1)}")
+                     f"JSON); best of {result.get('repeat', 1)}"
+                     + "".join(f", {name} +{n}" for name, n in
+                               (result.get("more_rounds") or {}).items())
+                     + (" (times under 50 ms)" if result.get("more_rounds") else ""))
     lines.append("")
     lines.append("reference      ratio  comp MB/s  decomp MB/s  RSS MiB")
     for name, ref in result["reference"].items():
