@@ -10,7 +10,8 @@ of its own (wall time of the call, peak RSS from wait4):
   region      the same with region blocks of --region-size (default 256 KiB)
 
 Every decompression is checked against the original pages (CRC-32) outside the timings.
-`os.sync()` runs before each measurement so earlier writes are not flushed inside it.
+Before each measurement its input is read through (all of it in the page cache, holes
+included, for every reader alike) and `os.sync()` runs (no earlier write flushed in it).
 MB/s are 10^6 bytes of uncompressed data per second. Ratios "x lz4" are our speed divided by
 the reference's on the same data in the same run. Targets (ratio to the reference):
 region compress >= 2.5, per-page compress >= 1.5, decompress >= 3.0, peak RSS < 128 MiB;
@@ -44,7 +45,7 @@ from typing import Protocol, TextIO, cast
 from . import BenchError, Record, chart, figures
 from .compress_bounds import add_bounds, stored_bytes, write_floor
 from .compress_layouts import compare as compare_layouts
-from .compress_ref import lz4_command, lz4_reference, lz4_version, run_timed
+from .compress_ref import lz4_command, lz4_reference, lz4_version, run_timed, warm
 from .compress_table import TARGETS, make_row, mbps, row_line, table
 from .patterns import PAGE, PATTERNS, file_crc, make_dataset, pattern_pieces
 
@@ -138,6 +139,7 @@ _CHILD = ("import sys; from zdtmpy.bench.compress import child_main; "
 
 
 def convert(action: str, path: Path, mode: str, region: int) -> Record:
+    warm(path / PAGES)   # the same page-cache state for every reader (compress_ref.warm)
     os.sync()
     ino = os.stat(path / PAGES).st_ino
     argv = [sys.executable, "-c", _CHILD, action, str(path), mode, str(region)]

@@ -36,6 +36,18 @@ def run_timed(argv: list[str], env: dict[str, str] | None = None
         return p.returncode, out.read(), err.read(), wall, ru.ru_maxrss
 
 
+def warm(path: Path) -> None:
+    """Read path through, untimed: every timed reader then finds all of it in the page cache,
+    holes included. A hole read for the first time costs the kernel a fresh zero-filled
+    page (about 0.1 CPU s per GiB of holes here), and which reader came first depended on
+    the order of the run: lz4 and region compress read files fresh from a decompression,
+    per-page compress the one lz4 had just read."""
+    buf = bytearray(8 << 20)
+    with open(path, "rb", buffering=0) as f:
+        while f.readinto(buf):
+            pass
+
+
 def lz4_command(tool: str) -> list[str] | None:
     """The reference command prefix, or None when the tool is missing."""
     exe = shutil.which(tool)
@@ -80,6 +92,7 @@ def lz4_reference(cmd: list[str], src: Path, work: Path, crc: int) -> Record:
     for action, argv, out in (("compress", [*cmd, "-f", "-q", str(src), str(comp)], comp),
                               ("decompress", [cmd[0], "-d", "-f", "-q", str(comp), str(back)],
                                back)):
+        warm(src if action == "compress" else comp)
         os.sync()
         # run through a fresh small interpreter: a child forked from this (large) process
         # would count our resident pages in its own maximum RSS until it execs
