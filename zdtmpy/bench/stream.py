@@ -102,6 +102,7 @@ class Bench:
         self.root = root
         self.exe: Path | None = None
         self.live: list[int] = []  # pids to kill at the end
+        self.up_cpu = 0.0   # CPU seconds the last streamer took to get ready
 
     def build(self) -> None:
         src = self.root / "bigmix.c"
@@ -169,6 +170,7 @@ class Bench:
                 proc.kill()
                 raise BenchError(f"zdtmpy stream {action} did not start; see {log}")
             time.sleep(0.005)
+        self.up_cpu = process_cpu(proc.pid)
         return proc
 
     def finish(self, proc: subprocess.Popen[bytes], what: str, log: Path) -> None:
@@ -214,7 +216,7 @@ class Bench:
         t0, c0 = time.monotonic(), children_cpu()
         cap = self.streamer("capture", "--images-dir", d, "--stream-file", stream, *comp,
                             log=log, sock=d / CAPTURE_SOCKET)
-        ready = time.monotonic() - t0
+        ready, ready_cpu = time.monotonic() - t0, self.up_cpu
         t0 = time.monotonic()  # a streamer is a server: started ahead, like a plain dir
         self.criu_run("dump", "--stream", "-t", pid, "-D", d,
                       log=self.root / f"stream{n}-dump.log")
@@ -226,7 +228,7 @@ class Bench:
         t0, c0 = time.monotonic(), children_cpu()
         srv = self.streamer("serve", "--images-dir", rd, "--stream-file", stream,
                             log=log, sock=rd / SERVE_SOCKET)
-        serve_ready = time.monotonic() - t0
+        serve_ready, serve_ready_cpu = time.monotonic() - t0, self.up_cpu
         t0 = time.monotonic()
         self.criu_run("restore", "--stream", "-D", rd, "-d", "--pidfile", self.root / "s.pid",
                       log=self.root / f"stream{n}-restore.log")
@@ -241,7 +243,8 @@ class Bench:
         stream.unlink()
         return {"dump": dump, "dump_criu": criu_done, "capture_ready": ready,
                 "restore": restore, "restore_criu": restore_criu, "serve_ready": serve_ready,
-                "bytes": size,
+                "bytes": size, "capture_ready_cpu": ready_cpu,
+                "serve_ready_cpu": serve_ready_cpu,
                 "dump_cpu": dump_cpu, "restore_cpu": restore_cpu}
 
     def cleanup(self) -> None:
@@ -255,6 +258,26 @@ def children_cpu() -> float:
 
     ru = resource.getrusage(resource.RUSAGE_CHILDREN)
     return ru.ru_utime + ru.ru_stime
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds a running process has used so far (0.0 when it cannot be read)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def feed_path() -> str:
+    """How serve hands pages to criu on this machine (pipegift), for the report."""
+    from ..transport import pipegift
+
+    if pipegift.usable():
+        return "serve feeds criu by vmsplice from fresh huge-page memory"
+    return ("serve feeds criu by writev (vmsplice or transparent huge pages missing, or "
+            "ZDTMPY_SERVE_WRITEV=1)")
 
 
 def with_kill(pid: int) -> None:
@@ -293,14 +316,14 @@ def report(plain: list[Record], stream: list[Record], args: argparse.Namespace,
             "wall ratios move with it, CPU seconds much less)" if loads else "")
     return "\n".join([load,
         f"workload: {args.size} MiB mixed (text/random/zero/half), {args.repeat} round(s), "
-        f"medians; stream compression {args.compression.name}",
+        f"medians; stream compression {args.compression.name}; {feed_path()}",
         f"{'':14}{'plain dir':>12}{'stream':>12}{'ratio':>8}",
         f"{'dump (s)':14}{pd:12.2f}{sd:12.2f}{ratio:8.2f}   target <= {DUMP_TARGET}: {verdict}",
         f"{'  CPU (s)':14}{pdc:12.2f}{sdc:12.2f}{sdc / max(pdc, 1e-6):8.2f}"
         "   (criu; stream: + capture, its start-up included)",
         f"{'  criu exits':14}{'':12}{median(stream, 'dump_criu'):12.2f}",
         f"{'  capture up':14}{'':12}{median(stream, 'capture_ready'):12.2f}"
-        "   (streamer start-up, before criu)",
+        f"   (streamer start-up, before criu; CPU {median(stream, 'capture_ready_cpu'):.2f})",
         f"{'restore (s)':14}{pr:12.2f}{sr:12.2f}{rratio:8.2f}   target <= {RESTORE_TARGET}: "
         f"{rverdict}",
         f"{'  CPU (s)':14}{prc:12.2f}{src:12.2f}{src / max(prc, 1e-6):8.2f}"
@@ -308,7 +331,8 @@ def report(plain: list[Record], stream: list[Record], args: argparse.Namespace,
         f"{'  criu exits':14}{'':12}{median(stream, 'restore_criu'):12.2f}"
         "   (then serve exits: the restore time ends there)",
         f"{'  serve up':14}{'':12}{up:12.2f}"
-        "   (start-up + checking the stream, before criu)",
+        f"   (start-up + checking the stream, before criu; CPU "
+        f"{median(stream, 'serve_ready_cpu'):.2f})",
         f"{'  with it':14}{pr:12.2f}{up + sr:12.2f}{(up + sr) / pr:8.2f}"
         "   (restore counted from starting serve)",
         f"{'bytes (MiB)':14}{pb / mib:12.1f}{sb / mib:12.1f}{sb / pb:8.2f}",
