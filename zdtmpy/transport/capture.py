@@ -30,7 +30,15 @@ from ..codec.algorithm import Buffer
 from ..errors import StageTimeout
 from .streamcheck import FRAMED, PAGEMAP, PAGES, FramingCheck, check_complete, pagemap_summary
 from .streamformat import StreamWriter, blocks_record, check_name
-from .streamproto import CAPTURE_SOCKET, PIPE_SIZE, Control, Listener, StreamerError, prepare_pipe
+from .streamproto import (
+    CAPTURE_SOCKET,
+    PIPE_SIZE,
+    Control,
+    Listener,
+    StreamerError,
+    messages,
+    prepare_pipe,
+)
 
 
 @dataclass
@@ -60,6 +68,23 @@ def _encode_record(fid: int, offset: int, data: bytearray, n: int, block: int,
         out = _OUT.buf = bytearray(need)
     sizes, parts = LZ4_CODEC.encode_into(data, n, out, block, acceleration)
     return blocks_record(fid, offset, block, n, sizes, b"".join(parts))
+
+
+def warm_up(encoding: bool) -> None:
+    """The protocol's and the pagemap's messages (the protobuf import: 85 ms here), and for
+    a compressing capture the codec's native helper with its self-test and the pool, before
+    the socket appears: otherwise criu's first request, first pages chunk and first pagemap
+    wait for them, inside the dump."""
+    from ..images import messages as image_messages
+
+    messages()
+    image_messages.PagemapHead   # noqa: B018 - built on first use: a pagemap's close needs it
+    if encoding:
+        from ..codec.lz4native import helper
+        from ..compress.pipeline import pool
+
+        helper()
+        pool()
 
 
 class BlockEncoder:
@@ -158,7 +183,9 @@ class Capture:
         self._stop_r, self._stop_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
 
     def listen(self) -> Path:
-        """Create the socket criu connects to; returns its path."""
+        """Load what answering criu needs, then create the socket criu connects to (its
+        appearance says ready); returns its path."""
+        warm_up(self.spec.enabled)
         self.listener = Listener(self.images_dir, CAPTURE_SOCKET)
         self.where = f"capture {self.listener.path}"
         self.log(f"capture: listening on {self.listener.path} (compression {self.spec.name})")
