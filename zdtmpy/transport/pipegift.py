@@ -17,7 +17,6 @@ slower than writev).
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import functools
 import os
 import select
@@ -42,7 +41,7 @@ class _IOVec(ctypes.Structure):
 
 class _Libc:
     def __init__(self) -> None:
-        lib = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        lib = ctypes.CDLL(None, use_errno=True)   # this process's libc (find_library forks)
         vp, sz = ctypes.c_void_p, ctypes.c_size_t
         self.mmap = lib.mmap
         self.mmap.argtypes = [vp, sz, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]

@@ -215,6 +215,7 @@ def warm_up() -> None:
     messages()
     helper()
     pool()
+    pipegift.usable()   # its probe: a pipe, a mapping, a vmsplice
 
 
 def check_pages_sizes(path: str | os.PathLike[str], index: StreamIndex,
