@@ -8,6 +8,11 @@ wall time and CPU time (criu dump + the server), the server's own CPU time, thei
 criu's own server, bytes of pages written, and how long zdtmpy's server took after criu's
 dump had ended (fsync and install). Target (issue 13): dump time <= 1.0x criu's page
 server; on a shared machine the CPU ratio says more than the wall ratio.
+
+Reading the figures: criu's dump corks its page-server socket (TCP_CORK) and never uncorks
+it, so its final CLOSE command waits for the kernel's 200 ms cork ceiling; every dump, with
+either server, ends with about 0.2 s of that. Before it, the transfer is bound by the
+receiving side: criu spends most of it blocked in splice() on a full socket.
 """
 
 from __future__ import annotations
