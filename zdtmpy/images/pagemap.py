@@ -97,7 +97,7 @@ class Entry:
         has_meta = (len(msg.compressed_size) > 0 or msg.HasField("total_compressed_size")
                     or msg.region_pages > 0)
         # compression metadata (fields 6-8), None on plain entries
-        self.sizes: list[int] | None = list(msg.compressed_size) if has_meta else None
+        self.sizes: list[int] | None = msg.compressed_size[:] if has_meta else None
         self.total: int | None = msg.total_compressed_size if has_meta else None
         self.block_pages: int = (msg.region_pages or 1) if has_meta else 1
         self.offset: int | None = None  # set by layout()
