@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import os
 import select
-import struct
+import sys
 import threading
 import time
+from array import array
 from collections.abc import Callable, Generator, Sequence
 from typing import Union
 
@@ -137,7 +138,10 @@ def _decode(payload: memoryview, length: int, offset: int, where: str, bufs: Buf
     where = f"{where} at file offset {offset}"
     bb, n, total = blocks_header(payload, length, where)
     start = _BLK.size + 4 * n
-    sizes = struct.unpack_from(f"<{n}I", payload, _BLK.size)
+    sizes = array("I")   # u32 on Linux; the codec's C call takes it as it is
+    sizes.frombytes(payload[_BLK.size:start])
+    if sys.byteorder != "little":
+        sizes.byteswap()
     if sum(sizes) != length - start:
         raise StreamError(f"{where}: block sizes sum to {sum(sizes)}, the record holds "
                           f"{length - start} bytes")
