@@ -146,3 +146,28 @@ def test_bench_stream_takes_the_commands_compression_options(argv, name):
     again = argparse.ArgumentParser()
     stream.add_arguments(again)
     assert spec_from_args(again.parse_args(to_argv(spec))) == spec
+
+
+def test_bench_cycle_summary_prints_ratio_cores_busy_and_ceiling(capsys, monkeypatch):
+    from types import SimpleNamespace
+
+    from zdtmpy.bench import cycle_summary
+    from zdtmpy.bench.cycle import GROUP_NAMES
+
+    monkeypatch.setattr(cycle_summary, "_cpus", lambda: 2)
+
+    def item(t):
+        return {"item": "x[plain-off]", "test": "x", "outcome": "passed", "message": "",
+                "time": t, "groups": {g: 0.0 for g in GROUP_NAMES}, "criu_dump": 0.1,
+                "criu_restore": 0.1, "overhead": t - 0.2}
+
+    runs = [{"workers": 1, "wall": 8.0, "cpu": 7.0, "load": [1.0, 1.2], "items": [item(0.7)] * 10},
+            {"workers": 2, "wall": 5.0, "cpu": 7.2, "load": [1.1, 1.3], "items": [item(0.8)] * 10}]
+    s = cycle_summary.summarize(runs, None)
+    assert s["ratios"]["n1_over_n2_run_wall"] == 8.0 / 5.0
+    assert abs(s["ratios"]["n1_over_n2_cpu_ceiling"] - 8.0 / 3.6) < 1e-9
+    cycle_summary.print_report(s, 1, 1, SimpleNamespace(version_str="4.1.1", path="criu"))
+    out = capsys.readouterr().out
+    assert "whole run -n 1 / -n 2: 1.60x (target >= 1.8x: NOT met" in out
+    assert "(0.88 of 2 CPUs busy)" in out and "(1.44 of 2 CPUs busy)" in out
+    assert "every CPU busy from start to end: 2.22x" in out

@@ -53,6 +53,10 @@ def summarize(runs: list[Record], upstream: Record | None) -> Record:
     z = out["zdtmpy"]
     if 1 in z and 2 in z and z[2]["run_wall"]:
         out["ratios"]["n1_over_n2_run_wall"] = z[1]["run_wall"] / z[2]["run_wall"]
+        if z[2]["run_cpu"]:
+            # the most -n 2 could give if it kept every CPU busy with the CPU it used
+            out["ratios"]["n1_over_n2_cpu_ceiling"] = (
+                z[1]["run_wall"] / (z[2]["run_cpu"] / _cpus()))
     if upstream and upstream.get("runs"):
         ok = [r for r in upstream["runs"] if r.get("result") == "PASS"]
         per = {}
@@ -88,6 +92,11 @@ def summarize(runs: list[Record], upstream: Record | None) -> Record:
     return out
 
 
+def _cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
+        (os.cpu_count() or 1)
+
+
 def print_report(summary: Record, repeat: int, copies: int, criu: Criu,
                  compress: list[str] | None = None) -> None:
     from .cycle import ALL_COMPRESS
@@ -119,7 +128,8 @@ def print_report(summary: Record, repeat: int, copies: int, criu: Criu,
         p(f"outside items (run wall - item times / {w}): median {z['outside_items']:.2f} s")
         if z.get("run_cpu") is not None:
             loads = z.get("loads") or [0.0]
-            p(f"CPU (pytest, workers, criu, workloads): median {z['run_cpu']:.2f} s per run; "
+            p(f"CPU (pytest, workers, criu, workloads): median {z['run_cpu']:.2f} s per run "
+              f"({z['run_cpu'] / z['run_wall']:.2f} of {_cpus()} CPUs busy); "
               f"load average {min(loads):.1f}-{max(loads):.1f} over the runs")
         for first in z["first_failures"]:
             p(f"  failed: {first}")
@@ -141,6 +151,10 @@ def print_report(summary: Record, repeat: int, copies: int, criu: Criu,
         p(f"  whole run -n 1 / -n 2: {v:.2f}x (target >= {N2_TARGET}x: "
           f"{'met' if v >= N2_TARGET else 'NOT met'}; wall time, {os.cpu_count()} CPUs "
           "shared with whatever else runs: see the load average)")
+    if "n1_over_n2_cpu_ceiling" in r:
+        p(f"  ceiling with the CPU -n 2 used, every CPU busy from start to end: "
+          f"{r['n1_over_n2_cpu_ceiling']:.2f}x (-n 1 wall / (-n 2 CPU / {_cpus()} CPUs)); "
+          "below it: start-up and waits that no second worker fills")
     names = {
         "upstream_test_over_zdtmpy_item": "upstream test wall / zdtmpy item time (-n 1)",
         "upstream_test_over_zdtmpy_amortized_n1":
