@@ -307,6 +307,8 @@ def report(plain: list[Record], stream: list[Record], args: argparse.Namespace,
     pdc, sdc = median(plain, "dump_cpu"), median(stream, "dump_cpu")
     prc, src = median(plain, "restore_cpu"), median(stream, "restore_cpu")
     up = median(stream, "serve_ready")
+    window = median([{"w": r["restore_cpu"] - r["serve_ready_cpu"]} for r in stream], "w")
+    dwin = median([{"w": r["dump_cpu"] - r["capture_ready_cpu"]} for r in stream], "w")
     mib = 1 << 20
     ratio = sd / pd
     verdict = "met" if ratio <= DUMP_TARGET else "NOT met"
@@ -321,6 +323,8 @@ def report(plain: list[Record], stream: list[Record], args: argparse.Namespace,
         f"{'dump (s)':14}{pd:12.2f}{sd:12.2f}{ratio:8.2f}   target <= {DUMP_TARGET}: {verdict}",
         f"{'  CPU (s)':14}{pdc:12.2f}{sdc:12.2f}{sdc / max(pdc, 1e-6):8.2f}"
         "   (criu; stream: + capture, its start-up included)",
+        f"{'  in dump':14}{pdc:12.2f}{dwin:12.2f}{dwin / max(pdc, 1e-6):8.2f}"
+        "   (the same without capture's CPU before criu started)",
         f"{'  criu exits':14}{'':12}{median(stream, 'dump_criu'):12.2f}",
         f"{'  capture up':14}{'':12}{median(stream, 'capture_ready'):12.2f}"
         f"   (streamer start-up, before criu; CPU {median(stream, 'capture_ready_cpu'):.2f})",
@@ -328,6 +332,8 @@ def report(plain: list[Record], stream: list[Record], args: argparse.Namespace,
         f"{rverdict}",
         f"{'  CPU (s)':14}{prc:12.2f}{src:12.2f}{src / max(prc, 1e-6):8.2f}"
         "   (criu, the restored task; stream: + serve, its start-up and check)",
+        f"{'  in restore':14}{prc:12.2f}{window:12.2f}{window / max(prc, 1e-6):8.2f}"
+        "   (the same without serve's CPU before criu started)",
         f"{'  criu exits':14}{'':12}{median(stream, 'restore_criu'):12.2f}"
         "   (then serve exits: the restore time ends there)",
         f"{'  serve up':14}{'':12}{up:12.2f}"
