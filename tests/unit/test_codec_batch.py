@@ -316,3 +316,5 @@ def test_all_zero_sees_every_byte_and_only_the_first_n(native, monkeypatch):
     tail = bytearray(n + 50)
     tail[n] = 1                       # past the n bytes asked: not looked at
     assert codec.all_zero(tail, n) and codec.all_zero(tail, 0)
+    with pytest.raises(ValueError):   # more than the buffer holds: refused, not guessed
+        codec.all_zero(bytearray(10), 11)

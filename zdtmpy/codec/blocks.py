@@ -108,6 +108,8 @@ class BlockCodec:
     def all_zero(self, buf: bytearray, n: int) -> bool:
         """The first n bytes of buf are all zero: the algorithm's native test where it has
         one (a C scan without the GIL), else a memcmp against zeros."""
+        if n > len(buf):
+            raise ValueError(f"all_zero: {n} bytes asked, the buffer holds {len(buf)}")
         native = getattr(self.algorithm, "all_zero", None)
         got = native(buf, n) if native is not None else None
         if got is not None:
