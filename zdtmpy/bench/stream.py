@@ -7,8 +7,10 @@ Stream: zdtmpy stream capture (child, started and ready first) + criu dump --str
         stream file and exited (no fsync on either side: criu does not fsync a plain
         image directory, nor capture its stream without --fsync).
         zdtmpy stream serve (child) + criu restore --stream -d; the time runs from starting
-        criu until the server has exited. Streamer start-up (Python, imports; for serve
-        also the checksum pass over the whole stream) is reported on its own lines.
+        criu until the server has exited. Both restores start after a sync (the dump's
+        dirty pages are not written back meanwhile). Streamer start-up (Python, imports;
+        for serve also the checksum pass over the whole stream) is reported on its own
+        lines.
 Targets (issue 13): stream dump <= 0.6x the plain dump, restore <= 1.5x the plain restore;
 CPU seconds and the load average are printed beside them.
 
@@ -193,6 +195,7 @@ class Bench:
         dump, dump_cpu = time.monotonic() - t0, children_cpu() - c0
         self.after_dump(pid)
         size = sum(p.stat().st_size for p in d.iterdir() if p.is_file())
+        os.sync()   # the dump's dirty pages are not written back during the restore
         t0, c0 = time.monotonic(), children_cpu()
         self.criu_run("restore", "-D", d, "-d", "--pidfile", self.root / "p.pid",
                       log=self.root / f"plain{n}-restore.log")
@@ -224,6 +227,7 @@ class Bench:
         self.finish(cap, "capture", log)
         dump, dump_cpu = time.monotonic() - t0, children_cpu() - c0
         self.after_dump(pid)
+        os.sync()   # as for the plain restore
         log = self.root / f"stream{n}-serve.log"
         t0, c0 = time.monotonic(), children_cpu()
         srv = self.streamer("serve", "--images-dir", rd, "--stream-file", stream,
