@@ -215,16 +215,18 @@ def measure(size: int, patterns: list[str], modes: list[str], region: int,
                 file=sys.stderr)
             ref: Record | None = None
             ours: dict[str, Record] = {}
-            for _ in range(repeat):  # keep the fastest of each measurement
+            for rnd in range(repeat):  # keep the fastest of each measurement
                 if cmd:
                     ref = _best(ref, lz4_reference(cmd, layer / PAGES, work, crc))
-                _convert_all(layer, name, modes, region, crc, ours)
+                _convert_all(layer, name, modes[::-1] if rnd % 2 else modes, region, crc,
+                             ours)
             # a few milliseconds (a kept pages file) are mostly the scheduler's and the
             # disk's noise: with --repeat, more rounds of every layout, compared fairly
             if repeat > 1 and any(ours[m][a]["seconds"] < SHORT_S
                                   for m in modes for a in ours[m]):
-                for _ in range(SHORT_EXTRA):
-                    _convert_all(layer, name, modes, region, crc, ours)
+                for rnd in range(SHORT_EXTRA):
+                    _convert_all(layer, name, modes[::-1] if rnd % 2 else modes, region,
+                                 crc, ours)
                 result["more_rounds"][name] = SHORT_EXTRA
             if ref:
                 ref["ratio"] = size / ref["bytes_after"]
@@ -253,7 +255,9 @@ SHORT_S, SHORT_EXTRA = 0.05, 4   # with --repeat: a time this short gets more ro
 
 def _convert_all(layer: Path, name: str, modes: list[str], region: int, crc: int,
                  ours: dict[str, Record]) -> None:
-    """One round: compress then decompress in each layout, checked, the best kept."""
+    """One round: compress then decompress in each layout, checked, the best kept. The
+    callers alternate the layouts' order from round to round: whatever the machine does
+    after a conversion (writeback, freed memory) falls on each layout alike."""
     for mode in modes:
         c = convert("compress", layer, mode, region)
         d = convert("decompress", layer, mode, region)
