@@ -13,7 +13,8 @@ REPO = Path(__file__).resolve().parents[2]
 def full_matrix_ids() -> list[str]:
     """The default matrix of the project's descriptors, as item ids."""
     ids = []
-    for path in sorted(p for p in (REPO / "zdtmpy" / "descs").iterdir() if p.suffix != ".py"):
+    for path in sorted(p for p in (REPO / "zdtmpy" / "descs").iterdir()
+                      if p.is_file() and p.suffix != ".py"):  # not __pycache__
         desc = descriptor.load(path)
         for v in matrix.variants(desc, matrix.implemented_modes(), matrix.ALL_COMPRESSIONS):
             ids.append(f"descs/{path.name}::{desc.name}[{v.id}]")
