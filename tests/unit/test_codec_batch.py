@@ -318,3 +318,52 @@ def test_all_zero_sees_every_byte_and_only_the_first_n(native, monkeypatch):
     assert codec.all_zero(tail, n) and codec.all_zero(tail, 0)
     with pytest.raises(ValueError):   # more than the buffer holds: refused, not guessed
         codec.all_zero(bytearray(10), 11)
+
+
+_COUNT_SELF_TESTS = (
+    "import sys\n"
+    "from zdtmpy.codec import lz4batch, lz4native\n"
+    "ran = []\n"
+    "for mod in (lz4native, lz4batch):\n"
+    "    def counted(nat, _orig=mod.self_test, _name=mod.__name__):\n"
+    "        ran.append(_name)\n"
+    "        return _orig(nat)\n"
+    "    mod.self_test = counted\n"
+    "nat = lz4native.helper()\n"
+    "assert nat and nat.batch is not None, lz4native.batch_problem()\n"
+    "print(len(ran), nat.batch_marker)\n"
+)
+
+
+def test_a_passed_self_test_is_remembered_for_these_binaries(tmp_path):
+    """The first process self-tests (binding and batch coder) and leaves a marker next to
+    the built library; the next one finds it and skips both; without it they run again."""
+    import subprocess
+    import sys
+
+    env = dict(os.environ, ZDTMPY_CACHE=str(tmp_path / "c"))
+
+    def run() -> tuple[int, Path]:
+        res = subprocess.run([sys.executable, "-c", _COUNT_SELF_TESTS], env=env,
+                             capture_output=True, text=True, timeout=300,
+                             cwd=Path(__file__).resolve().parents[2])
+        assert res.returncode == 0, res.stderr
+        count, marker = res.stdout.split()
+        return int(count), Path(marker)
+
+    count, marker = run()
+    assert count == 2 and marker.exists() and marker.parent.parent.parent == tmp_path / "c"
+    assert run() == (0, marker)
+    marker.unlink()
+    assert run() == (2, marker) and marker.exists()
+
+
+def test_a_failed_batch_self_test_leaves_no_marker(tmp_path, monkeypatch):
+    batch()
+    marker = tmp_path / "selftest-passed-x"
+    monkeypatch.setattr(lz4batch, "passed_marker", lambda lib: marker)
+    monkeypatch.setattr(lz4batch, "self_test", lambda nat: False)
+    nat = lz4native._load()
+    assert nat and nat.batch is None and nat.batch_marker is None
+    assert nat.batch_problem == "its output differs from lz4.block's"
+    assert not marker.exists()

@@ -1,7 +1,9 @@
 """lz4batch.c: a whole chunk of blocks per C call (ctypes releases the GIL for all of it).
 
 Built once per source hash into zdtmpy's build cache and checked against python-lz4 before
-use; without a compiler (or when the check fails) the per-block ctypes loop is used.
+use; without a compiler (or when the check fails) the per-block ctypes loop is used. A pass
+is remembered next to the built library for these very binaries (passed_marker), so later
+processes skip the ~10-20 ms of self-tests.
 """
 
 from __future__ import annotations
@@ -25,19 +27,61 @@ SOURCE = Path(__file__).with_name("lz4batch.c")
 LIBRARY = "liblz4batch.so"
 
 
-def attach(nat: Native) -> None:
-    """Give `nat` the batch entry points, or a reason why not."""
+def attach(nat: Native) -> bool:
+    """Give `nat` the batch entry points, or a reason why not. True when both self-tests
+    (the binding's and verify()'s) passed before with these very binaries: none to run."""
     try:
-        nat.batch, nat.batch_decode, nat.batch_all_zero = _load()
-        if not self_test(nat):
-            nat.batch = nat.batch_decode = nat.batch_all_zero = None
-            nat.batch_problem = "its output differs from lz4.block's"
+        nat.batch, nat.batch_decode, nat.batch_all_zero, lib = _load()
+        nat.batch_marker = passed_marker(lib)
+        return nat.batch_marker.exists()
     except Exception as exc:  # noqa: BLE001 - only a speedup: any failure means the slow path
-        nat.batch = nat.batch_decode = nat.batch_all_zero = None
-        nat.batch_problem = f"{type(exc).__name__}: {exc}"
+        _disable(nat, f"{type(exc).__name__}: {exc}")
+        return False
 
 
-def _load() -> tuple[Callable[..., int], Callable[..., int], Callable[..., int]]:
+def verify(nat: Native) -> None:
+    """The batch coder against python-lz4 (after the binding's own self-test passed): a
+    failure turns it off with the reason, a pass is remembered (passed_marker)."""
+    if nat.batch is None:
+        return
+    try:
+        ok = self_test(nat)
+    except Exception as exc:  # noqa: BLE001 - only a speedup: any failure means the slow path
+        _disable(nat, f"{type(exc).__name__}: {exc}")
+        return
+    if not ok:
+        _disable(nat, "its output differs from lz4.block's")
+        return
+    if nat.batch_marker is not None:
+        try:   # an empty file: it is complete the moment it exists
+            nat.batch_marker.touch()
+        except OSError:
+            pass   # a read-only cache: the tests run again next time
+
+
+def _disable(nat: Native, why: str) -> None:
+    nat.batch = nat.batch_decode = nat.batch_all_zero = None
+    nat.batch_marker = None
+    nat.batch_problem = why
+
+
+def passed_marker(lib: Path) -> Path:
+    """The file whose presence says the self-tests passed with this library, this
+    python-lz4 binary and these self-tests: next to the library in the build cache, named
+    by a hash of all of them (a new python-lz4, or a change here, is another name). Whoever
+    can write there can replace the library itself: it adds no trust."""
+    import lz4
+
+    block_so = Path(lz4.block._block.__file__)
+    st = block_so.stat()
+    h = hashlib.sha256(repr((str(lib), str(block_so), st.st_size, st.st_mtime_ns, st.st_ino,
+                             lz4.__version__, lz4.library_version_number())).encode())
+    for src in (Path(__file__), Path(__file__).with_name("lz4native.py")):
+        h.update(src.read_bytes())
+    return lib.parent / f"selftest-passed-{h.hexdigest()[:24]}"
+
+
+def _load() -> tuple[Callable[..., int], Callable[..., int], Callable[..., int], Path]:
     import sys
     import sysconfig
 
@@ -61,7 +105,8 @@ def _load() -> tuple[Callable[..., int], Callable[..., int], Callable[..., int]]
             raise BuildError(f"{what}: linking {out.name} failed:\n{cap.output()}") from None
         return out
 
-    lib = ctypes.CDLL(str(build_cached("lz4batch", h.hexdigest()[:20], LIBRARY, build)))
+    path = build_cached("lz4batch", h.hexdigest()[:20], LIBRARY, build)
+    lib = ctypes.CDLL(str(path))
     enc, dec, zero = lib.zdtm_encode_blocks, lib.zdtm_decode_blocks, lib.zdtm_all_zero
     vp, lg = ctypes.c_void_p, ctypes.c_long
     enc.argtypes = [vp, lg, vp, lg, lg, ctypes.c_int, vp, vp, vp, vp, vp, vp]
@@ -69,7 +114,7 @@ def _load() -> tuple[Callable[..., int], Callable[..., int], Callable[..., int]]
     dec.argtypes = [vp, lg, vp, lg, lg, lg, vp, ctypes.c_int, ctypes.c_int, vp, vp, lg]
     dec.restype = lg
     zero.argtypes, zero.restype = [vp, lg], ctypes.c_int
-    return enc, dec, zero
+    return enc, dec, zero, path
 
 
 def all_zero(nat: Native, buf: bytearray, n: int) -> bool:
