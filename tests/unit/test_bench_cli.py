@@ -171,3 +171,30 @@ def test_bench_cycle_summary_prints_ratio_cores_busy_and_ceiling(capsys, monkeyp
     assert "whole run -n 1 / -n 2: 1.60x (target >= 1.8x: NOT met" in out
     assert "(0.88 of 2 CPUs busy)" in out and "(1.44 of 2 CPUs busy)" in out
     assert "every CPU busy from start to end: 2.22x" in out
+
+
+def test_bench_cycle_timeline_phases(tmp_path):
+    from zdtmpy.bench.cycle import timeline_phases
+
+    tl = tmp_path / "tl"
+    tl.write_text("11 100.5 101.0\n12 100.6 101.5\n11 101.0 102.0\n12 101.5 102.4\n")
+    ph = timeline_phases(tl, 100.0, 103.0)
+    assert ph is not None
+    assert (round(ph["startup"], 3), round(ph["shutdown"], 3), round(ph["tail"], 3)) \
+        == (0.5, 0.6, 0.4)
+    assert timeline_phases(tmp_path / "missing", 0, 1) is None
+    tl.write_text("11 garbage\n")
+    assert timeline_phases(tl, 0, 1) is None
+
+
+def test_bench_cycle_timeline_plugin_records_every_item(pytester, monkeypatch):
+    """Loaded with -p, as bench cycle does: one line per item, in the process that ran it."""
+    tl = pytester.path / "timeline"
+    monkeypatch.setenv("ZDTMPY_BENCH_TIMELINE", str(tl))
+    pytester.makepyfile("def test_a(): pass\ndef test_b(): pass\n")
+    res = pytester.runpytest_subprocess("-p", "zdtmpy.bench.cycle_timeline", "-p",
+                                        "no:cacheprovider")
+    res.assert_outcomes(passed=2)
+    lines = [ln.split() for ln in tl.read_text().splitlines()]
+    assert len(lines) == 2 and len({pid for pid, _, _ in lines}) == 1
+    assert all(float(a) <= float(b) for _, a, b in lines)

@@ -181,19 +181,25 @@ def run_pytest(root: Path, descs: Path, names: dict[str, str], workers: int, cri
     junit = work / f"{label}.xml"
     results = work / f"{label}-results"
     out = work / f"{label}.out"
+    timeline = work / f"{label}.timeline"
     cmd = [sys.executable, "-m", "pytest", str(descs),
            "-c", str(root / "pyproject.toml"), "--rootdir", str(root),
            "--zdtm-mode", "plain", *compress_args(compress), "-p", "no:cacheprovider", "-q",
+           "-p", "zdtmpy.bench.cycle_timeline",
            "-n", str(workers), "--criu-bin", criu_path, "--junitxml", str(junit),
            # kept test directories give criu's logs; removed once read
            "--zdtm-keep", "--zdtm-results", str(results)]
     load = os.getloadavg()[0]
     cpu0 = _children_cpu()
-    start = time.monotonic()
+    from .cycle_timeline import ENV
+
+    env = {**os.environ, ENV: str(timeline)}
+    start, began = time.monotonic(), time.time()
     with open(out, "wb") as fh:
         proc = subprocess.run(cmd, cwd=root, stdin=subprocess.DEVNULL, stdout=fh,
-                              stderr=subprocess.STDOUT, check=False)
+                              stderr=subprocess.STDOUT, check=False, env=env)
     wall = time.monotonic() - start
+    phases = timeline_phases(timeline, began, began + wall)
     cpu = _children_cpu() - cpu0
     if not junit.exists():
         raise BenchError(f"pytest wrote no junit report (exit {proc.returncode}); "
@@ -207,8 +213,30 @@ def run_pytest(root: Path, descs: Path, names: dict[str, str], workers: int, cri
                          f"{proc.returncode}; {len(items)} items){': ' + why if why else ''}\n"
                          f"command: {' '.join(cmd)}\n{_tail(out)}")
     return {"label": label, "workers": workers, "wall": wall, "exit": proc.returncode,
-            "cpu": cpu, "load": [load, os.getloadavg()[0]],
+            "cpu": cpu, "load": [load, os.getloadavg()[0]], "phases": phases,
             "command": cmd, "items": items, "output": str(out)}
+
+
+def timeline_phases(path: Path, began: float, ended: float) -> Record | None:
+    """From cycle_timeline's lines: start-up (run start to the first item's start), shutdown
+    (the last item's end to the run's end) and tail (the first worker done to the last one
+    done), in seconds; None when no item ran or the file is unreadable."""
+    per_pid: dict[str, list[tuple[float, float]]] = {}
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        try:
+            pid, a, b = line.split()
+            per_pid.setdefault(pid, []).append((float(a), float(b)))
+        except ValueError:
+            return None
+    if not per_pid:
+        return None
+    lasts = [max(b for _, b in spans) for spans in per_pid.values()]
+    return {"startup": min(a for spans in per_pid.values() for a, _ in spans) - began,
+            "shutdown": ended - max(lasts), "tail": max(lasts) - min(lasts)}
 
 
 def _children_cpu() -> float:

@@ -42,6 +42,9 @@ def summarize(runs: list[Record], upstream: Record | None) -> Record:
             # what -n cannot share: interpreter and xdist start-up, collection, idle workers
             "outside_items": median(r["wall"] - sum(i["time"] for i in r["items"]) / w
                                     for r in mine),
+            # its parts, from the item timeline (cycle_timeline)
+            **{phase: median((r.get("phases") or {}).get(phase) for r in mine)
+               for phase in ("startup", "shutdown", "tail")},
             "failed": sum(i["outcome"] in ("failed", "error") for i in items),
             "first_failures": [f"{i['item']}: {' / '.join(i['message'].split(chr(10))[:2])[:300]}"
                                for i in items if i["outcome"] in ("failed", "error")
@@ -125,7 +128,10 @@ def print_report(summary: Record, repeat: int, copies: int, criu: Criu,
           f"({z['run_wall'] / z['items_per_run']:.3f} s/item amortized); runs: {walls}"
           + (f"; {z['failed']} failed" if z["failed"] else "")
           + (f"; {z['skipped']} skipped" if z["skipped"] else ""))
-        p(f"outside items (run wall - item times / {w}): median {z['outside_items']:.2f} s")
+        p(f"outside items (run wall - item times / {w}): median {z['outside_items']:.2f} s"
+          + (f"; start-up until the first item {z['startup']:.2f} s, after the last item "
+             f"{z['shutdown']:.2f} s, workers' tail {z['tail']:.2f} s"
+             if z.get("startup") is not None else ""))
         if z.get("run_cpu") is not None:
             loads = z.get("loads") or [0.0]
             p(f"CPU (pytest, workers, criu, workloads): median {z['run_cpu']:.2f} s per run "
