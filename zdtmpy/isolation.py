@@ -125,7 +125,9 @@ def wait_status(pid: int, timeout: float) -> int | None:
 def popen_wait(proc: subprocess.Popen[bytes], timeout: float) -> int:
     """proc.wait(timeout) woken by the exit itself: Popen.wait polls with sleeps of up to
     50 ms. Raises subprocess.TimeoutExpired."""
-    if proc.returncode is None and not wait_exit(proc.pid, timeout):
+    # poll() first: while it says running, the child is unreaped and its pid cannot have
+    # been reused, so the pidfd is surely of this process
+    if proc.poll() is None and not wait_exit(proc.pid, timeout):
         raise subprocess.TimeoutExpired(proc.args, timeout)
     return proc.wait(timeout)  # exited: this only reaps
 
