@@ -15,15 +15,20 @@ import contextlib
 import fcntl
 import json
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from . import marker
+from .errors import ZdtmError
 
 ROOT = Path(os.environ.get("ZDTMPY_REGISTRY", "/run/zdtmpy"))
 STATE = "original.json"
+# A holder's work under the lock is a few steps with their own timeouts; a holder stopped
+# (SIGSTOP, a debugger) must not stall every other session for ever.
+LOCK_TIMEOUT = 300.0
 
 
 @dataclass
@@ -34,8 +39,9 @@ class Shared:
 
 
 class Registry:
-    def __init__(self, root: Path | None = None) -> None:
+    def __init__(self, root: Path | None = None, lock_timeout: float = LOCK_TIMEOUT) -> None:
         self.root = ROOT if root is None else root
+        self.lock_timeout = lock_timeout
         me = marker.me()
         self.entry = self.root / f"session-{me.pid}-{me.start}"
 
@@ -45,12 +51,26 @@ class Registry:
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            self._lock(fd)
             shared = Shared(self._load(), not self._live_others())
             yield shared
             self._save(shared.state)
         finally:
             os.close(fd)
+
+    def _lock(self, fd: int) -> None:
+        deadline = time.monotonic() + self.lock_timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise ZdtmError(
+                        f"{self.root / '.lock'}: another zdtmpy session has held the machine's "
+                        f"session registry for over {self.lock_timeout:.0f} s (is one stopped? "
+                        "`fuser -v` on the file names it)") from None
+                time.sleep(0.02)
 
     def join(self) -> None:
         """Count this session as live (under locked())."""
