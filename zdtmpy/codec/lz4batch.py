@@ -168,27 +168,16 @@ def decode(nat: Native, src: Buffer, stored_len: int, sizes: Sequence[int], bloc
     merged), or None when a block is bad. Pages of data blocks that are all zeros are zero
     runs too (`out` holds their zeros when fill): a writer leaves them as holes instead of
     writing them."""
-    assert nat.batch_decode is not None
     nblocks = len(sizes)
     end = min(total_bytes, nblocks * block_bytes)
     if end <= 0:
         return None   # nothing to decode: the Python loop handles odd calls
-    if out_offset + end > len(out) or stored_len > len(src):
-        raise ValueError("decode_into: buffers smaller than the sizes given")
-    try:
-        sz = sizes if type(sizes) is array and sizes.typecode == "I" else array("I", sizes)
-    except OverflowError:
-        return None
-    runs = array("q", bytes(24 * (nblocks + -(-end // PAGE_SIZE))))  # a run per page at most
-    src_pin, sa = address(src if stored_len else b"")
-    out_pin, oa = address(out)
     copy_raw = fill or zero_fill
-    k = nat.batch_decode(sa, stored_len, sz.buffer_info()[0], nblocks, block_bytes, end,
-                         oa + out_offset, 1 if zero_fill else 0, 1 if copy_raw else 0,
-                         nat.decompress_ptr, runs.buffer_info()[0], PAGE_SIZE)
-    del src_pin, out_pin
-    if k < 0:
+    got = _run_decoder(nat, "decode_into", src, stored_len, sizes, block_bytes, end, out,
+                       out_offset, zero_fill, copy_raw, PAGE_SIZE)
+    if got is None:
         return None
+    k, runs = got
     omv = memoryview(out)
     smv = omv if copy_raw else memoryview(src)
     if smv.format != "B":
@@ -218,25 +207,39 @@ def decode_whole(nat: Native, src: Buffer, stored_len: int, sizes: Sequence[int]
     zero-filled when zero_fill, else left alone (`out` holds zeros there already, e.g.
     fresh memory). out: a writable buffer. False when a block is bad (the caller decodes
     again to say which) or the blocks do not cover total_bytes."""
-    assert nat.batch_decode is not None
     nblocks = len(sizes)
     if total_bytes <= 0 or nblocks * block_bytes < total_bytes or \
             nblocks * block_bytes - total_bytes >= block_bytes:
         return False
-    if out_offset + total_bytes > len(out) or stored_len > len(src):
-        raise ValueError("decode_whole: buffers smaller than the sizes given")
+    return _run_decoder(nat, "decode_whole", src, stored_len, sizes, block_bytes,
+                        total_bytes, out, out_offset, zero_fill, True, 0) is not None
+
+
+def _run_decoder(nat: Native, what: str, src: Buffer, stored_len: int, sizes: Sequence[int],
+                 block_bytes: int, end: int, out: Buffer, out_offset: int, zero_fill: bool,
+                 copy_raw: bool, unit: int) -> tuple[int, array[int]] | None:
+    """The one call of lz4batch.c's decoder behind decode and decode_whole: the buffers
+    checked against the sizes (ValueError: a caller's mistake, not bad data), the sizes as
+    C uint32s, both buffers pinned for the call. (number of runs, the runs) or None when a
+    block is bad or a size does not fit 32 bits (the caller decodes again to say why).
+    unit: pages of data that are all zero become gaps between runs (0: whole blocks)."""
+    assert nat.batch_decode is not None
+    if out_offset + end > len(out) or stored_len > len(src):
+        raise ValueError(f"{what}: buffers smaller than the sizes given")
     try:
         sz = sizes if type(sizes) is array and sizes.typecode == "I" else array("I", sizes)
     except OverflowError:
-        return False
-    runs = array("q", bytes(24 * (nblocks + 1)))   # unit 0: a run per block at most
+        return None
+    nblocks = len(sz)
+    # at most one run per block, and one per unit inside the blocks
+    runs = array("q", bytes(24 * (nblocks + (-(-end // unit) if unit else 1))))
     src_pin, sa = address(src if stored_len else b"")
     out_pin, oa = address(out)
-    k = nat.batch_decode(sa, stored_len, sz.buffer_info()[0], nblocks, block_bytes,
-                         total_bytes, oa + out_offset, 1 if zero_fill else 0, 1,
-                         nat.decompress_ptr, runs.buffer_info()[0], 0)
+    k = nat.batch_decode(sa, stored_len, sz.buffer_info()[0], nblocks, block_bytes, end,
+                         oa + out_offset, 1 if zero_fill else 0, 1 if copy_raw else 0,
+                         nat.decompress_ptr, runs.buffer_info()[0], unit)
     del src_pin, out_pin
-    return k >= 0
+    return (k, runs) if k >= 0 else None
 
 
 def merge_pieces(pieces: Sequence[Piece]) -> bytes:
