@@ -3,12 +3,16 @@ around the cycle with --post-start, --pre-dump, --pre-restore, --post-restore, -
 
 Both run as upstream runs them: from the tree's test/ directory, with a timeout here, and
 with the same clean environment the test gets plus ZDTM_TEST_PID / ZDTM_IMG_DIR for hooks.
+Their TMPDIR is never the host's /tmp: a hook's is its item's own temporary directory, a
+.checkskip's one made for the call, so what they leave there (cgroup_yard.hook's
+`tempfile.mkdtemp` on a failed cleanup) goes with the item or the call.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -59,8 +63,12 @@ def checkskip(suite: Suite, test: UpstreamTest) -> str | None:
 
             # As upstream's, inside zdtm_ct: the links some make (macvlan, cr_veth) and what
             # they leave on failure never reach the runner's network.
-            with private_netns(), private_ipcns():
-                rc, out = _run([str(script)], suite.test_dir, base_env("/tmp"))
+            tmp = tempfile.mkdtemp(prefix="zdtmpy-checkskip-")
+            try:
+                with private_netns(), private_ipcns():
+                    rc, out = _run([str(script)], suite.test_dir, base_env(tmp))
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
             if rc != 0:
                 last = next((ln for ln in reversed(out.splitlines()) if ln.strip()), "")
                 reason = (f"checkskip: {script.name} exited {rc}"
@@ -109,14 +117,15 @@ def upstream_relative(opts: tuple[str, ...], test: UpstreamTest,
     return tuple(out)
 
 
-def run_hook(suite: Suite, test: UpstreamTest, point: str, pid: int | None = None,
-             images: Path | None = None, cwd: Path | None = None,
+def run_hook(suite: Suite, test: UpstreamTest, point: str, tmpdir: Path,
+             pid: int | None = None, images: Path | None = None, cwd: Path | None = None,
              mark: dict[str, str] | None = None) -> str:
-    """Call the test's hook at `point` ('--pre-dump', ...); ZdtmError if it fails."""
+    """Call the test's hook at `point` ('--pre-dump', ...) with TMPDIR=`tmpdir` (the item's
+    own); ZdtmError if it fails."""
     script = test.file(suite, ".hook")
     if not os.access(script, os.X_OK):
         return ""
-    env = base_env("/tmp")
+    env = base_env(str(tmpdir))
     env.update(mark or {})  # daemons a hook leaves behind die with the test's processes
     if pid is not None:
         env["ZDTM_TEST_PID"] = str(pid)

@@ -155,6 +155,7 @@ class CorpusItem(ZdtmItem):
         self.as_root = as_root
         self._workload: UpstreamWorkload | None = None
         self._hook_cwd: Path | None = None
+        self._tmpdir = Path("/nonexistent")  # the item's TMPDIR for its hooks (launch)
         self._mark: dict[str, str] = {}
         self.add_marker(MARKER)
         # Short: tests put unix sockets under it, and sun_path holds only 108 bytes.
@@ -253,10 +254,17 @@ class CorpusItem(ZdtmItem):
                     ns.open_for_userns(self._ns_root)
             env.update(ns.env(userns=self.flavor == "uns"))
             cwd = ns.root / run.workdir.relative_to(self._ns_root)
+            self._tmpdir = self._ns_root / "tmp"   # the test's /tmp (TMPDIR=/tmp in its root)
         else:
             cwd = short_alias(run.workdir)
             run.on_cleanup(lambda: cwd.unlink(missing_ok=True))
             env["PWD"] = str(cwd)
+            # upstream's is the host's /tmp: here the test's directory holds it, and what
+            # the test or its hooks leave there goes with the directory
+            self._tmpdir = run.workdir / ".tmp"
+            self._tmpdir.mkdir()
+            os.chmod(self._tmpdir, 0o1777)   # as /tmp: the test may run as upstream's uid
+            env["TMPDIR"] = str(cwd / ".tmp")
         spawned = None
         relative = any(o.startswith("../") for o in (*self.desc.opts, *self.desc.dopts,
                                                       *self.desc.ropts))
@@ -272,7 +280,8 @@ class CorpusItem(ZdtmItem):
 
             def spawned(pid: int) -> None:
                 with run.stage("hook post-start"):
-                    hooks.run_hook(self.suite, self.test, "--post-start", self._ns_pid(pid),
+                    hooks.run_hook(self.suite, self.test, "--post-start", self._tmpdir,
+                                   self._ns_pid(pid),
                                    cwd=self._hook_cwd, mark=self._mark)
         self._workload = UpstreamWorkload(self.test, exe, run.workdir, env,
                                           start_timeout=run.timeout(), cwd=cwd,
@@ -284,7 +293,7 @@ class CorpusItem(ZdtmItem):
         run.attach(f"{self.test.short}.out.inprogress (the test's log while it runs)",
                    self._workload.inprogress)
         if hooks.has_hook(self.suite, self.test):
-            run.on_cleanup(lambda: hooks.run_hook(self.suite, self.test, "--clean",
+            run.on_cleanup(lambda: hooks.run_hook(self.suite, self.test, "--clean", self._tmpdir,
                                                   cwd=self._hook_cwd, mark=self._mark))
         return self._workload
 
@@ -302,7 +311,7 @@ class CorpusItem(ZdtmItem):
             hook_pid = self._workload.written_pid  # as the test saw itself (alive or not)
         else:
             hook_pid = self._ns_pid(pid)
-        hooks.run_hook(self.suite, self.test, f"--{point}", hook_pid, images,
+        hooks.run_hook(self.suite, self.test, f"--{point}", self._tmpdir, hook_pid, images,
                        cwd=self._hook_cwd, mark=self._mark)
 
     def _ns_pid(self, pid: int | None) -> int | None:
