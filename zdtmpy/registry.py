@@ -82,9 +82,18 @@ class Registry:
             self.entry.unlink()
 
     def _live_others(self) -> bool:
-        live = False
-        for f in self.root.glob("session-*"):
-            if f == self.entry:
+        return bool(self._live({self.entry.name}))
+
+    def others(self) -> list[str]:
+        """The entries of the other live sessions (under locked()), neither this process's
+        nor an ancestor's: an xdist worker, or a project test, counts as the session that
+        runs it. Entries of sessions that died are dropped."""
+        return self._live({f"session-{pid}-{start}" for pid, start in _lineage()})
+
+    def _live(self, skip: set[str]) -> list[str]:
+        live = []
+        for f in sorted(self.root.glob("session-*")):
+            if f.name in skip:
                 continue
             try:
                 _, pid, start = f.name.split("-")
@@ -92,7 +101,7 @@ class Registry:
             except ValueError:
                 alive = False
             if alive:
-                live = True
+                live.append(f.name)
             else:
                 with contextlib.suppress(OSError):
                     f.unlink()  # a session that crashed: it no longer counts
@@ -115,3 +124,19 @@ class Registry:
         tmp = path.with_name(f".{STATE}.{os.getpid()}")
         tmp.write_text(json.dumps(state))
         os.replace(tmp, path)  # a crash never leaves half a record
+
+
+def _lineage() -> list[tuple[int, int]]:
+    """(pid, start time) of this process and its ancestors, up to the first one gone."""
+    out: list[tuple[int, int]] = []
+    pid = os.getpid()
+    while pid > 0 and len(out) < 256:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            break
+        fields = stat[stat.rindex(b")") + 2:].split()
+        out.append((pid, int(fields[19])))
+        pid = int(fields[1])
+    return out

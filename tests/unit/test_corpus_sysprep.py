@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 
 import pytest
 
@@ -45,6 +46,31 @@ def test_first_session_raises_last_session_restores(tmp_path, monkeypatch):
 
 
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="named cgroup v1 hierarchies need root")
+OTHERS_WAIT = 60.0  # for the other sessions on the machine to end, before skipping
+
+
+@pytest.fixture
+def machine_to_ourselves():
+    """A named cgroup v1 hierarchy is machine-wide: every process is in it while it exists,
+    and a criu dump anywhere that read /proc/PID/cgroup then fails to mount it if it is gone
+    meanwhile ('Unable to create the cgroup (name=...)'). So these tests make and remove one
+    as a corpus session's first-in/last-out step does: only while no other zdtmpy session
+    on the machine is live, holding the machine's session registry lock throughout, so that
+    none starts meanwhile (a session joins the registry before its first dump). Waits for
+    the others to end (an xdist neighbour's short inner sessions), then skips naming them."""
+    reg = Registry()   # the machine's, not a stand-in
+    deadline = time.monotonic() + OTHERS_WAIT
+    while True:
+        with reg.locked():
+            others = reg.others()
+            if not others:
+                yield
+                return
+        if time.monotonic() > deadline:
+            pytest.skip(f"other zdtmpy sessions are live on this machine ({reg.root}: "
+                        f"{', '.join(others)}): a named cgroup hierarchy made and removed "
+                        "now could fail their criu dumps")
+        time.sleep(0.1)
 
 
 def _children(name: str) -> set[str] | None:
@@ -75,7 +101,8 @@ def _session(tmp_path, monkeypatch, name: str) -> sysprep.Prepared:
 
 
 @root_only
-def test_a_hierarchy_found_there_gets_our_holder_too(tmp_path, monkeypatch):
+def test_a_hierarchy_found_there_gets_our_holder_too(tmp_path, monkeypatch,
+                                                     machine_to_ourselves):
     """Another runner's hierarchy (with its own child, as zdtm.py's holder) still gets ours;
     the last session out removes only ours."""
     name = f"zdtmpy-test-{os.getpid()}"
@@ -94,7 +121,7 @@ def test_a_hierarchy_found_there_gets_our_holder_too(tmp_path, monkeypatch):
 
 @root_only
 def test_a_hierarchy_we_made_outlives_criu_mounts_and_goes_with_the_last_session(
-        tmp_path, monkeypatch):
+        tmp_path, monkeypatch, machine_to_ourselves):
     name = f"zdtmpy-test-new-{os.getpid()}"
     p = _session(tmp_path, monkeypatch, name)
     p.setup()
@@ -107,3 +134,4 @@ def test_a_hierarchy_we_made_outlives_criu_mounts_and_goes_with_the_last_session
     assert lines == [f"cgroup hierarchy name={name}: holder removed (hierarchy gone)"]
     assert not cgholder.listed(name)
     assert not _criu_like_mount(name)
+

@@ -3,6 +3,7 @@ bounded time instead of stalling every other session; a holder that lets go is w
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -51,3 +52,29 @@ def test_a_holder_that_lets_go_is_waited_for(tmp_path):
     finally:
         p.kill()
         p.wait()
+
+
+def test_others_are_live_sessions_neither_this_process_nor_its_ancestors(tmp_path):
+    """A project test (or an xdist worker) counts as the session running it; any other
+    live process's entry is another session; a dead one's entry is dropped."""
+    from zdtmpy import marker
+
+    reg = tmp_path / "reg"
+    reg.mkdir()
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead_start = marker.start_time(dead.pid)
+    dead.wait()
+    try:
+        entries = {p: f"session-{p}-{marker.start_time(p)}"
+                   for p in (os.getpid(), os.getppid(), other.pid)}
+        entries[dead.pid] = f"session-{dead.pid}-{dead_start}"
+        for name in entries.values():
+            (reg / name).write_text("")
+        with Registry(reg).locked() as shared:
+            assert not shared.alone   # the parent and the other process count here
+            assert Registry(reg).others() == [entries[other.pid]]
+        assert not (reg / entries[dead.pid]).exists()
+    finally:
+        other.kill()
+        other.wait()
