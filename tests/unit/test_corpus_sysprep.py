@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -135,3 +136,66 @@ def test_a_hierarchy_we_made_outlives_criu_mounts_and_goes_with_the_last_session
     assert not cgholder.listed(name)
     assert not _criu_like_mount(name)
 
+
+def _join_and_exit(name: str, cgroup: str) -> None:
+    """What upstream's cgroupns does: a process moves itself into `cgroup` of hierarchy
+    `name` (made if missing) and ends there, its own rmdir failing while it is inside."""
+    def run(root):
+        (root / cgroup).mkdir(exist_ok=True)
+        script = (f"import os; open({str(root / cgroup / 'cgroup.procs')!r}, 'w')"
+                  f".write(str(os.getpid())); os.rmdir({str(root / cgroup)!r})")
+        r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                           timeout=30)
+        assert "Device or resource busy" in r.stderr
+    assert cgholder.with_mount(name, run)[0]
+
+
+@root_only
+def test_an_empty_cgroup_an_upstream_test_left_goes_with_the_last_session(
+        tmp_path, monkeypatch, machine_to_ourselves):
+    """cgroupns leaves zdtmtst/test; the hierarchy we made goes anyway."""
+    name = f"zdtmpy-test-left-{os.getpid()}"
+    p = _session(tmp_path, monkeypatch, name)
+    p.setup()
+    try:
+        _join_and_exit(name, "test")
+        _join_and_exit(name, "test/sub")
+        assert _children(name) == {"test", cgholder.HOLDER}
+    finally:
+        lines = p.undo()
+    assert lines == [f"cgroup hierarchy name={name}: holder removed, and 2 empty cgroup(s) "
+                     "upstream's tests left (test/sub, test) (hierarchy gone)"]
+    assert not cgholder.listed(name)
+
+
+@root_only
+def test_cgroups_found_there_another_runners_holder_and_busy_ones_stay(
+        tmp_path, monkeypatch, machine_to_ourselves):
+    name = f"zdtmpy-test-kept-{os.getpid()}"
+    assert cgholder.with_mount(name, lambda root: (root / "theirs" / "sub").mkdir(
+        parents=True))[0]
+    busy = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        p = _session(tmp_path, monkeypatch, name)
+        p.setup()
+
+        def later(root):   # while the session runs: another runner, a test still running
+            (root / "holder.1234").mkdir()
+            (root / "busy").mkdir()
+            (root / "busy" / "cgroup.procs").write_text(str(busy.pid))
+        assert cgholder.with_mount(name, later)[0]
+        _join_and_exit(name, "test")
+        assert p.undo() == [f"cgroup hierarchy name={name}: holder removed, and 1 empty "
+                            "cgroup(s) upstream's tests left (test)"]
+        assert _children(name) == {"theirs", "holder.1234", "busy"}
+    finally:
+        busy.kill()
+        busy.wait()
+
+        def clean(root):
+            for d in ("theirs/sub", "theirs", "holder.1234", "busy", "test"):
+                with contextlib.suppress(FileNotFoundError):
+                    (root / d).rmdir()
+        cgholder.with_mount(name, clean)
+        cgholder._retire(name)
+    assert not cgholder.listed(name)

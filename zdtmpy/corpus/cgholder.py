@@ -9,6 +9,11 @@ create the cgroup (name=zdtmtst.defaultroot)', the kernel's 'No subsys list or n
 specified'). A hierarchy that is already there needs the holder too: one whose last child
 was removed just before its unmount stays listed in /proc/self/cgroup, unmounted and empty,
 until the next unmount kills it.
+
+Upstream's tests leave cgroups of their own: cgroupns moves itself into `zdtmtst/test` and
+its rmdir of it fails while it is still inside, so `test` stays, empty, keeping the hierarchy
+alive after the run. The last session out removes such empty cgroups (not those found there
+when the first session came, nor another runner's `holder.*`) with its holder.
 """
 
 from __future__ import annotations
@@ -18,11 +23,12 @@ import os
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import TypeVar
 
 HOLDER = "holder.zdtmpy"
+OTHER_HOLDERS = "holder."  # zdtm.py's holder.<uuid>: another runner's, alive or not
 TIMEOUT = 30.0
 RETIRE_WAIT = 2.0  # the kernel frees a removed cgroup asynchronously
 
@@ -82,24 +88,52 @@ def hold(name: str) -> tuple[bool, bool] | None:
     return made, new and made
 
 
-def release(name: str, retire: bool) -> str:
-    """Remove our holder; if we made the hierarchy (`retire`), also let the kernel free it
-    once nothing else holds it. What was done, as a line."""
+def children(name: str) -> list[str]:
+    """The cgroups under hierarchy `name` (paths relative to its root), if it exists."""
+    if not listed(name):
+        return []
+
+    def walk(root: Path) -> list[str]:
+        return sorted(str(Path(d).relative_to(root)) for d, _, _ in os.walk(root)
+                      if d != str(root))
+
+    return with_mount(name, walk)[1] or []
+
+
+def release(name: str, retire: bool, found: Collection[str] | None = ()) -> str:
+    """Remove our holder, and the empty cgroups upstream's tests left (not those `found`
+    when the first session came, nor another runner's holder; none if `found` is None:
+    unknown); if we made the hierarchy (`retire`), also let the kernel free it once nothing
+    else holds it. What was done, as a line."""
+    left: list[str] = []
+
     def drop(root: Path) -> bool:
         try:
             (root / HOLDER).rmdir()
-            return True
         except FileNotFoundError:
-            return True
+            pass
         except OSError:
             return False
+        if found is None:
+            return True
+        for d, _, _ in os.walk(root, topdown=False):   # the deepest first
+            rel = os.path.relpath(d, root)
+            if d == str(root) or rel in found or rel.split("/")[0].startswith(OTHER_HOLDERS):
+                continue
+            with contextlib.suppress(OSError):   # busy: someone's processes are in it
+                os.rmdir(d)
+                left.append(rel)
+        return True
 
     mounted, ok = with_mount(name, drop)
     if not (mounted and ok):
         return f"cgroup hierarchy name={name}: holder could not be removed"
+    what = f"cgroup hierarchy name={name}: holder removed"
+    if left:
+        what += f", and {len(left)} empty cgroup(s) upstream's tests left ({', '.join(left)})"
     if retire and not _retire(name):
-        return f"cgroup hierarchy name={name}: holder removed; the hierarchy is still in use"
-    return f"cgroup hierarchy name={name}: holder removed" + (" (hierarchy gone)" if retire else "")
+        return f"{what}; the hierarchy is still in use"
+    return what + (" (hierarchy gone)" if retire else "")
 
 
 def _retire(name: str) -> bool:

@@ -59,7 +59,10 @@ class Prepared:
         # Also where a hierarchy is there already: see cgholder for why.
         created = set(state.get("hierarchies", []))
         new = set(state.get("new_hierarchies", []))
+        found = state.setdefault("found_cgroups", {})
         for name in HIERARCHIES:
+            if isinstance(found, dict) and name not in found:
+                found[name] = cgholder.children(name)   # not ours to remove at the end
             held = cgholder.hold(name)
             if held is None:
                 self.notes.append(f"cgroup hierarchy name={name} could not be held")
@@ -92,9 +95,10 @@ def put_back(state: dict[str, Any], proc_vm: Path = PROC_VM,
         return out
     out += _put_back(proc_vm / "nr_hugepages", state.pop("nr_hugepages", None))
     new = state.pop("new_hierarchies", [])
+    found = state.pop("found_cgroups", {})
     for name in state.pop("hierarchies", []):
         if isinstance(name, str) and name in HIERARCHIES:
-            out.append(cgholder.release(name, retire=name in new))
+            out.append(cgholder.release(name, retire=name in new, found=_found_in(found, name)))
     out += firewall.remove_added(_firewall_of(state))
     state.pop("firewall", None)
     if mounts_before is not None:
@@ -115,6 +119,15 @@ def _put_back(path: Path, value: object) -> list[str]:
         return [f"sysctl {name}: {now} -> {value} (restored)"]
     except OSError as exc:
         return [f"sysctl {name}: could not restore: {exc.strerror}"]
+
+
+def _found_in(found: object, name: str) -> set[str] | None:
+    """The cgroups recorded as found under hierarchy `name`; None (remove none of them)
+    where there is no record of the right shape (e.g. made by an older zdtmpy)."""
+    kept = found.get(name) if isinstance(found, dict) else None
+    if not isinstance(kept, list) or not all(isinstance(k, str) for k in kept):
+        return None
+    return set(kept)
 
 
 def _firewall_of(state: dict[str, Any]) -> dict[str, list[str]]:
