@@ -145,7 +145,7 @@ prepare
 
 logdir=$tree/test/zdtmpy-bench-logs
 mkdir -p "$logdir"
-"$criu_bin" --version | head -n1 | sed "s|^|upstream_zdtm: $criu_bin: |" >&2
+"$criu_bin" --version | sed -n 1p | sed "s|^|upstream_zdtm: $criu_bin: |" >&2
 
 failed=0
 for t in $tests; do

@@ -50,7 +50,7 @@ criu_works() {
 	if out=$(timeout 60 "$bin" check 2>&1); then
 		return 0
 	fi
-	log "$bin: 'criu check' failed: $(printf '%s' "$out" | grep -m1 -iE 'error|fail' || printf '%s' "$out" | tail -n1)"
+	log "$bin: 'criu check' failed: $({ printf '%s\n' "$out" | grep -iE 'error|fail' || printf '%s\n' "$out" | tail -n1; } | sed -n 1p)"
 	return 1
 }
 
@@ -112,7 +112,7 @@ fi
 # A deb-src entry for the suite, pointing at the mirror this machine already uses.
 src_list=/etc/apt/sources.list.d/zdtmpy-criu-src.sources
 if [ ! -f "$src_list" ] || ! grep -q "Suites: $suite\$" "$src_list"; then
-	mirror=$(grep -hs '^URIs:' /etc/apt/sources.list.d/*.sources | awk '{print $2}' | grep -v security | head -n1)
+	mirror=$(grep -hs '^URIs:' /etc/apt/sources.list.d/*.sources | awk '{print $2}' | grep -v security | sed -n 1p)
 	[ -n "$mirror" ] || mirror=$(awk '/^deb / && !/security/ {print $2; exit}' /etc/apt/sources.list 2>/dev/null)
 	[ -n "$mirror" ] || { log "cannot find a Debian mirror in the apt configuration"; exit 1; }
 	as_root tee "$src_list" >/dev/null <<EOF
@@ -135,7 +135,7 @@ as_root env DEBIAN_FRONTEND=noninteractive timeout 1200 apt-get install -y -qq -
 
 # "'URL' name size SHA256:hex" lines for the source package's files, from the signed index.
 uris=$(cd /tmp && apt-get source --print-uris -qq "criu/$suite" 2>/dev/null || true)
-line=$(printf '%s\n' "$uris" | grep "criu_${version}.orig.tar.xz" | head -n1)
+line=$(printf '%s\n' "$uris" | grep "criu_${version}.orig.tar.xz" | sed -n 1p)
 [ -n "$line" ] || { log "Sources index for $suite has no criu_${version}.orig.tar.xz (got: $(printf '%s' "$uris" | awk '{print $2}' | tr '\n' ' '))"; exit 1; }
 url=$(printf '%s' "$line" | awk '{print $1}' | tr -d "'")
 name=$(printf '%s' "$line" | awk '{print $2}')
@@ -167,5 +167,5 @@ if ! criu_works "$srcdir/criu/criu"; then
 	log "built criu fails 'criu check' on this kernel"
 	exit 1
 fi
-log "built $srcdir/criu/criu ($("$srcdir/criu/criu" --version | head -n1))"
+log "built $srcdir/criu/criu ($("$srcdir/criu/criu" --version | sed -n 1p))"
 chosen "$srcdir/criu/criu"

@@ -27,6 +27,6 @@ rc=0
 # local provisioning runs the tests on this very machine: tmt wants that said explicitly
 timeout 1800 "$tmt" --feeling-safe run --id "$work/run" --all \
 	-e "ZDTM_CRIU=$criu" -e "ZDTMPY_ARGS=\"$args\"" provision --how local || rc=$?
-out=$(find "$work/run" -path '*tests/matrix*' -name output.txt | head -n1)
+out=$(find "$work/run" -path '*tests/matrix*' -name output.txt | sed -n 1p)
 [ -n "$out" ] && tail -n 12 "$out"
 [ $rc -eq 0 ] || { echo "tmt-check: tmt run exited $rc" >&2; exit 1; }
