@@ -27,5 +27,42 @@ def test_capture_encodes_a_chunk_as_the_per_block_reference_does(block):
     sizes, payload = LZ4_CODEC.encode_chunk(data, block)
     want = blocks_record(7, 1 << 20, block, len(data), sizes, payload)
     buf = bytearray(data) + b"\xee" * 100   # bytes past n are not the chunk's
-    got = _encode_record(7, 1 << 20, buf, len(data), block, 1)
+    out = bytearray(b"\xdd" * len(buf))    # a payload buffer used before
+    got = _encode_record(7, 1 << 20, buf, len(data), block, 1, out)
+    assert [bytes(p) for p in got] == [bytes(p) for p in want]
+
+
+@pytest.mark.parametrize("block", [PS, 64 << 10])
+@pytest.mark.parametrize("n", [0, PS - 1, 3 * PS + 17, 1 << 20])
+def test_packed_payload_is_the_joined_parts(block, n):
+    """The packed encoder (raw blocks copied next to the LZ4 ones, one buffer) gives the
+    sizes and the bytes of encode_parts joined, for short last blocks and all-zero chunks;
+    where it is not built, capture's record is the same through the joined parts."""
+    from zdtmpy.codec import lz4native
+
+    data = mixed(257, 5)[:n]
+    want_sizes, want = LZ4_CODEC.encode_chunk(data, block)
+    for src in (bytearray(data), bytearray(n)):
+        out = bytearray(b"\xdd" * max(n, 1))
+        got = LZ4_CODEC.encode_packed(src, n, out, block, 1)
+        if got is None:
+            assert lz4native.helper() is None or lz4native.helper().batch_packed is None
+            pytest.skip(f"lz4batch.c is not in use here ({lz4native.batch_problem()})")
+        sizes, m = got
+        if src == data:
+            assert (sizes.tolist(), bytes(out[:m])) == (want_sizes, want)
+        else:
+            assert (sizes.tolist(), m) == ([0] * -(-n // block), 0)
+
+
+def test_capture_record_without_the_packed_encoder(monkeypatch):
+    """A codec without the packed path (no compiler): the same record from joined parts."""
+    from zdtmpy.codec.blocks import BlockCodec
+    from zdtmpy.transport.capture import _encode_record
+    from zdtmpy.transport.streamformat import blocks_record
+
+    data = mixed(64, 9)
+    want = blocks_record(3, 0, PS, len(data), *LZ4_CODEC.encode_chunk(data, PS))
+    monkeypatch.setattr(BlockCodec, "encode_packed", lambda *a, **k: None)
+    got = _encode_record(3, 0, bytearray(data), len(data), PS, 1, bytearray(len(data)))
     assert [bytes(p) for p in got] == [bytes(p) for p in want]

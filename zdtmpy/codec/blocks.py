@@ -11,6 +11,7 @@ the block is stored raw.
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Callable, Sequence
 
 from ..errors import ImageError
@@ -130,6 +131,17 @@ class BlockCodec:
         if got is not None:
             return got
         return self.encode_parts(smv, block_bytes, acceleration)
+
+    def encode_packed(self, src: bytearray, n: int, out: bytearray, block_bytes: int,
+                      acceleration: int = 1) -> tuple[array[int], int] | None:
+        """encode_into for the first n bytes of `src` with every stored byte, raw blocks
+        included, back to back in `out` (at least n bytes): (sizes as C uint32s, payload
+        length; the payload is out[:length]), or None when the algorithm has no such path
+        here (encode_into then). One native call, no Python work per block."""
+        native = getattr(self.algorithm, "encode_packed", None)
+        got: tuple[array[int], int] | None = \
+            native(src, n, out, block_bytes, acceleration) if native is not None else None
+        return got
 
     # -- decoding -------------------------------------------------------------------------
 

@@ -108,6 +108,46 @@ long zdtm_encode_blocks(const unsigned char *src, long n, unsigned char *out, lo
 	return nruns;
 }
 
+/*
+ * zdtm_encode_blocks with every stored byte in out, back to back in block order: raw
+ * blocks are copied there too (the copy is of a block just read, still in the cache), so
+ * the whole payload is one buffer (no pieces to join, no Python work per block). sizes[i]
+ * as there. Returns the payload's length, or -1 when out (out_cap bytes) could be too
+ * small (n bytes are always enough: no block is stored bigger than it is).
+ */
+long zdtm_encode_packed(const unsigned char *src, long n, unsigned char *out, long out_cap,
+			long block, int acceleration, void *state, reset_fn reset,
+			compress_fn compress, bound_fn bound, uint32_t *sizes)
+{
+	long opos = 0, b = 0;
+
+	for (long off = 0; off < n; off += block, b++) {
+		long size = n - off < block ? n - off : block;
+		long limit = (size * 7 + 7) / 8;
+		long cap = limit - 1;   /* output of limit bytes or more is stored raw */
+		int r;
+
+		if (all_zero(src + off, (size_t)size)) {
+			sizes[b] = 0;
+			continue;
+		}
+		if (cap > bound((int)size))
+			cap = bound((int)size);
+		if (opos + size > out_cap)
+			return -1;
+		reset(state);
+		r = compress(state, (const char *)src + off, (char *)out + opos, (int)size,
+			     (int)cap, acceleration);
+		if (r <= 0 || r >= limit) {   /* no room was enough: raw */
+			memcpy(out + opos, src + off, (size_t)size);
+			r = (int)size;
+		}
+		sizes[b] = (uint32_t)r;
+		opos += r;
+	}
+	return opos;
+}
+
 typedef int (*decompress_fn)(const char *src, char *dst, int src_size, int dst_cap);
 
 /*

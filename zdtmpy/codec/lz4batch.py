@@ -31,7 +31,7 @@ def attach(nat: Native) -> bool:
     """Give `nat` the batch entry points, or a reason why not. True when both self-tests
     (the binding's and verify()'s) passed before with these very binaries: none to run."""
     try:
-        nat.batch, nat.batch_decode, nat.batch_all_zero, lib = _load()
+        nat.batch, nat.batch_decode, nat.batch_all_zero, nat.batch_packed, lib = _load()
         nat.batch_marker = passed_marker(lib)
         return nat.batch_marker.exists()
     except Exception as exc:  # noqa: BLE001 - only a speedup: any failure means the slow path
@@ -60,7 +60,7 @@ def verify(nat: Native) -> None:
 
 
 def _disable(nat: Native, why: str) -> None:
-    nat.batch = nat.batch_decode = nat.batch_all_zero = None
+    nat.batch = nat.batch_decode = nat.batch_all_zero = nat.batch_packed = None
     nat.batch_marker = None
     nat.batch_problem = why
 
@@ -81,7 +81,8 @@ def passed_marker(lib: Path) -> Path:
     return lib.parent / f"selftest-passed-{h.hexdigest()[:24]}"
 
 
-def _load() -> tuple[Callable[..., int], Callable[..., int], Callable[..., int], Path]:
+def _load() -> tuple[Callable[..., int], Callable[..., int], Callable[..., int],
+                     Callable[..., int], Path]:
     import sys
     import sysconfig
 
@@ -114,7 +115,9 @@ def _load() -> tuple[Callable[..., int], Callable[..., int], Callable[..., int],
     dec.argtypes = [vp, lg, vp, lg, lg, lg, vp, ctypes.c_int, ctypes.c_int, vp, vp, lg]
     dec.restype = lg
     zero.argtypes, zero.restype = [vp, lg], ctypes.c_int
-    return enc, dec, zero, path
+    packed = lib.zdtm_encode_packed
+    packed.argtypes, packed.restype = enc.argtypes[:-1], lg
+    return enc, dec, zero, packed, path
 
 
 def all_zero(nat: Native, buf: bytearray, n: int) -> bool:
@@ -155,6 +158,30 @@ def encode(nat: Native, src: bytearray, n: int, out: bytearray, block_bytes: int
         off = runs[i + 1]
         add((omv if runs[i] else smv)[off:off + runs[i + 2]])
     return sizes.tolist(), parts
+
+
+def encode_packed(nat: Native, src: bytearray, n: int, out: bytearray, block_bytes: int,
+                  acceleration: int) -> tuple[array[int], int]:
+    """encode_into with the whole payload in `out` (at least n bytes), raw blocks copied
+    there too: (sizes as C uint32s, payload length), one C call and no Python work per
+    block. The payload is out[:length]: the same bytes as encode's parts joined."""
+    assert nat.batch_packed is not None
+    if len(out) < n or len(src) < n:
+        raise ValueError(f"encode_packed: {n} bytes asked, the buffers hold {len(src)} "
+                         f"and {len(out)}")
+    sizes = array("I", bytes(4 * -(-n // block_bytes)))
+    if n == 0:
+        return sizes, 0
+    src_c = ctypes.c_char.from_buffer(src)   # keeps the buffers pinned while in use
+    out_c = ctypes.c_char.from_buffer(out)
+    reset, compress, bound = nat.fn_ptrs
+    m = nat.batch_packed(ctypes.addressof(src_c), n, ctypes.addressof(out_c), len(out),
+                         block_bytes, acceleration, nat.state(), reset, compress, bound,
+                         sizes.buffer_info()[0])
+    del src_c, out_c
+    if m < 0:
+        raise ValueError(f"encode_packed: output buffer of {len(out)} bytes is too small")
+    return sizes, m
 
 
 def decode(nat: Native, src: Buffer, stored_len: int, sizes: Sequence[int], block_bytes: int,
@@ -266,6 +293,9 @@ def self_test(nat: Native) -> bool:
             out = bytearray(len(data) + nat.bound(block) + 64)
             sizes, parts = encode(nat, src, len(data), out, block, acc)
             if sizes != want[0] or b"".join(parts) != b"".join(want[1]):
+                return False
+            psizes, m = encode_packed(nat, src, len(data), out, block, acc)
+            if psizes.tolist() != want[0] or out[:m] != b"".join(want[1]):
                 return False
             if acc == 1 and not _decode_matches(nat, ref, b"".join(want[1]), sizes, block,
                                                 len(data)):

@@ -3,6 +3,7 @@ chunks the fastest native path this machine has (lz4batch.c, else the ctypes loo
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Sequence
 
 from . import lz4batch, lz4block, lz4native
@@ -36,6 +37,14 @@ class LZ4:
         if nat.batch is not None:
             return lz4batch.encode(nat, src, n, out, block_bytes, acceleration)
         return lz4native.encode_loop(nat, src, n, out, block_bytes, acceleration)
+
+    def encode_packed(self, src: bytearray, n: int, out: bytearray, block_bytes: int,
+                      acceleration: int) -> tuple[array[int], int] | None:
+        """The whole payload in out (lz4batch.c), or None where it is not built."""
+        nat = lz4native.helper()
+        if nat is None or nat.batch_packed is None:
+            return None
+        return lz4batch.encode_packed(nat, src, n, out, block_bytes, acceleration)
 
     def decode_into(self, src: Buffer, stored_len: int, sizes: Sequence[int],
                     block_bytes: int, total_bytes: int, out: bytearray,

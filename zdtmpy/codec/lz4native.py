@@ -53,6 +53,7 @@ class Native:
         self.batch: Callable[..., int] | None = None
         self.batch_decode: Callable[..., int] | None = None
         self.batch_all_zero: Callable[..., int] | None = None
+        self.batch_packed: Callable[..., int] | None = None
         self.batch_problem: str | None = None  # why lz4batch.c is not in use
         self.batch_marker: Path | None = None   # lz4batch.passed_marker, once loaded
 

@@ -56,18 +56,23 @@ _OUT = threading.local()   # a pool thread's encode buffer, reused from chunk to
 
 
 def _encode_record(fid: int, offset: int, data: bytearray, n: int, block: int,
-                   acceleration: int) -> Record3:
+                   acceleration: int, out: bytearray) -> Record3:
     """In a pool thread: data[:n]'s blocks encoded in one native call where there is one
     (no Python work per block), and its whole record with its CRC (the capture loop, one
-    thread for every pipe, only writes it). `data` is free again when this returns."""
+    thread for every pipe, only writes it). `data` is free again when this returns; the
+    record's payload may be a view into `out` (at least n bytes), busy until written."""
     from ..codec.coding import LZ4_CODEC
 
-    need = n + LZ4_CODEC.algorithm.bound(block) + 64
-    out = getattr(_OUT, "buf", None)
-    if out is None or len(out) < need:
-        out = _OUT.buf = bytearray(need)
-    sizes, parts = LZ4_CODEC.encode_into(data, n, out, block, acceleration)
-    return blocks_record(fid, offset, block, n, sizes, b"".join(parts))
+    packed = LZ4_CODEC.encode_packed(data, n, out, block, acceleration)
+    if packed is not None:   # the payload whole in out: nothing to join
+        sizes, m = packed
+        return blocks_record(fid, offset, block, n, sizes, memoryview(out)[:m])
+    need = n + LZ4_CODEC.algorithm.bound(block) + 64   # no packed path here: join pieces
+    scratch: bytearray | None = getattr(_OUT, "buf", None)
+    if scratch is None or len(scratch) < need:
+        scratch = _OUT.buf = bytearray(need)
+    listed, parts = LZ4_CODEC.encode_into(data, n, scratch, block, acceleration)
+    return blocks_record(fid, offset, block, n, listed, b"".join(parts))
 
 
 def warm_up(encoding: bool) -> None:
@@ -99,12 +104,13 @@ class BlockEncoder:
         self.cap, self.fid = cap, fid
         self.block = cap.spec.block_pages * 4096
         self.chunk = chunk_size(self.block)
-        self.free: list[bytearray] = []
-        self.buf = bytearray(self.chunk)
+        self.free: list[tuple[bytearray, bytearray]] = []   # (chunk, payload) buffers
+        self.buf, self.out = bytearray(self.chunk), bytearray(self.chunk)
         self.fill = 0
         self.submitted = 0  # decoded bytes handed to the pool so far
-        # (file offset, decoded length, its buffer, future of the whole record) in order
-        self.inflight: collections.deque[tuple[int, int, bytearray, Future[Record3]]] = \
+        # (file offset, decoded length, its buffers, future of the whole record) in order
+        self.inflight: collections.deque[
+            tuple[int, int, tuple[bytearray, bytearray], Future[Record3]]] = \
             collections.deque()
 
     def read(self, fd: int) -> int:
@@ -119,19 +125,22 @@ class BlockEncoder:
     def _submit(self) -> None:
         from ..compress.pipeline import pool
 
-        buf, n = self.buf, self.fill
+        buf, out, n = self.buf, self.out, self.fill
         fut = pool().submit(_encode_record, self.fid, self.submitted, buf, n, self.block,
-                            self.cap.spec.acceleration)
-        self.inflight.append((self.submitted, n, buf, fut))
+                            self.cap.spec.acceleration, out)
+        self.inflight.append((self.submitted, n, (buf, out), fut))
         self.submitted += n
-        self.buf = self.free.pop() if self.free else bytearray(self.chunk)
+        self.buf, self.out = self.free.pop() if self.free else \
+            (bytearray(self.chunk), bytearray(self.chunk))
         self.fill = 0
 
     def drain(self, block: bool = False) -> None:
         while self.inflight and (block or self.inflight[0][3].done()):
-            offset, n, buf, fut = self.inflight.popleft()
-            self.cap.writer.put_blocks(self.fid, offset, n, fut.result())
-            self.free.append(buf)
+            offset, n, bufs, fut = self.inflight.popleft()
+            record = fut.result()
+            self.cap.writer.put_blocks(self.fid, offset, n, record)
+            del record   # its payload may be a view into bufs[1]
+            self.free.append(bufs)
             block = False
 
     def finish(self) -> None:

@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Iterator
+import sys
+from array import array
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO, NoReturn
 
@@ -114,12 +116,16 @@ def encode_record(rtype: int, file_id: int, offset: int,
 
 
 def blocks_record(fid: int, offset: int, block_bytes: int, decoded_len: int,
-                  sizes: list[int], payload: Buffer) -> tuple[bytes, Buffer, bytes]:
+                  sizes: Sequence[int], payload: Buffer) -> tuple[bytes, Buffer, bytes]:
     """A whole BLOCKS record (header + blocks header + sizes, the payload, the CRC), the
     same bytes as StreamWriter.blocks writes, built without the writer: a pool thread
-    does the CRC and the packing, the writer only writes (StreamWriter.put_blocks)."""
-    prefix = _BLK.pack(block_bytes, len(sizes), decoded_len) + \
-        struct.pack(f"<{len(sizes)}I", *sizes)
+    does the CRC and the packing, the writer only writes (StreamWriter.put_blocks).
+    sizes: a list, or C uint32s (array 'I': taken as they are on a little-endian host)."""
+    if type(sizes) is array and sizes.itemsize == 4 and sys.byteorder == "little":
+        packed = sizes.tobytes()
+    else:
+        packed = struct.pack(f"<{len(sizes)}I", *sizes)
+    prefix = _BLK.pack(block_bytes, len(sizes), decoded_len) + packed
     head = RECORD_HEAD.pack(BLOCKS, 0, 0, fid, offset, len(prefix) + len(payload))
     crc = crc32(payload, crc32(prefix, crc32(head)))
     return head + prefix, payload, CRC.pack(crc)
