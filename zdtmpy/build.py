@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .builtin import workloads_dir
-from .cachedir import cache_root
+from .cachedir import cache_root as cache_root  # re-exported (tests)
+from .cachedir import cached_product
+from .cachedir import compiler_command as compiler_command  # re-exported
 from .errors import BuildError
 
 if TYPE_CHECKING:
@@ -34,14 +36,6 @@ COMPILE_TIMEOUT = 120  # seconds for one compiler or linker command
 def default_static_dir() -> Path:
     """The package's built-in workloads (zdtmpy/workloads)."""
     return workloads_dir()
-
-
-def compiler_command() -> list[str]:
-    """The C compiler: $CC, else the one Python was built with, else gcc."""
-    import sysconfig
-
-    cc = os.environ.get("CC") or sysconfig.get_config_var("CC") or "gcc"
-    return shlex.split(cc)
 
 
 class _Captured:
@@ -136,9 +130,9 @@ def build_cached(kind: str, digest: str, filename: str,
     The result appears by renaming a complete temporary directory, so a reader that sees the
     file sees all of it; the lock keeps two processes from building the same thing twice.
     """
-    base = cache_root() / kind
-    final_dir = base / digest
-    target = final_dir / filename
+    target = cached_product(kind, digest, filename)
+    final_dir = target.parent
+    base = final_dir.parent
     if target.exists():
         return target
     with build_lock(base / f"{digest}.lock"):

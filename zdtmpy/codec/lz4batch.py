@@ -86,13 +86,34 @@ def _load() -> tuple[Callable[..., int], Callable[..., int], Callable[..., int],
     import sys
     import sysconfig
 
-    from ..build import build_cached, compile_sources, compiler_command, new_compiler
-    from ..errors import BuildError
+    from ..cachedir import cached_product, compiler_command
 
-    what = "zdtmpy LZ4 block encoder"
     h = hashlib.sha256(SOURCE.read_bytes())
     h.update(repr((compiler_command(), sysconfig.get_config_var("CFLAGS"),
                    sys.platform)).encode())
+    digest = h.hexdigest()[:20]
+    path = cached_product("lz4batch", digest, LIBRARY)
+    if not path.exists():   # the builder (and what it imports) only when there is work
+        path = _build(digest)
+    lib = ctypes.CDLL(str(path))
+    enc, dec, zero = lib.zdtm_encode_blocks, lib.zdtm_decode_blocks, lib.zdtm_all_zero
+    vp, lg = ctypes.c_void_p, ctypes.c_long
+    enc.argtypes = [vp, lg, vp, lg, lg, ctypes.c_int, vp, vp, vp, vp, vp, vp]
+    enc.restype = lg
+    dec.argtypes = [vp, lg, vp, lg, lg, lg, vp, ctypes.c_int, ctypes.c_int, vp, vp, lg]
+    dec.restype = lg
+    zero.argtypes, zero.restype = [vp, lg], ctypes.c_int
+    packed = lib.zdtm_encode_packed
+    packed.argtypes, packed.restype = enc.argtypes[:-1], lg
+    return enc, dec, zero, packed, path
+
+
+def _build(digest: str) -> Path:
+    """Compile lz4batch.c into the build cache (once per digest across processes)."""
+    from ..build import build_cached, compile_sources, new_compiler
+    from ..errors import BuildError
+
+    what = "zdtmpy LZ4 block encoder"
 
     def build(tmp: Path) -> Path:
         from distutils.errors import LinkError
@@ -106,18 +127,7 @@ def _load() -> tuple[Callable[..., int], Callable[..., int], Callable[..., int],
             raise BuildError(f"{what}: linking {out.name} failed:\n{cap.output()}") from None
         return out
 
-    path = build_cached("lz4batch", h.hexdigest()[:20], LIBRARY, build)
-    lib = ctypes.CDLL(str(path))
-    enc, dec, zero = lib.zdtm_encode_blocks, lib.zdtm_decode_blocks, lib.zdtm_all_zero
-    vp, lg = ctypes.c_void_p, ctypes.c_long
-    enc.argtypes = [vp, lg, vp, lg, lg, ctypes.c_int, vp, vp, vp, vp, vp, vp]
-    enc.restype = lg
-    dec.argtypes = [vp, lg, vp, lg, lg, lg, vp, ctypes.c_int, ctypes.c_int, vp, vp, lg]
-    dec.restype = lg
-    zero.argtypes, zero.restype = [vp, lg], ctypes.c_int
-    packed = lib.zdtm_encode_packed
-    packed.argtypes, packed.restype = enc.argtypes[:-1], lg
-    return enc, dec, zero, packed, path
+    return build_cached("lz4batch", digest, LIBRARY, build)
 
 
 def all_zero(nat: Native, buf: bytearray, n: int) -> bool:
