@@ -20,7 +20,7 @@ def mixed(n_pages, seed):
 @pytest.mark.parametrize("block", [PS, 64 << 10])
 def test_capture_encodes_a_chunk_as_the_per_block_reference_does(block):
     """capture's one-call chunk encoder writes the very record the per-block coder would."""
-    from zdtmpy.transport.capture import _encode_record
+    from zdtmpy.transport.captureblocks import _encode_record
     from zdtmpy.transport.streamformat import blocks_record
 
     data = mixed(256, 3)[:(1 << 20) - 5 * PS] + bytes(5 * PS)
@@ -58,7 +58,7 @@ def test_packed_payload_is_the_joined_parts(block, n):
 def test_capture_record_without_the_packed_encoder(monkeypatch):
     """A codec without the packed path (no compiler): the same record from joined parts."""
     from zdtmpy.codec.blocks import BlockCodec
-    from zdtmpy.transport.capture import _encode_record
+    from zdtmpy.transport.captureblocks import _encode_record
     from zdtmpy.transport.streamformat import blocks_record
 
     data = mixed(64, 9)
@@ -66,3 +66,53 @@ def test_capture_record_without_the_packed_encoder(monkeypatch):
     monkeypatch.setattr(BlockCodec, "encode_packed", lambda *a, **k: None)
     got = _encode_record(3, 0, bytearray(data), len(data), PS, 1, bytearray(len(data)))
     assert [bytes(p) for p in got] == [bytes(p) for p in want]
+
+
+def _encoder(tmp_path, layout="page"):
+    """A BlockEncoder on a real Capture whose writer writes to a BytesIO (no criu)."""
+    import io
+
+    from zdtmpy.codec import Compression
+    from zdtmpy.transport import streamformat as sf
+    from zdtmpy.transport.capture import Capture
+    from zdtmpy.transport.captureblocks import BlockEncoder
+
+    out = io.BytesIO()
+    cap = Capture(tmp_path, out, Compression(layout))
+    cap.writer = sf.StreamWriter(out, cap.spec)
+    return cap, out, BlockEncoder(cap, cap.writer.open("pages-1.img"))
+
+
+def test_pool_threads_write_records_in_file_order_whatever_order_chunks_end(tmp_path):
+    """Chunks encoded last-first: none is written before its predecessors; the one that
+    completes the run writes them all, in order, and every buffer comes back."""
+    from zdtmpy.transport import streamindex as si
+
+    cap, out, enc = _encoder(tmp_path)
+    data = mixed(4 * 256, 11)
+    chunks = [data[i:i + enc.chunk] for i in range(0, len(data), enc.chunk)]
+    assert len(chunks) == 4
+    for seq in (3, 2, 1):
+        enc._encode(seq, seq * enc.chunk, bytearray(chunks[seq]), enc.chunk,
+                    bytearray(enc.chunk))
+        assert enc.next == 0 and not enc.writing and len(enc.free) == 0
+    before = len(out.getvalue())
+    enc._encode(0, 0, bytearray(chunks[0]), enc.chunk, bytearray(enc.chunk))
+    assert enc.next == 4 and not enc.ready and len(enc.free) == 4
+    assert len(out.getvalue()) > before
+    cap.writer.close(1)
+    cap.writer.end()
+    (tmp_path / "s").write_bytes(out.getvalue())
+    idx = si.index_stream(tmp_path / "s")   # every CRC and offset checked
+    assert idx.files["pages-1.img"].size == len(data)
+
+
+def test_no_pool_write_once_the_capture_failed(tmp_path):
+    """After the capture gave up (its stream file about to go), a finishing chunk is not
+    written: the records stop where they were."""
+    cap, out, enc = _encoder(tmp_path)
+    before = len(out.getvalue())
+    with cap.out_lock:
+        cap.failed = True
+    enc._encode(0, 0, bytearray(mixed(256, 2)), enc.chunk, bytearray(enc.chunk))
+    assert len(out.getvalue()) == before

@@ -13,23 +13,21 @@ files pass through unchanged.
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import os
 import selectors
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 from ..codec import Compression
-from ..codec.algorithm import Buffer
 from ..errors import StageTimeout
+from .captureblocks import BlockEncoder
 from .streamcheck import FRAMED, PAGEMAP, PAGES, FramingCheck, check_complete, pagemap_summary
-from .streamformat import StreamWriter, blocks_record, check_name
+from .streamformat import StreamWriter, check_name
 from .streamproto import (
     CAPTURE_SOCKET,
     PIPE_SIZE,
@@ -51,30 +49,6 @@ class CaptureResult:
     seconds: float
 
 
-Record3 = tuple[bytes, Buffer, bytes]
-_OUT = threading.local()   # a pool thread's encode buffer, reused from chunk to chunk
-
-
-def _encode_record(fid: int, offset: int, data: bytearray, n: int, block: int,
-                   acceleration: int, out: bytearray) -> Record3:
-    """In a pool thread: data[:n]'s blocks encoded in one native call where there is one
-    (no Python work per block), and its whole record with its CRC (the capture loop, one
-    thread for every pipe, only writes it). `data` is free again when this returns; the
-    record's payload may be a view into `out` (at least n bytes), busy until written."""
-    from ..codec.coding import LZ4_CODEC
-
-    packed = LZ4_CODEC.encode_packed(data, n, out, block, acceleration)
-    if packed is not None:   # the payload whole in out: nothing to join
-        sizes, m = packed
-        return blocks_record(fid, offset, block, n, sizes, memoryview(out)[:m])
-    need = n + LZ4_CODEC.algorithm.bound(block) + 64   # no packed path here: join pieces
-    scratch: bytearray | None = getattr(_OUT, "buf", None)
-    if scratch is None or len(scratch) < need:
-        scratch = _OUT.buf = bytearray(need)
-    listed, parts = LZ4_CODEC.encode_into(data, n, scratch, block, acceleration)
-    return blocks_record(fid, offset, block, n, listed, b"".join(parts))
-
-
 def warm_up(encoding: bool) -> None:
     """The protocol's and the pagemap's messages (the protobuf import: 85 ms here), and for
     a compressing capture the codec's native helper with its self-test and the pool, before
@@ -90,64 +64,6 @@ def warm_up(encoding: bool) -> None:
 
         helper()
         pool()
-
-
-class BlockEncoder:
-    """Encodes one pages file as it arrives: criu's pipe is read straight into chunk
-    buffers of whole blocks (no copy, no allocation per read), full chunks go to the shared
-    thread pool (the codec releases the GIL), results are written in order as they
-    complete and their buffers reused."""
-
-    def __init__(self, cap: Capture, fid: int) -> None:
-        from ..compress.pipeline import chunk_size
-
-        self.cap, self.fid = cap, fid
-        self.block = cap.spec.block_pages * 4096
-        self.chunk = chunk_size(self.block)
-        self.free: list[tuple[bytearray, bytearray]] = []   # (chunk, payload) buffers
-        self.buf, self.out = bytearray(self.chunk), bytearray(self.chunk)
-        self.fill = 0
-        self.submitted = 0  # decoded bytes handed to the pool so far
-        # (file offset, decoded length, its buffers, future of the whole record) in order
-        self.inflight: collections.deque[
-            tuple[int, int, tuple[bytearray, bytearray], Future[Record3]]] = \
-            collections.deque()
-
-    def read(self, fd: int) -> int:
-        """One read of criu's pipe into the current chunk; the bytes read (0: EOF)."""
-        n = os.readv(fd, [memoryview(self.buf)[self.fill:]])
-        self.fill += n
-        if self.fill == self.chunk:
-            self._submit()
-            self.drain(block=self.cap.inflight() > self.cap.window)
-        return n
-
-    def _submit(self) -> None:
-        from ..compress.pipeline import pool
-
-        buf, out, n = self.buf, self.out, self.fill
-        fut = pool().submit(_encode_record, self.fid, self.submitted, buf, n, self.block,
-                            self.cap.spec.acceleration, out)
-        self.inflight.append((self.submitted, n, (buf, out), fut))
-        self.submitted += n
-        self.buf, self.out = self.free.pop() if self.free else \
-            (bytearray(self.chunk), bytearray(self.chunk))
-        self.fill = 0
-
-    def drain(self, block: bool = False) -> None:
-        while self.inflight and (block or self.inflight[0][3].done()):
-            offset, n, bufs, fut = self.inflight.popleft()
-            record = fut.result()
-            self.cap.writer.put_blocks(self.fid, offset, n, record)
-            del record   # its payload may be a view into bufs[1]
-            self.free.append(bufs)
-            block = False
-
-    def finish(self) -> None:
-        if self.fill:
-            self._submit()
-        while self.inflight:
-            self.drain(block=True)
 
 
 class _Open:
@@ -184,6 +100,8 @@ class Capture:
         self.idle_timeout = idle_timeout
         self.log = log or (lambda line: None)
         self.window = 8  # encoded chunks in flight, over all files
+        self.out_lock = threading.Lock()   # the writer: the loop's records, the pool's
+        self.failed = False   # set (under out_lock) before the stream file is abandoned
         self.listener: Listener | None = None
         self.encoders: list[BlockEncoder] = []
         self.pagemaps: dict[str, tuple[int, int]] = {}   # name -> (pages_id, present pages)
@@ -225,7 +143,8 @@ class Capture:
             self.log("capture: criu connected")
             self._loop(Control(conn, self.where, self.idle_timeout), opened)
             check_complete(self.pagemaps, self.pages_sizes, self.writer.names)
-            self.writer.end()
+            with self.out_lock:
+                self.writer.end()
             if part is not None and isinstance(self.out, (str, os.PathLike)):  # a path: staged
                 fobj.flush()
                 if self.fsync:
@@ -233,6 +152,8 @@ class Capture:
                 fobj.close()
                 os.rename(part, self.out)
         except BaseException as exc:
+            with self.out_lock:
+                self.failed = True
             for o in opened.values():
                 with contextlib.suppress(OSError):
                     os.close(o.fd)
@@ -273,7 +194,7 @@ class Capture:
         if self.listener is not None:
             self.listener.close()
         for e in self.encoders:
-            for _, _, _, fut in e.inflight:
+            for fut in e.inflight:
                 fut.cancel()
         for fd in (self._stop_r, self._stop_w):
             with contextlib.suppress(OSError):
@@ -322,7 +243,9 @@ class Capture:
         fd = control.recv_fd(name)
         try:
             prepare_pipe(fd, name)
-            o = _Open(name, fd, self.writer.open(name))
+            with self.out_lock:
+                fid = self.writer.open(name)
+            o = _Open(name, fd, fid)
         except BaseException:
             os.close(fd)
             raise
@@ -350,7 +273,8 @@ class Capture:
             o.check.feed(data)
         if o.keep is not None:
             o.keep += data
-        self.writer.write(o.fid, data)
+        with self.out_lock:
+            self.writer.write(o.fid, data)
         return True
 
     def _close_file(self, o: _Open) -> None:
@@ -363,5 +287,6 @@ class Capture:
             self.pages_sizes[o.name] = o.size
         if o.keep is not None:
             self.pagemaps[o.name] = pagemap_summary(bytes(o.keep), o.name)
-        self.writer.close(o.fid)
+        with self.out_lock:
+            self.writer.close(o.fid)
         self.log(f"capture: {o.name}: {o.size} bytes")
