@@ -79,7 +79,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lz4", default="lz4", metavar="PATH", help="the lz4 tool (default lz4)")
     p.add_argument("--repeat", type=int, default=1, metavar="N",
                    help="measure everything N times and keep the fastest of each; with N > 1, "
-                        "a pattern where a time is under 50 ms gets 4 more rounds (default 1)")
+                        "a pattern where a time is under --short-below gets 4 more rounds "
+                        "(default 1)")
+    p.add_argument("--short-below", type=float, default=SHORT_MS, metavar="MS",
+                   help=f"what --repeat counts as a short time (default {SHORT_MS:g} ms)")
 
 
 # -- sizes and output -------------------------------------------------------------------
@@ -180,7 +183,8 @@ def _tmp_base(explicit: str | None) -> Path:
 
 
 def measure(size: int, patterns: list[str], modes: list[str], region: int,
-            tmpdir: str | None, tool: str = "lz4", repeat: int = 1, log: Log = print) -> Record:
+            tmpdir: str | None, tool: str = "lz4", repeat: int = 1, log: Log = print,
+            short_ms: float = 50.0) -> Record:
     """Run the benchmark; returns the JSON-able result dict."""
     from ..codec import Compression
 
@@ -204,6 +208,7 @@ def measure(size: int, patterns: list[str], modes: list[str], region: int,
         "lz4_cli": {"command": cmd, "version": lz4_version(tool) if cmd else None},
         "targets": TARGETS, "repeat": repeat, "loadavg_before": os.getloadavg(),
         "reference": {}, "results": [], "memory": [], "more_rounds": {},
+        "short_below_ms": short_ms,
     }
     work = Path(tempfile.mkdtemp(prefix="zdtmpy-bench-compress-", dir=base))
     try:
@@ -222,7 +227,7 @@ def measure(size: int, patterns: list[str], modes: list[str], region: int,
                              ours)
             # a few milliseconds (a kept pages file) are mostly the scheduler's and the
             # disk's noise: with --repeat, more rounds of every layout, compared fairly
-            if repeat > 1 and any(ours[m][a]["seconds"] < SHORT_S
+            if repeat > 1 and any(ours[m][a]["seconds"] * 1e3 < short_ms
                                   for m in modes for a in ours[m]):
                 for rnd in range(SHORT_EXTRA):
                     _convert_all(layer, name, modes[::-1] if rnd % 2 else modes, region,
@@ -250,7 +255,7 @@ def measure(size: int, patterns: list[str], modes: list[str], region: int,
 
 
 MEMORY_BYTES = 64 << 20   # in-memory codec figures: this much of each pattern
-SHORT_S, SHORT_EXTRA = 0.05, 4   # with --repeat: a time this short gets more rounds
+SHORT_MS, SHORT_EXTRA = 50.0, 4   # with --repeat: a time this short gets more rounds
 
 
 def _convert_all(layer: Path, name: str, modes: list[str], region: int, crc: int,
@@ -328,8 +333,10 @@ def run(args: argparse.Namespace) -> int:
     chart.require(args.chart)
     if args.repeat < 1:
         raise BenchError("--repeat must be at least 1")
+    if args.short_below < 0:
+        raise BenchError("--short-below must not be negative")
     result = measure(size, patterns, modes, region, args.tmpdir, args.lz4, args.repeat,
-                     log=print)
+                     log=print, short_ms=args.short_below)
     print(table(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")

@@ -86,7 +86,8 @@ def table(result: Record) -> str:
                      f"JSON); best of {result.get('repeat', 1)}"
                      + "".join(f", {name} +{n}" for name, n in
                                (result.get("more_rounds") or {}).items())
-                     + (" (times under 50 ms)" if result.get("more_rounds") else ""))
+                     + (f" (times under {result.get('short_below_ms', 50):g} ms)"
+                        if result.get("more_rounds") else ""))
     lines.append("")
     lines.append("reference      ratio  comp MB/s  decomp MB/s  RSS MiB")
     for name, ref in result["reference"].items():
