@@ -115,12 +115,10 @@ def test_build_cache_hit(scratch, monkeypatch):
     assert exe.parent.parent == scratch / "workloads"
     assert [p.name for p in exe.parent.iterdir()] == ["pages00"]  # objects not kept
     before = exe.stat()
-    t = time.monotonic()
     again = build_workload("pages00")
-    took = time.monotonic() - t
     assert again == exe
+    # not rebuilt: the same file, untouched (no timing: a loaded machine makes any bound flaky)
     assert exe.stat().st_mtime_ns == before.st_mtime_ns and exe.stat().st_ino == before.st_ino
-    assert took < 0.5, f"cache hit took {took:.2f} s"
 
 
 def test_concurrent_builds_share_one_result(scratch):
