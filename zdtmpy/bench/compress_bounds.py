@@ -4,12 +4,13 @@ time of any codec doing the same job, measured in the same run.
 * write floor: writing the bytes the output file holds (compressed size; for decompress the
   pages that are not all zero, the rest being holes) into a fresh file from a reused buffer,
   then fsync; the faster of two ways: everything first and then fsync (what `lz4` plus the
-  reference's fsync does), and with the writeback of every WRITE_BEHIND bytes started as
-  they are written (what zdtmpy's pages writer does: the disk works while the rest is
-  written, and the fsync waits for less). The first way alone came out ~1.4x slower than
-  the second here, above what zdtmpy itself took, so floors measured that way only put
-  targets out of reach that were not. One thread: buffered writes to one file are
-  serialised on its inode lock, so more threads do not write it faster.
+  reference's fsync does), and with the disk working as they are written (what zdtmpy's
+  pages writer does, pagesout.WriteBehind: writeback started every WRITE_BEHIND bytes, a
+  background flush every FLUSH_BEHIND; the fsync then waits for less). The first way alone
+  came out ~1.4x slower than the second here, above what zdtmpy itself took, so floors
+  measured that way only put targets out of reach that were not. One thread: buffered
+  writes to one file are serialised on its inode lock, so more threads do not write it
+  faster.
 * CPU floor: the LZ4 library's own CPU seconds (python-lz4, one core, measured in memory
   on a sample of the pattern, scaled to the size) for the blocks that are not all zero,
   spread over every core.
@@ -38,25 +39,28 @@ def write_floor(dirpath: Path, nbytes: int) -> float:
 
 
 def write_seconds(dirpath: Path, nbytes: int, behind: bool) -> float:
-    """Wall seconds to write nbytes into a new file in dirpath, then fsync it. behind: start
-    the writeback of every WRITE_BEHIND bytes once written, as the pages writer does."""
-    from ..compress.pagesout import WRITE_BEHIND, start_writeback
+    """Wall seconds to write nbytes into a new file in dirpath, then fsync it. behind: the
+    disk works while the bytes are written, as in the pages writer (pagesout.WriteBehind:
+    writeback started every WRITE_BEHIND bytes, a background flush every FLUSH_BEHIND)."""
+    from ..compress.pagesout import WriteBehind
 
     path = dirpath / "write-floor.tmp"
     buf = bytearray(os.urandom(min(WRITE_UNIT, max(nbytes, 1))))
     os.sync()
     fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    wb = WriteBehind(fd)
     try:
         t0 = time.perf_counter()
-        done = synced = 0
+        done = 0
         while done < nbytes:
             done += os.pwrite(fd, memoryview(buf)[:nbytes - done], done)
-            if behind and start_writeback is not None and done - synced >= WRITE_BEHIND:
-                start_writeback(fd, synced, done - synced)
-                synced = done
+            if behind:
+                wb.wrote(done)
+        wb.finish()
         os.fsync(fd)
         return time.perf_counter() - t0
     finally:
+        wb.cancel()
         os.close(fd)
         path.unlink()
 

@@ -39,7 +39,7 @@ from ..images.pagemap import (
     set_entry_nr_pages,
 )
 from .install import fsync_dir
-from .pagesout import WRITE_BEHIND, start_writeback
+from .pagesout import WriteBehind
 from .pipeline import (
     Buf,
     chunk_size,
@@ -75,7 +75,6 @@ class PagemapWriter(PipelinedEntries, SourceEntries, KeptPages):
         self._state = "open"
         self._pos = 0            # size of the pages file so far (data and holes)
         self._end = 0            # end of the last data actually written (a hole may follow)
-        self._synced = 0         # writeback started up to here (see WRITE_BEHIND)
         self._prev_end: int | None = None    # end of the previous entry: entries must be sorted
         self.entries = 0         # entries written to the pagemap
         self._begun = 0          # entries accepted (begin() runs ahead of the files)
@@ -86,6 +85,7 @@ class PagemapWriter(PipelinedEntries, SourceEntries, KeptPages):
             self._pm = open(self._tmp_pm, "xb")  # noqa: SIM115
             self._pages = open(self._tmp_pages, "xb", buffering=0)  # noqa: SIM115
             self._fd = self._pages.fileno()
+            self._behind = WriteBehind(self._fd)   # the disk's work, in the background
         except OSError as exc:
             self.abort()
             raise ImageError(f"{self.dir}: cannot create {pagemap_name}: {exc.strerror}") \
@@ -182,6 +182,7 @@ class PagemapWriter(PipelinedEntries, SourceEntries, KeptPages):
                              f"{self._state}")
         self._sync()
         try:
+            self._behind.finish()   # the background flush's error, if any, is this file's
             kept = self._close_kept()   # the source pages file stays: no pages file here
             if self._end < self._pos and not kept:  # the file ends with a hole
                 os.ftruncate(self._fd, self._pos)
@@ -208,6 +209,9 @@ class PagemapWriter(PipelinedEntries, SourceEntries, KeptPages):
         if self._state == "closed":
             return
         self._cancel_pipeline()
+        behind = getattr(self, "_behind", None)   # None: the files could not be created
+        if behind is not None:
+            behind.cancel()   # a background flush may still use the pages file's fd
         for f in (self._pm, self._pages):
             if f is not None and not f.closed:
                 try:
@@ -282,10 +286,11 @@ class PagemapWriter(PipelinedEntries, SourceEntries, KeptPages):
         if n:
             self._pos += n
             self._end = self._pos
-            if self._end - self._synced >= WRITE_BEHIND and start_writeback is not None:
-                # let the disk work while we compute: close() then has less to fsync
-                start_writeback(self._fd, self._synced, self._end - self._synced)
-                self._synced = self._end
+            try:
+                self._behind.wrote(self._end)   # close() then has less to flush
+            except OSError as exc:   # a background flush failed
+                raise ImageError(f"{self._tmp_pages}: write failed: {exc.strerror}") \
+                    from None
 
     def _hole(self, n: int) -> None:
         """n zero bytes, not written: the file gets a hole there (or is extended at close)."""

@@ -14,7 +14,7 @@ from ..codec.blocks import BlockCodec, zeros
 from ..errors import ImageError
 from ..images.messages import Message
 from ..images.pagemap import PAGE_SIZE, PE_PAYLOAD_ALIGNED, PE_PRESENT
-from .pagesout import WRITE_BEHIND, start_writeback, writer_pool
+from .pagesout import WriteBehind, writer_pool
 from .pipeline import chunk_size, ordered_map, pwrite_all
 from .progress import Progress
 from .source import EntrySource, Task
@@ -37,7 +37,7 @@ class SourceEntries:
         _tmp_pages: Path
         _pos: int
         _end: int
-        _synced: int
+        _behind: WriteBehind
 
         dir: Path
         pagemap_name: str
@@ -142,9 +142,11 @@ class SourceEntries:
         for end, n, progress in ordered_map(lambda job: job[0](job[1]), jobs):
             if end:
                 self._end = max(self._end, end)
-            if self._end - self._synced >= WRITE_BEHIND and start_writeback is not None:
-                start_writeback(self._fd, self._synced, self._end - self._synced)
-                self._synced = self._end
+            try:
+                self._behind.wrote(self._end)
+            except OSError as exc:   # a background flush failed
+                raise ImageError(f"{self._tmp_pages}: write failed: {exc.strerror}") \
+                    from None
             if progress:
                 progress.update(n)
 
