@@ -170,11 +170,17 @@ def _mixed_entries():
     ]
 
 
+@pytest.mark.parametrize("how", ["feed", "feed_read"])
 @pytest.mark.parametrize("threads", [None, 2], ids=["threads-default", "threads-2"])
 @pytest.mark.parametrize("spec", [Compression("off"), Compression("page"),
                                   Compression("region", 16 * PS)],
                          ids=["off", "page", "region64k"])
-def test_fed_entries_are_byte_identical_to_added_ones(tmp_path, spec, threads, monkeypatch):
+def test_fed_entries_are_byte_identical_to_added_ones(tmp_path, spec, threads, how,
+                                                      monkeypatch):
+    """feed() hands over filled buffers; feed_read() lets the worker that encodes a chunk
+    read it (with 2 workers under a compressing spec, never the caller's thread)."""
+    import threading
+
     if threads:   # with workers, an all-zero fed chunk is decided in the caller's thread
         from zdtmpy.compress import pipeline
         monkeypatch.setattr(pipeline, "_WORKERS", threads)
@@ -182,19 +188,30 @@ def test_fed_entries_are_byte_identical_to_added_ones(tmp_path, spec, threads, m
     added.mkdir()
     fed.mkdir()
     write(added, _mixed_entries(), spec)
-    released = []
+    released, readers = [], []
     step = 64 * PS   # whole blocks in every mode here
     with PagemapWriter(fed, "pagemap-1.img", 1, spec) as w:
         for vaddr, nr, flags, data in _mixed_entries():
             w.begin(vaddr, nr, flags)
             for off in range(0, len(data), step):
                 buf = bytearray(data[off:off + step])   # each piece its own buffer
-                w.feed(buf, len(buf), released.append)
+                if how == "feed":
+                    w.feed(buf, len(buf), released.append)
+                    continue
+
+                def read(buf: bytearray = buf) -> bytearray:
+                    readers.append(threading.get_ident())
+                    return buf
+                w.feed_read(len(buf), read, released.append)
         w.drain()
         assert w.entries == len(_mixed_entries())
     for name in ("pagemap-1.img", "pages-1.img"):
         assert (fed / name).read_bytes() == (added / name).read_bytes(), name
     assert sum(len(b) for b in released) == sum(len(e[3]) for e in _mixed_entries())
+    if how == "feed_read":
+        assert len(readers) == len(released)
+        if threads and spec.enabled:
+            assert threading.get_ident() not in readers
 
 
 def test_feeding_errors_leave_nothing(tmp_path):

@@ -21,14 +21,17 @@ from .pipeline import pool as worker_pool
 
 V = TypeVar("V")
 Release = Callable[[bytearray], None]
+Reader = Callable[[], bytearray]   # run by a worker: the buffer holding a chunk's bytes
 # one fed chunk done: the stored block sizes (None: `parts` are pieces, ints = zero runs),
-# the parts to write, and the output buffer to give back to its pool once written
+# the parts to write, the output buffer to give back to its pool once written, and the
+# buffer a worker read the chunk into (feed_read; None: the fed buffer)
 ChunkResult = tuple[Union[list[int], None], Sequence[Piece],
-                    Union[tuple[BufferPool, bytearray], None]]
+                    Union[tuple[BufferPool, bytearray], None], Union[bytearray, None]]
 Task = Union[Future[ChunkResult], "Ready[ChunkResult]"]
 # (task or None = the entry ends here, the entry, (fed buffer, release) or None) in order
-# (fed buffer, release, bytes fed, where they are in the source pages file or None)
-Held = tuple[bytearray, Union[Release, None], int, Union[int, None]]
+# (fed buffer or None: read by the worker, release, bytes fed, where they are in the
+# source pages file or None)
+Held = tuple[Union[bytearray, None], Union[Release, None], int, Union[int, None]]
 Queued = tuple[Union[Task, None], "PendingEntry", Union[Held, None]]
 
 
@@ -128,6 +131,37 @@ class PipelinedEntries:
         `buf`, a whole number of blocks unless they end the entry. buf must stay unchanged
         until release(buf) is called (from this thread, once its bytes are written).
         same_at: where these bytes were read in the source pages file (see KeptPages)."""
+        ent = self._accept(n)
+        block_bytes = self.spec.block_pages * PAGE_SIZE
+        if not self.spec.enabled:
+            view = memoryview(buf)[:n]
+            pieces: list[Piece] = [n] if zeros(n).startswith(view) else [view]
+            task: Task = Ready((None, pieces, None, None))
+        elif workers() == 1:
+            task = Ready(self._encode_fed(buf, n))
+        elif self.codec.all_zero(buf, n):
+            # all zero (common in memory images): one scan here at memory speed costs less
+            # than the hand-off to a worker and back (a worker would only scan it too)
+            task = Ready(([0] * -(-n // block_bytes), [], None, None))
+        else:
+            task = worker_pool().submit(self._encode_fed, buf, n)
+        self._queued(ent, task, (buf, release, n, same_at))
+
+    def feed_read(self, n: int, read: Reader, release: Release | None = None,
+                  same_at: int | None = None) -> None:
+        """As feed(), for n bytes that the worker encoding them reads itself: read(), run
+        by that worker, returns the bytearray holding them (release(buf) as for feed()).
+        The reading of the next chunks is then spread over the workers instead of
+        being done here, one chunk after the other, ahead of them."""
+        if not self.spec.enabled:
+            return self.feed(read(), n, release, same_at)
+        ent = self._accept(n)
+        task: Task = Ready(self._read_encode(read, n)) if workers() == 1 else \
+            worker_pool().submit(self._read_encode, read, n)
+        self._queued(ent, task, (None, release, n, same_at))
+
+    def _accept(self, n: int) -> PendingEntry:
+        """The begun entry, after checking that n more bytes of it may come now."""
         ent = self._cur
         if ent is None or self._state != "open":
             raise ImageError(f"{self.dir / self.pagemap_name}: feed() without a begun "
@@ -138,21 +172,12 @@ class PipelinedEntries:
             raise ImageError(f"{ent.where}: fed {n} bytes at {ent.fed} of {total}: expected "
                              f"whole blocks of {block_bytes} bytes up to the entry's end")
         ent.fed += n
-        if not self.spec.enabled:
-            view = memoryview(buf)[:n]
-            pieces: list[Piece] = [n] if zeros(n).startswith(view) else [view]
-            task: Task = Ready((None, pieces, None))
-        elif workers() == 1:
-            task = Ready(self._encode_fed(buf, n))
-        elif self.codec.all_zero(buf, n):
-            # all zero (common in memory images): one scan here at memory speed costs less
-            # than the hand-off to a worker and back (a worker would only scan it too)
-            task = Ready(([0] * -(-n // block_bytes), [], None))
-        else:
-            task = worker_pool().submit(self._encode_fed, buf, n)
-        self._queue.append((task, ent, (buf, release, n, same_at)))
+        return ent
+
+    def _queued(self, ent: PendingEntry, task: Task, held: Held) -> None:
+        self._queue.append((task, ent, held))
         self._inflight += 1
-        if ent.fed == total:
+        if ent.fed == ent.nr_pages * PAGE_SIZE:
             self._cur = None
             self._queue.append((None, ent, None))
         self._retire(window())
@@ -167,7 +192,12 @@ class PipelinedEntries:
         out = outpool.get() if n <= chunk_size(block_bytes) else \
             bytearray(n + _slack(block_bytes))
         sizes, parts = self.codec.encode_into(buf, n, out, block_bytes, self.spec.acceleration)
-        return sizes, parts, (outpool, out)
+        return sizes, parts, (outpool, out), None
+
+    def _read_encode(self, read: Reader, n: int) -> ChunkResult:
+        buf = read()
+        sizes, parts, out, _ = self._encode_fed(buf, n)
+        return sizes, parts, out, buf
 
     def _retire(self, limit: int) -> None:
         """Write the finished work at the head of the queue; while more than `limit` chunks
@@ -183,7 +213,7 @@ class PipelinedEntries:
                 continue
             self._inflight -= 1
             try:
-                sizes, parts, out = task.result()
+                sizes, parts, out, read_into = task.result()
             except ImageError:
                 self._state = "failed"
                 raise
@@ -192,6 +222,8 @@ class PipelinedEntries:
                 raise ImageError(f"{ent.where}: encoding failed: {exc!r}") from None
             assert held is not None  # every queued chunk holds its fed buffer
             buf, release, n, same_at = held
+            if read_into is not None:   # feed_read: the buffer its worker read
+                buf = read_into
             if sizes is None:
                 self._write_pieces(parts)
             else:  # encoded chunks hold bytes-like parts only (no zero-run ints)
@@ -201,7 +233,7 @@ class PipelinedEntries:
             del parts   # drop the views into `out` before it goes back to its pool
             if out is not None:
                 out[0].put(out[1])
-            if release is not None:
+            if release is not None and buf is not None:
                 release(buf)
 
     def _check_fed(self) -> None:

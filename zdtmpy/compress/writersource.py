@@ -49,9 +49,9 @@ class SourceEntries:
                    template: Message | None) -> Message: ...
         def begin(self, vaddr: int, nr_pages: int, flags: int,
                   template: Message | None = None) -> None: ...
-        def feed(self, buf: bytearray, n: int,
-                 release: Callable[[bytearray], None] | None = None,
-                 same_at: int | None = None) -> None: ...
+        def feed_read(self, n: int, read: Callable[[], bytearray],
+                      release: Callable[[bytearray], None] | None = None,
+                      same_at: int | None = None) -> None: ...
         def _store_blocks(self, msg: Message, flags: int, nr_pages: int,
                           encoded: Iterable[EncodedChunk], template: Message | None) -> None: ...
 
@@ -178,8 +178,8 @@ class SourceEntries:
     def begin_source(self, vaddr: int, nr_pages: int, flags: int, src: EntrySource,
                      template: Message | None = None) -> None:
         """A present entry whose pages come uncompressed from `src`, under a compressing
-        spec, pipelined across entries (begin() + feed()): its chunks are read here into
-        pooled buffers and encoded by the workers while the caller goes on with the next
+        spec, pipelined across entries (begin() + feed_read()): each chunk is read into a
+        pooled buffer and encoded by a worker while the caller goes on with the next
         entry, so that small entries keep every core busy too and no entry waits for the
         one before to drain. The entries reach the files in order, by close() at the latest.
         """
@@ -191,10 +191,11 @@ class SourceEntries:
         pool = writer_pool(chunk)
         progress = src.progress
         for task in src.tasks(chunk):
-            buf, _ = src.read(task, pool)
+            def read(task: Task = task) -> bytearray:   # by the worker that encodes it
+                return src.read(task, pool)[0]
 
             def release(done: bytearray, n: int = task[1]) -> None:
                 pool.put(done)
                 if progress:
                     progress.update(n)
-            self.feed(buf, task[1], release, same_at=task[2])
+            self.feed_read(task[1], read, release, same_at=task[2])
