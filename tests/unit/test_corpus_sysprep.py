@@ -11,8 +11,18 @@ import time
 
 import pytest
 
-from zdtmpy.corpus import cgholder, sysprep
+from zdtmpy.corpus import cgholder, sysprep, tmpleft
 from zdtmpy.registry import Registry
+
+
+@pytest.fixture(autouse=True)
+def stand_in_tmp(tmp_path, monkeypatch):
+    """A last session out here must not rmdir in the host's /tmp: another worker's upstream
+    test may be between its mkdir and its mount there."""
+    tmp = tmp_path / "host-tmp"
+    tmp.mkdir()
+    monkeypatch.setattr(tmpleft, "TMP", tmp)
+    return tmp
 
 
 def test_first_session_raises_last_session_restores(tmp_path, monkeypatch):
@@ -199,3 +209,37 @@ def test_cgroups_found_there_another_runners_holder_and_busy_ones_stay(
         cgholder.with_mount(name, clean)
         cgholder._retire(name)
     assert not cgholder.listed(name)
+
+
+def test_last_session_out_removes_empty_tmp_dirs_upstream_left(tmp_path, monkeypatch,
+                                                               stand_in_tmp):
+    """What mnt_ext_auto / mnt_ext_multiple leave in /tmp (a stand-in here): only the new,
+    empty, upstream-named directories go; what was there first, what holds anything, files,
+    symlinks and zdtmpy's own stay."""
+    tmp = stand_in_tmp
+    monkeypatch.setattr(sysprep, "HIERARCHIES", ())
+    monkeypatch.setattr(sysprep.firewall, "TOOLS", ())
+    (tmp_path / "nr_hugepages").write_text("20\n")
+    (tmp / "zdtm_found_first").mkdir()
+    p = sysprep.Prepared(Registry(tmp_path / "reg"), tmp_path)
+    p.setup()
+    for name in ("zdtm_ext_auto.XXXXXX", "zdtm_ext_multiple.tmp", "zdtm_full", "zdtmpy-ns-1"):
+        (tmp / name).mkdir()
+    (tmp / "zdtm_full" / "x").write_text("kept")
+    (tmp / "zdtm_file").write_text("")
+    (tmp / "zdtm_link").symlink_to(tmp / "zdtm_ext_auto.XXXXXX")
+    assert p.undo() == ["2 empty dir(s) upstream's tests left in " + str(tmp) + " removed "
+                        "(zdtm_ext_auto.XXXXXX, zdtm_ext_multiple.tmp)"]
+    assert sorted(os.listdir(tmp)) == ["zdtm_file", "zdtm_found_first", "zdtm_full",
+                                       "zdtm_link", "zdtmpy-ns-1"]
+
+
+def test_tmp_dirs_are_kept_without_a_record_of_what_was_there(tmp_path):
+    """An older zdtmpy's record (no tmp_found) or a record of the wrong shape: remove none."""
+    (tmp_path / "zdtm_x").mkdir()
+    assert tmpleft.remove_new(tmpleft.record(None), tmp_path) == []
+    assert tmpleft.remove_new(tmpleft.record(["a", 3]), tmp_path) == []
+    assert tmpleft.remove_new(tmpleft.record("zdtm_y"), tmp_path) == []
+    assert (tmp_path / "zdtm_x").is_dir()
+    assert tmpleft.remove_new(tmpleft.record([]), tmp_path) != []
+    assert not (tmp_path / "zdtm_x").exists()

@@ -5,7 +5,9 @@ machine: the first session to start sets it up, the last one to end undoes it.
 * the named cgroup v1 hierarchies `zdtmtst` and `zdtmtst.defaultroot`, each kept alive by a
   holder cgroup, so criu never sees a controller appear in the middle of a dump;
 * the host's iptables rules as found: rules tests added and left are deleted at the end;
-* the host's mount table as found: upstream's mounts that appeared are removed (leftmounts).
+* the host's mount table as found: upstream's mounts that appeared are removed (leftmounts);
+* the host's /tmp as found: empty `zdtm_*` directories upstream's tests made are removed
+  (tmpleft).
 
 What the first session found is kept in the machine's session registry (zdtmpy/registry.py),
 which every zdtmpy session joins: several sessions at once (CI jobs, developers, xdist
@@ -19,7 +21,7 @@ from typing import Any
 
 from .. import sysstate
 from ..registry import Registry, Shared
-from . import cgholder, firewall, leftmounts
+from . import cgholder, firewall, leftmounts, tmpleft
 
 HUGEPAGES = 20
 PROC_VM = Path("/proc/sys/vm")
@@ -74,6 +76,7 @@ class Prepared:
         state["hierarchies"] = sorted(created)
         state["new_hierarchies"] = sorted(new & created)
         state.setdefault("firewall", firewall.snapshot())
+        state.setdefault("tmp_found", tmpleft.found())
 
     def undo(self) -> list[str]:
         """Leave; the last session out puts back what the first one found."""
@@ -103,6 +106,7 @@ def put_back(state: dict[str, Any], proc_vm: Path = PROC_VM,
     state.pop("firewall", None)
     if mounts_before is not None:
         out += leftmounts.remove_new(mounts_before)
+    out += tmpleft.remove_new(tmpleft.record(state.pop("tmp_found", None)))
     return out
 
 
