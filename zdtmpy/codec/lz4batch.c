@@ -47,6 +47,35 @@ int zdtm_all_zero(const unsigned char *p, long n)
 	return n <= 0 || all_zero(p, (size_t)n);
 }
 
+/* What encode_block made of a block, when it wrote no LZ4 output (else: its length > 0). */
+enum { BLOCK_ZERO = 0, BLOCK_RAW = -1, BLOCK_NO_ROOM = -2 };
+
+/*
+ * One block of `size` bytes at blk, encoded at dst where `room` bytes are free. The rules
+ * of both loops below: all zero -> BLOCK_ZERO; LZ4 output of 7/8 of the block or more (or a
+ * failure) -> BLOCK_RAW; else the LZ4 output's length. `raw_here`: a raw block is copied to
+ * dst too, so it needs room for the whole block (else for LZ4's capped output only);
+ * BLOCK_NO_ROOM when there is less.
+ */
+static long encode_block(const unsigned char *blk, long size, unsigned char *dst, long room,
+			 int raw_here, int acceleration, void *state, reset_fn reset,
+			 compress_fn compress, bound_fn bound)
+{
+	long limit = (size * 7 + 7) / 8;
+	long cap = limit - 1;   /* output of limit bytes or more is stored raw */
+	int r;
+
+	if (all_zero(blk, (size_t)size))
+		return BLOCK_ZERO;
+	if (cap > bound((int)size))
+		cap = bound((int)size);
+	if ((raw_here ? size : cap) > room)
+		return BLOCK_NO_ROOM;
+	reset(state);
+	r = compress(state, (const char *)blk, (char *)dst, (int)size, (int)cap, acceleration);
+	return r <= 0 || r >= limit ? BLOCK_RAW : r;
+}
+
 /*
  * Encode the n bytes at src as consecutive blocks of `block` bytes (the last may be
  * shorter). sizes[i] gets block i's stored size. The stored pieces, in order, are described
@@ -64,22 +93,16 @@ long zdtm_encode_blocks(const unsigned char *src, long n, unsigned char *out, lo
 
 	for (long off = 0; off < n; off += block, b++) {
 		long size = n - off < block ? n - off : block;
-		long limit = (size * 7 + 7) / 8;
-		long cap = limit - 1;   /* output of limit bytes or more is stored raw */
-		int r;
+		long r = encode_block(src + off, size, out + opos, out_cap - opos, 0,
+				      acceleration, state, reset, compress, bound);
 
-		if (all_zero(src + off, (size_t)size)) {
+		if (r == BLOCK_ZERO) {
 			sizes[b] = 0;
 			continue;
 		}
-		if (cap > bound((int)size))
-			cap = bound((int)size);
-		if (opos + cap > out_cap)
+		if (r == BLOCK_NO_ROOM)
 			return -1;
-		reset(state);
-		r = compress(state, (const char *)src + off, (char *)out + opos, (int)size,
-			     (int)cap, acceleration);
-		if (r <= 0 || r >= limit) {   /* no room was enough: raw */
+		if (r == BLOCK_RAW) {
 			sizes[b] = (uint32_t)size;
 			if (last == RUN_RAW && raw_end == off) {
 				runs[3 * (nruns - 1) + 2] += size;
@@ -123,24 +146,14 @@ long zdtm_encode_packed(const unsigned char *src, long n, unsigned char *out, lo
 
 	for (long off = 0; off < n; off += block, b++) {
 		long size = n - off < block ? n - off : block;
-		long limit = (size * 7 + 7) / 8;
-		long cap = limit - 1;   /* output of limit bytes or more is stored raw */
-		int r;
+		long r = encode_block(src + off, size, out + opos, out_cap - opos, 1,
+				      acceleration, state, reset, compress, bound);
 
-		if (all_zero(src + off, (size_t)size)) {
-			sizes[b] = 0;
-			continue;
-		}
-		if (cap > bound((int)size))
-			cap = bound((int)size);
-		if (opos + size > out_cap)
+		if (r == BLOCK_NO_ROOM)
 			return -1;
-		reset(state);
-		r = compress(state, (const char *)src + off, (char *)out + opos, (int)size,
-			     (int)cap, acceleration);
-		if (r <= 0 || r >= limit) {   /* no room was enough: raw */
+		if (r == BLOCK_RAW) {
 			memcpy(out + opos, src + off, (size_t)size);
-			r = (int)size;
+			r = size;
 		}
 		sizes[b] = (uint32_t)r;
 		opos += r;
