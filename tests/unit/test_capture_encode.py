@@ -1,7 +1,11 @@
 """capture's chunk encoder: criu's pipe read into reused chunk buffers, each chunk coded in
 one call; the records are the very bytes the per-block coder writes."""
 
+import io
+import os
 import random
+import threading
+import time
 
 import pytest
 
@@ -116,3 +120,87 @@ def test_no_pool_write_once_the_capture_failed(tmp_path):
         cap.failed = True
     enc._encode(0, 0, bytearray(mixed(256, 2)), enc.chunk, bytearray(enc.chunk))
     assert len(out.getvalue()) == before
+
+
+def _drain(fd, into):
+    while chunk := os.read(fd, 1 << 16):
+        into += chunk
+
+
+def test_a_slow_output_holds_the_reads_at_the_window(tmp_path):
+    """The stream goes to a pipe nobody reads yet: the encoder stops reading criu's pipe
+    once `window` chunks are read and not written (criu then waits on its full pipe)
+    instead of holding the whole dump in memory; once the output is read, every byte
+    arrives, in order."""
+    from zdtmpy.codec import Compression
+    from zdtmpy.transport import streamformat as sf
+    from zdtmpy.transport.capture import Capture
+    from zdtmpy.transport.captureblocks import BlockEncoder
+
+    in_r, in_w = os.pipe()
+    out_r, out_w = os.pipe()
+    out = os.fdopen(out_w, "wb")
+    cap = Capture(tmp_path, out, Compression("page"))
+    cap.writer = sf.StreamWriter(out, cap.spec)   # the header fits in the pipe
+    enc = BlockEncoder(cap, cap.writer.open("pages-1.img"))
+    data = mixed(40 * enc.chunk // PS, 13)
+    fed, errors, got = [0], [], bytearray()
+
+    def feed():   # criu: writes the pages file into its pipe, in pipe-sized pieces
+        try:
+            for i in range(0, len(data), 1 << 16):
+                fed[0] += os.write(in_w, data[i:i + (1 << 16)])
+        except OSError as exc:
+            errors.append(exc)
+        finally:
+            os.close(in_w)
+
+    def capture():   # the capture loop's reads of that pipe
+        try:
+            while enc.read(in_r):
+                pass
+            enc.finish()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=f, daemon=True) for f in (feed, capture)]
+    drain = threading.Thread(target=_drain, args=(out_r, got), daemon=True)
+    try:
+        for t in threads:
+            t.start()
+        last, still = -1, 0.0
+        while still < 1.0 and fed[0] < len(data):   # until the feeder has been stuck 1 s
+            time.sleep(0.1)
+            still = still + 0.1 if fed[0] == last else 0.0
+            last = fed[0]
+        held = fed[0]
+        assert held <= (cap.window + 2) * enc.chunk < len(data), \
+            f"{held} bytes read from criu's pipe while the output was stalled"
+    finally:
+        drain.start()   # whatever happened: let every thread end
+        for t in threads:
+            t.join(30)
+    assert not errors and not any(t.is_alive() for t in threads)
+    cap.writer.close(1)
+    cap.writer.end()
+    out.close()
+    drain.join(30)
+    os.close(in_r)
+    os.close(out_r)
+    reader = sf.StreamReader(io.BytesIO(bytes(got)), "test")
+    assert b"".join(rec.data() for rec in reader if rec.type == sf.BLOCKS) == data
+
+
+def test_a_stop_ends_the_wait_for_a_stalled_output(tmp_path):
+    """A capture asked to stop while its window is full (its output stalled) raises the
+    stop instead of waiting for the output."""
+    from zdtmpy.codec import Compression
+    from zdtmpy.transport.capture import Capture
+    from zdtmpy.transport.streamproto import StreamerError
+
+    cap = Capture(tmp_path, io.BytesIO(), Compression("page"))
+    for _ in range(cap.window):   # every place taken, none given back
+        assert cap.room.acquire(timeout=0)
+    cap.stop()
+    with pytest.raises(StreamerError, match="stopped"):
+        cap.wait_room()

@@ -99,10 +99,14 @@ class Capture:
         self.accept_timeout = accept_timeout
         self.idle_timeout = idle_timeout
         self.log = log or (lambda line: None)
-        self.window = 8  # encoded chunks in flight, over all files
+        # chunks read and not yet written, over all files: a slow stream output holds the
+        # loop (and criu, on its full pipe) instead of the loop reading the dump into memory
+        self.window = 8
+        self.room = threading.Semaphore(self.window)
         self.out_lock = threading.Lock()   # the writer: the loop's records, the pool's
         self.failed = False   # set (under out_lock) before the stream file is abandoned
         self.listener: Listener | None = None
+        self.where = f"capture {self.images_dir}"   # listen() names the socket
         self.encoders: list[BlockEncoder] = []
         self.pagemaps: dict[str, tuple[int, int]] = {}   # name -> (pages_id, present pages)
         self.pages_sizes: dict[str, int] = {}  # pages file name -> bytes received
@@ -123,8 +127,17 @@ class Capture:
         with contextlib.suppress(OSError):
             os.write(self._stop_w, b"x")
 
-    def inflight(self) -> int:
-        return sum(len(e.inflight) for e in self.encoders)
+    def wait_room(self) -> None:
+        """Take a place for one more chunk (a pool thread gives it back once the chunk's
+        record is written), raising meanwhile a pool error or a stop."""
+        while not self.room.acquire(timeout=0.05):
+            for e in self.encoders:
+                e.drain()   # a failed encode or write: its error, here
+            try:
+                if os.read(self._stop_r, 1):
+                    raise StreamerError(f"{self.where}: stopped")
+            except BlockingIOError:
+                pass
 
     def run(self) -> CaptureResult:
         if self.listener is None:
@@ -152,8 +165,12 @@ class Capture:
                 fobj.close()
                 os.rename(part, self.out)
         except BaseException as exc:
-            with self.out_lock:
-                self.failed = True
+            # a pool thread may be stuck writing to an output nobody reads (Ctrl-C): after
+            # its write it sees failed anyway, so the wait for the lock is bounded
+            locked = self.out_lock.acquire(timeout=5)
+            self.failed = True
+            if locked:
+                self.out_lock.release()
             for o in opened.values():
                 with contextlib.suppress(OSError):
                     os.close(o.fd)

@@ -4,7 +4,9 @@ every chunk encoded and its BLOCKS record written by the shared thread pool, in 
 The capture loop is the one thread that reads criu's pipes, and criu cannot send more than
 a pipe holds until it has been read: so the pool threads, not the loop, write the records
 (the stream file write was the loop's largest item after the reads, 0.18-0.25 s of CPU per
-GiB of pages), and a chunk's buffers come back to its file's free list once written.
+GiB of pages), and a chunk's buffers come back to its file's free list once written. The
+loop waits only when `Capture.window` chunks are read and not yet written (a slow output):
+memory stays bounded, and criu waits on its full pipe.
 """
 
 from __future__ import annotations
@@ -50,8 +52,8 @@ class BlockEncoder:
     buffers of whole blocks (no copy, no allocation per read), full chunks go to the shared
     thread pool (the codec releases the GIL), and the pool threads write the records too,
     in file order, and give the buffers back: the capture loop, the one thread that reads
-    criu's pipes, never waits for a write (criu cannot send more than a pipe holds until it
-    has been read)."""
+    criu's pipes, does not wait for a write unless the window of unwritten chunks is full
+    (criu cannot send more than a pipe holds until it has been read)."""
 
     def __init__(self, cap: Capture, fid: int) -> None:
         from ..compress.pipeline import chunk_size
@@ -78,12 +80,13 @@ class BlockEncoder:
         self.fill += n
         if self.fill == self.chunk:
             self._submit()
-            self.drain(block=self.cap.inflight() > self.cap.window)
+            self.drain()
         return n
 
     def _submit(self) -> None:
         from ..compress.pipeline import pool
 
+        self.cap.wait_room()   # backpressure: at most `window` chunks not yet written
         fut = pool().submit(self._encode, self.seq, self.submitted, self.buf, self.fill,
                             self.out)
         self.inflight.append(fut)
@@ -117,6 +120,7 @@ class BlockEncoder:
                     return
                 self.cap.writer.put_blocks(self.fid, item[0], item[1], item[2])
             self.free.append(item[3])   # written: its payload view is not used again
+            self.cap.room.release()
             del item
 
     def drain(self, block: bool = False) -> None:
