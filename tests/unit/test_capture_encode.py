@@ -187,6 +187,7 @@ def test_a_slow_output_holds_the_reads_at_the_window(tmp_path):
     drain.join(30)
     os.close(in_r)
     os.close(out_r)
+    cap._close()
     reader = sf.StreamReader(io.BytesIO(bytes(got)), "test")
     assert b"".join(rec.data() for rec in reader if rec.type == sf.BLOCKS) == data
 
@@ -202,5 +203,8 @@ def test_a_stop_ends_the_wait_for_a_stalled_output(tmp_path):
     for _ in range(cap.window):   # every place taken, none given back
         assert cap.room.acquire(timeout=0)
     cap.stop()
-    with pytest.raises(StreamerError, match="stopped"):
-        cap.wait_room()
+    try:
+        with pytest.raises(StreamerError, match="stopped"):
+            cap.wait_room()
+    finally:
+        cap._close()
